@@ -1,0 +1,245 @@
+// pybind11 bindings of the pillow-unz entropy coder: pillow_unz._coder.
+// Arrays are used in place (no copies) and every loop runs without the GIL.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "logistic.h"
+#include "pixel_model.h"
+#include "range_coder.h"
+
+namespace py = pybind11;
+using namespace unz;
+
+namespace {
+
+template <class T>
+py::array_t<T> checked(const py::array& a, const char* name, int ndim) {
+  if (!a.dtype().is(py::dtype::of<T>()))
+    throw py::value_error(std::string(name) + ": wrong dtype " + std::string(py::str(a.dtype())));
+  if (a.ndim() != ndim)
+    throw py::value_error(std::string(name) + ": expected " + std::to_string(ndim) + " dimensions, got " +
+                          std::to_string(a.ndim()));
+  if (!(a.flags() & py::array::c_style)) throw py::value_error(std::string(name) + ": must be C-contiguous");
+  return py::reinterpret_borrow<py::array_t<T>>(a);
+}
+
+py::bytes to_bytes(const std::vector<uint8_t>& v) {
+  return py::bytes(reinterpret_cast<const char*>(v.data()), v.size());
+}
+
+// Table-driven CDFs: row `index` of an (M, K+1) array.
+struct TableCdf {
+  const int32_t* row;
+  uint32_t operator()(int k) const { return static_cast<uint32_t>(row[k]); }
+};
+
+struct CdfTables {
+  const int32_t* data;
+  int rows, width;  // width = K + 1
+  const int32_t* indexes;  // null: symbol i uses row i
+  size_t count;
+
+  CdfTables(const py::array& cdf, const py::object& idx) {
+    auto c = checked<int32_t>(cdf, "cdf", 2);
+    rows = static_cast<int>(c.shape(0));
+    width = static_cast<int>(c.shape(1));
+    if (width < 2 || width > 65537) throw py::value_error("cdf: rows must have 2 to 65537 entries");
+    data = c.data();
+    for (int r = 0; r < rows; ++r) {
+      const int32_t* row = data + static_cast<size_t>(r) * width;
+      if (row[0] != 0 || row[width - 1] != static_cast<int32_t>(kProbTotal))
+        throw py::value_error("cdf: each row must run from 0 to 65536 (row " + std::to_string(r) + ")");
+      for (int k = 1; k < width; ++k)
+        if (row[k] < row[k - 1]) throw py::value_error("cdf: row " + std::to_string(r) + " decreases");
+    }
+    if (idx.is_none()) {
+      indexes = nullptr;
+      count = rows;
+    } else {
+      auto ix = checked<int32_t>(idx.cast<py::array>(), "indexes", 1);
+      indexes = ix.data();
+      count = ix.shape(0);
+      for (size_t i = 0; i < count; ++i)
+        if (indexes[i] < 0 || indexes[i] >= rows) throw py::value_error("indexes: out of range");
+    }
+  }
+  TableCdf at(size_t i) const {
+    return TableCdf{data + static_cast<size_t>(indexes ? indexes[i] : i) * width};
+  }
+};
+
+py::bytes encode_cdf(const py::array& cdf, const py::array& symbols, const py::object& indexes) {
+  const CdfTables t(cdf, indexes);
+  auto s = checked<int32_t>(symbols, "symbols", 1);
+  if (static_cast<size_t>(s.shape(0)) != t.count)
+    throw py::value_error("symbols: length " + std::to_string(s.shape(0)) + " does not match " +
+                          std::to_string(t.count) + " CDF rows");
+  const int32_t* sym = s.data();
+  const int K = t.width - 1;
+  std::vector<uint8_t> out;
+  {
+    py::gil_scoped_release release;
+    RangeEncoder enc;
+    for (size_t i = 0; i < t.count; ++i) {
+      const TableCdf c = t.at(i);
+      if (sym[i] < 0 || sym[i] >= K) throw py::value_error("symbols: value out of range at " + std::to_string(i));
+      if (c(sym[i] + 1) == c(sym[i])) throw py::value_error("symbols: zero-probability symbol at " + std::to_string(i));
+      code_symbol<false>(enc, c, K, sym[i]);
+    }
+    out = enc.finish();
+  }
+  return to_bytes(out);
+}
+
+py::array_t<int32_t> decode_cdf(const py::array& cdf, const py::bytes& data, const py::object& indexes) {
+  const CdfTables t(cdf, indexes);
+  const std::string_view buf(data);
+  py::array_t<int32_t> result(t.count);
+  int32_t* out = result.mutable_data();
+  const int K = t.width - 1;
+  {
+    py::gil_scoped_release release;
+    RangeDecoder dec(reinterpret_cast<const uint8_t*>(buf.data()), buf.size());
+    for (size_t i = 0; i < t.count; ++i) out[i] = code_symbol<true>(dec, t.at(i), K, 0);
+    dec.finish();
+  }
+  return result;
+}
+
+// Discretized logistics from per-symbol (mean in 1/8 units, scale index), computed in C++.
+struct LogisticParams {
+  const int32_t* mean8;
+  const int32_t* scale;
+  size_t count;
+  int num_symbols;
+  LogisticParams(const py::array& m, const py::array& s, int n) {
+    auto ma = checked<int32_t>(m, "mean8", 1);
+    auto sa = checked<int32_t>(s, "scale_index", 1);
+    if (ma.shape(0) != sa.shape(0)) throw py::value_error("mean8 and scale_index differ in length");
+    if (n < 2 || n > 4096) throw py::value_error("num_symbols must be in 2..4096");
+    mean8 = ma.data();
+    scale = sa.data();
+    count = ma.shape(0);
+    num_symbols = n;
+    for (size_t i = 0; i < count; ++i)
+      if (scale[i] < 0 || scale[i] >= kNumScales) throw py::value_error("scale_index out of range");
+  }
+  LogisticCdf at(size_t i) const { return LogisticCdf(mean8[i], scale[i], num_symbols); }
+};
+
+py::bytes encode_logistic(const py::array& symbols, const py::array& mean8, const py::array& scale, int n) {
+  const LogisticParams p(mean8, scale, n);
+  auto s = checked<int32_t>(symbols, "symbols", 1);
+  if (static_cast<size_t>(s.shape(0)) != p.count) throw py::value_error("symbols: wrong length");
+  const int32_t* sym = s.data();
+  std::vector<uint8_t> out;
+  {
+    py::gil_scoped_release release;
+    RangeEncoder enc;
+    for (size_t i = 0; i < p.count; ++i) {
+      if (sym[i] < 0 || sym[i] >= n) throw py::value_error("symbols: value out of range");
+      code_symbol<false>(enc, p.at(i), n, sym[i]);
+    }
+    out = enc.finish();
+  }
+  return to_bytes(out);
+}
+
+py::array_t<int32_t> decode_logistic(const py::bytes& data, const py::array& mean8, const py::array& scale, int n) {
+  const LogisticParams p(mean8, scale, n);
+  const std::string_view buf(data);
+  py::array_t<int32_t> result(p.count);
+  int32_t* out = result.mutable_data();
+  {
+    py::gil_scoped_release release;
+    RangeDecoder dec(reinterpret_cast<const uint8_t*>(buf.data()), buf.size());
+    for (size_t i = 0; i < p.count; ++i) out[i] = code_symbol<true>(dec, p.at(i), n, 0);
+    dec.finish();
+  }
+  return result;
+}
+
+struct PixelArgs {
+  int C, H, W;
+  const int32_t* params;
+  const int32_t* table;
+  PixelArgs(const py::array& params_arr, const py::array& table_arr, int channels) {
+    auto p = checked<int32_t>(params_arr, "params", 3);
+    auto t = checked<int32_t>(table_arr, "scale_table", 3);
+    C = channels;
+    if (C < 1 || C > 4) throw py::value_error("channels must be 1..4");
+    if (p.shape(0) != num_param_planes(C))
+      throw py::value_error("params: expected " + std::to_string(num_param_planes(C)) + " planes");
+    H = static_cast<int>(p.shape(1));
+    W = static_cast<int>(p.shape(2));
+    if (t.shape(0) != C || t.shape(1) != kActivityBuckets || t.shape(2) != kCrossBuckets)
+      throw py::value_error("scale_table: wrong shape");
+    params = p.data();
+    table = t.data();
+  }
+};
+
+py::bytes encode_pixels(const py::array& planes, const py::array& params, const py::array& table) {
+  auto img = checked<uint8_t>(planes, "planes", 3);
+  const PixelArgs a(params, table, static_cast<int>(img.shape(0)));
+  if (img.shape(1) != a.H || img.shape(2) != a.W) throw py::value_error("planes and params differ in size");
+  uint8_t* data = const_cast<uint8_t*>(img.data());  // read only: Decode=false never writes
+  std::vector<uint8_t> out;
+  {
+    py::gil_scoped_release release;
+    RangeEncoder enc;
+    code_pixels<false>(enc, data, a.C, a.H, a.W, a.params, a.table);
+    out = enc.finish();
+  }
+  return to_bytes(out);
+}
+
+py::array_t<uint8_t> decode_pixels(const py::bytes& data, const py::array& params, const py::array& table,
+                                   int channels) {
+  const PixelArgs a(params, table, channels);
+  const std::string_view buf(data);
+  py::array_t<uint8_t> result({a.C, a.H, a.W});
+  uint8_t* out = result.mutable_data();
+  {
+    py::gil_scoped_release release;
+    RangeDecoder dec(reinterpret_cast<const uint8_t*>(buf.data()), buf.size());
+    code_pixels<true>(dec, out, a.C, a.H, a.W, a.params, a.table);
+    dec.finish();
+  }
+  return result;
+}
+
+template <size_t N>
+py::tuple as_tuple(const int32_t (&v)[N]) {
+  py::tuple t(N);
+  for (size_t i = 0; i < N; ++i) t[i] = v[i];
+  return t;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_coder, m) {
+  m.doc() = "pillow-unz range coder: table, logistic and pixel-model entropy coding";
+  py::register_exception<CorruptStream>(m, "CorruptStream", PyExc_ValueError);
+
+  m.def("encode_cdf", &encode_cdf, py::arg("cdf"), py::arg("symbols"), py::arg("indexes") = py::none());
+  m.def("decode_cdf", &decode_cdf, py::arg("cdf"), py::arg("data"), py::arg("indexes") = py::none());
+  m.def("encode_logistic", &encode_logistic, py::arg("symbols"), py::arg("mean8"), py::arg("scale_index"),
+        py::arg("num_symbols"));
+  m.def("decode_logistic", &decode_logistic, py::arg("data"), py::arg("mean8"), py::arg("scale_index"),
+        py::arg("num_symbols"));
+  m.def("encode_pixels", &encode_pixels, py::arg("planes"), py::arg("params"), py::arg("scale_table"));
+  m.def("decode_pixels", &decode_pixels, py::arg("data"), py::arg("params"), py::arg("scale_table"),
+        py::arg("channels"));
+
+  m.attr("PROB_BITS") = kProbBits;
+  m.attr("NUM_SCALES") = kNumScales;
+  m.attr("INV_SCALE_ONE_LOG2") = kInvScaleOneLog2;
+  m.attr("INV_SCALE") = as_tuple(kInvScale);
+  m.attr("NUM_PREDICTORS") = kNumPredictors;
+  m.attr("ACTIVITY_EDGES") = as_tuple(kActivityEdges);
+  m.attr("CROSS_EDGES") = as_tuple(kCrossEdges);
+  m.attr("BETA_FRAC_BITS") = kBetaFracBits;
+}

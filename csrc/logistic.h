@@ -1,0 +1,65 @@
+// Discretized logistic CDFs computed from integers only, so that every machine derives the
+// same table from the same (mean, scale index) pair.
+#pragma once
+#include <cstdint>
+
+#include "range_coder.h"
+#include "tables.h"
+
+namespace unz {
+
+// Fixed point of the logistic argument t: t * 2**kTShift.
+constexpr int kTShift = 14;
+constexpr int kMeanFracBits = 3;  // means are given in units of 1/8 symbol
+
+inline int64_t floor_shift(int64_t v, int bits) {
+  // Arithmetic shift, spelled out: the floor of v / 2**bits for negative v too.
+  return v >= 0 ? v >> bits : -((-v + (int64_t{1} << bits) - 1) >> bits);
+}
+
+// 2**24 * sigmoid(t), t in fixed point, linearly interpolated between table entries.
+inline int64_t sigmoid_fx(int64_t t) {
+  constexpr int64_t lim = int64_t{kSigmoidRange} << kTShift;
+  constexpr int step_bits = kTShift - 6;  // 64 entries per unit of t
+  static_assert((1 << (kTShift - step_bits)) == kSigmoidStepsPerUnit, "table step");
+  if (t <= -lim) return kSigmoid[0];
+  if (t >= lim) return kSigmoid[kSigmoidEntries - 1];
+  const int64_t u = t + lim;
+  const int64_t i = u >> step_bits;
+  const int64_t f = u & ((1 << step_bits) - 1);
+  return kSigmoid[i] + (((kSigmoid[i + 1] - kSigmoid[i]) * f) >> step_bits);
+}
+
+// The CDF over symbols 0..num_symbols-1 of a logistic with mean mean8 / 8 and scale
+// 2**(scale_index / 8 - 2), renormalised to the symbol range, every symbol given at least one
+// of the kProbTotal counts.
+class LogisticCdf {
+ public:
+  LogisticCdf(int32_t mean8, int scale_index, int num_symbols)
+      : mean8_(mean8), inv_scale_(kInvScale[scale_index]), n_(num_symbols) {
+    s0_ = boundary(0);
+    span_ = boundary(n_) - s0_;
+  }
+
+  uint32_t operator()(int k) const {
+    if (k <= 0) return 0;
+    if (k >= n_) return kProbTotal;
+    const int64_t free_mass = kProbTotal - n_;
+    if (span_ <= 0) return static_cast<uint32_t>((int64_t{k} * kProbTotal) / n_);
+    return static_cast<uint32_t>(k + ((boundary(k) - s0_) * free_mass) / span_);
+  }
+
+ private:
+  // sigmoid at k - 1/2, the lower edge of symbol k
+  int64_t boundary(int k) const {
+    const int64_t d = (int64_t{k} << kMeanFracBits) - (1 << (kMeanFracBits - 1)) - mean8_;
+    return sigmoid_fx(floor_shift(d * inv_scale_, kInvScaleOneLog2 + kMeanFracBits - kTShift));
+  }
+
+  int32_t mean8_;
+  int64_t inv_scale_;
+  int n_;
+  int64_t s0_ = 0, span_ = 0;
+};
+
+}  // namespace unz

@@ -1,0 +1,120 @@
+// The sequential half of pillow-unz's pixel model: in raster order, each sample is predicted
+// from its causal neighbours by an error-weighted blend of four classical predictors, corrected
+// by the residuals of the channels already coded at that pixel, and coded with a discretized
+// logistic whose scale comes from a learned table indexed by local activity.
+//
+// The network supplies, per pixel, a scale-index offset for every channel and the inter-channel
+// coefficients (the `params` planes); the learned table supplies the scale for each activity
+// context. Everything here is integer arithmetic, so encoder and decoder agree on every machine.
+// pillow_unz/pixelmodel.py computes the same quantities, in parallel, for training.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <vector>
+
+#include "logistic.h"
+#include "range_coder.h"
+
+namespace unz {
+
+constexpr int kNumPredictors = 4;
+constexpr int kMaxPred8 = 255 * 8;
+constexpr int kActivityBuckets = 16;
+constexpr int kCrossBuckets = 4;
+// Bucket edges of the activity A = 2|eN| + 2|eW| + |eNW| + |eNE| (errors in 1/8 units), and of
+// the cross-channel activity B = sum of |residuals| of the channels already coded at the pixel.
+constexpr int32_t kActivityEdges[kActivityBuckets - 1] = {12,  17,  24,  34,  48,  68,  96, 136,
+                                                          192, 272, 384, 543, 768, 1086, 1536};
+constexpr int32_t kCrossEdges[kCrossBuckets - 1] = {16, 64, 192};
+constexpr int kBetaFracBits = 6;
+
+template <int N>
+inline int bucket(int32_t v, const int32_t (&edges)[N]) {
+  int b = 0;
+  while (b < N && v >= edges[b]) ++b;
+  return b;
+}
+
+inline int clamp_pred(int64_t v) { return static_cast<int>(std::clamp<int64_t>(v, 0, kMaxPred8)); }
+
+inline int64_t floor_div(int64_t a, int64_t b) {  // b > 0
+  const int64_t q = a / b;
+  return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
+// Number of network parameter planes for `channels` colour channels: one scale offset each,
+// plus one coefficient per (channel, earlier channel) pair.
+inline int num_param_planes(int channels) { return channels + channels * (channels - 1) / 2; }
+
+// planes: (C, H, W) samples, read when encoding, written when decoding.
+// params: (P, H, W) network outputs, P = num_param_planes(C).
+// scale_table: (C, kActivityBuckets, kCrossBuckets) learned base scale indices.
+template <bool Decode, class Coder>
+void code_pixels(Coder& coder, uint8_t* planes, int C, int H, int W, const int32_t* params,
+                 const int32_t* scale_table) {
+  const size_t plane = static_cast<size_t>(H) * W;
+  const int stride = W + 2;  // error rows carry a zero column on each side
+  // Rolling rows (previous, current) per channel: |final error| and |error| of each predictor.
+  std::vector<int32_t> err(static_cast<size_t>(C) * 2 * stride, 0);
+  std::vector<int32_t> sub_err(static_cast<size_t>(C) * kNumPredictors * 2 * stride, 0);
+  std::vector<int32_t> residual(C);
+
+  for (int y = 0; y < H; ++y) {
+    const int cur = y & 1, prev = cur ^ 1;
+    for (int x = 0; x < W; ++x) {
+      const size_t at = static_cast<size_t>(y) * W + x;
+      int32_t cross = 0;
+      for (int c = 0; c < C; ++c) {
+        uint8_t* img = planes + c * plane;
+        const int w_ = x > 0 ? img[at - 1] : (y > 0 ? img[at - W] : 128);
+        const int n_ = y > 0 ? img[at - W] : w_;
+        const int nw = (y > 0 && x > 0) ? img[at - W - 1] : n_;
+        const int ne = (y > 0 && x + 1 < W) ? img[at - W + 1] : n_;
+        const int pred[kNumPredictors] = {clamp_pred(8 * (n_ + w_ - nw)), 8 * w_, 8 * n_,
+                                          clamp_pred(8 * (w_ + ne - n_))};
+
+        // Blend the predictors, each weighted by the inverse square of its recent error.
+        int64_t num = 0, den = 0;
+        for (int k = 0; k < kNumPredictors; ++k) {
+          const int32_t* e = &sub_err[((static_cast<size_t>(c) * kNumPredictors + k) * 2) * stride];
+          const int32_t* ep = e + prev * stride + 1;
+          const int32_t* ec = e + cur * stride + 1;
+          const int64_t sum = ep[x] + ec[x - 1] + ep[x - 1] + ep[x + 1] + 4;
+          const int64_t weight = (int64_t{1} << 30) / (sum * sum);
+          num += weight * pred[k];
+          den += weight;
+        }
+        int64_t mean8 = num / den;
+        // Residuals of the channels already coded at this pixel predict this one's.
+        for (int j = 0; j < c; ++j) {
+          const int32_t beta = params[static_cast<size_t>(C + c * (c - 1) / 2 + j) * plane + at];
+          mean8 += floor_div(int64_t{beta} * residual[j], 1 << kBetaFracBits);
+        }
+        const int m = clamp_pred(mean8);
+
+        const int32_t* ep = &err[(static_cast<size_t>(c) * 2 + prev) * stride + 1];
+        const int32_t* ec = &err[(static_cast<size_t>(c) * 2 + cur) * stride + 1];
+        const int32_t activity = 2 * ep[x] + 2 * ec[x - 1] + ep[x - 1] + ep[x + 1];
+        const int qa = bucket(activity, kActivityEdges);
+        const int qb = c > 0 ? bucket(cross, kCrossEdges) : 0;
+        const int s = std::clamp(scale_table[(c * kActivityBuckets + qa) * kCrossBuckets + qb] +
+                                     params[static_cast<size_t>(c) * plane + at],
+                                 0, kNumScales - 1);
+
+        const LogisticCdf cdf(m, s, 256);
+        const int v = code_symbol<Decode>(coder, cdf, 256, img[at]);
+        if constexpr (Decode) img[at] = static_cast<uint8_t>(v);
+
+        residual[c] = 8 * v - m;
+        cross += std::abs(residual[c]);
+        err[(static_cast<size_t>(c) * 2 + cur) * stride + 1 + x] = std::abs(residual[c]);
+        for (int k = 0; k < kNumPredictors; ++k)
+          sub_err[((static_cast<size_t>(c) * kNumPredictors + k) * 2 + cur) * stride + 1 + x] =
+              std::abs(8 * v - pred[k]);
+      }
+    }
+  }
+}
+
+}  // namespace unz
