@@ -1,0 +1,219 @@
+"""Train pillow-unz's default models: a plain, linear loop (nanoGPT style).
+
+    python -m pillow_unz.finetune.train --channels 3 --data data/train --out runs/rgb
+    python -m pillow_unz.finetune.train --channels 1 --data data/train --out runs/gray
+    python -m pillow_unz.finetune.train export runs/rgb runs/gray -o weights/unz-default.safetensors
+
+Photographs are reduced 2x, 3x and 4x (which washes out their JPEG history), cropped at random
+and flipped. The loss is the code length in bits per subpixel of the pixel model plus z. Every
+`--eval-every` steps the real codec measures bits per subpixel on --eval (evaluation only). The
+run checkpoints to OUT/ckpt.pt and resumes from it; OUT/model.safetensors holds the latest
+weights with their config, the data's hash and the seed in its metadata.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from pillow_unz import codec, pixelmodel
+from pillow_unz.model import ModelConfig, UnzNet
+from pillow_unz.weights import MODEL_KEYS, serialize_models
+
+REDUCTIONS = (2, 3, 4)
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".ppm"})
+
+
+def data_hash(files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
+def to_mode(img: Image.Image, channels: int) -> Image.Image:
+    return img.convert("RGB" if channels == 3 else "L")
+
+
+def planes_of(img: Image.Image) -> np.ndarray:
+    a = np.asarray(img)
+    return np.ascontiguousarray(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+
+
+def load_training_set(files: list[Path], channels: int) -> list[np.ndarray]:
+    images = []
+    for f in files:
+        full = to_mode(Image.open(f), channels)
+        images += [planes_of(full.reduce(r)) for r in REDUCTIONS]
+    return images
+
+
+def sample_batch(images: list[np.ndarray], batch: int, crop: int, rng: random.Random) -> torch.Tensor:
+    crops = []
+    for _ in range(batch):
+        img = rng.choice(images)
+        _, h, w = img.shape
+        y, x = rng.randrange(h - crop + 1), rng.randrange(w - crop + 1)
+        c = img[:, y : y + crop, x : x + crop]
+        crops.append(c[:, :, ::-1] if rng.random() < 0.5 else c)
+    return torch.from_numpy(np.stack(crops).copy()).long()
+
+
+def bits_per_subpixel(model: UnzNet, x: torch.Tensor) -> torch.Tensor:
+    """The training loss: pixel-model plus z code length, per subpixel."""
+    z, params = model(x.float())
+    bits = pixelmodel.pixel_bits(x, params, model.scale_table_index()).sum()
+    bits = bits + pixelmodel.latent_bits(z, model.z_scale_index(), codec.Z_MAX).sum()
+    return bits / x.numel()
+
+
+def evaluate(model: UnzNet, files: list[Path]) -> float:
+    """Real bits per subpixel of the codec (float64 copy of the model) on the evaluation photos."""
+    exact = copy.deepcopy(model).double().eval()
+    bits = samples = 0
+    for f in files:
+        planes = planes_of(Image.open(f))
+        if planes.shape[0] != model.config.channels:
+            continue
+        coded = codec.encode_planes(exact, planes)
+        bits += 8 * (len(coded.latent) + len(coded.pixels))
+        samples += planes.size
+    return bits / max(samples, 1)
+
+
+def save_weights(model: UnzNet, path: Path, metadata: dict[str, str]) -> None:
+    key = MODEL_KEYS[model.config.channels]
+    tensors = {f"{key}.{k}": v.detach().float().contiguous() for k, v in model.state_dict().items()}
+    meta = dict(metadata, **{f"{key}.config": json.dumps(model.config.to_dict())})
+    save_file(tensors, str(path), metadata=meta)
+
+
+def train(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = image_files(args.data)
+    eval_files = image_files(args.eval) if args.eval else []
+    config = ModelConfig(channels=args.channels, width=args.width, up_width=args.up_width, latent=args.latent)
+    run_info = {
+        "config": config.to_dict(), "seed": args.seed, "data_hash": data_hash(files), "steps": args.steps,
+        "batch": args.batch, "crop": args.crop, "lr": args.lr, "reductions": list(REDUCTIONS),
+        "command": " ".join(sys.argv),
+    }
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    model = UnzNet(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    step, elapsed = 0, 0.0
+    ckpt_path = out / "ckpt.pt"
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        step, elapsed = ckpt["step"], ckpt["elapsed"]
+        rng.setstate(ckpt["rng"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        print(f"resumed at step {step}")
+    images = load_training_set(files, args.channels)
+    print(f"{len(images)} training images from {len(files)} photographs, data hash {run_info['data_hash']}")
+
+    def checkpoint() -> None:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                    "elapsed": elapsed, "rng": rng.getstate(), "torch_rng": torch.get_rng_state()}, ckpt_path)
+        save_weights(model, out / "model.safetensors", {"training": json.dumps(dict(run_info, steps_done=step))})
+
+    log = open(out / "log.txt", "a")
+    bar = tqdm(total=args.steps, initial=step, dynamic_ncols=True, mininterval=5)
+    last_save = time.time()
+    while step < args.steps:
+        t0 = time.time()
+        lr = args.lr * 0.5 * (1 + math.cos(math.pi * step / args.steps)) if step > args.warmup else args.lr * (step + 1) / (args.warmup + 1)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        x = sample_batch(images, args.batch, args.crop, rng)
+        loss = bits_per_subpixel(model, x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        elapsed += time.time() - t0
+        bar.update(1)
+        bar.set_postfix(bpsp=f"{loss.item():.3f}", lr=f"{lr:.1e}")
+        line = {"step": step, "bpsp": round(loss.item(), 4), "time": round(elapsed, 1)}
+        if eval_files and (step % args.eval_every == 0 or step == args.steps):
+            line["eval_bpsp"] = round(evaluate(model, eval_files), 4)
+            bar.write(f"step {step}: eval {line['eval_bpsp']} bpsp ({elapsed / 60:.1f} min)")
+        log.write(json.dumps(line) + "\n")
+        log.flush()
+        if time.time() - last_save > 120 or step == args.steps or "eval_bpsp" in line:
+            checkpoint()
+            last_save = time.time()
+    bar.close()
+
+
+def export(args: argparse.Namespace) -> None:
+    """Combine finished runs (one colour, one grayscale) into the shipped weights file."""
+    from safetensors.torch import load_file
+    from safetensors import safe_open
+
+    models, metadata = {}, {}
+    for run in args.runs:
+        path = Path(run) / "model.safetensors"
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata()
+        key = next(k for k in MODEL_KEYS.values() if f"{k}.config" in meta)
+        channels = next(c for c, k in MODEL_KEYS.items() if k == key)
+        model = UnzNet(ModelConfig(**json.loads(meta[f"{key}.config"])))
+        model.load_state_dict({k[len(key) + 1 :]: v for k, v in load_file(str(path)).items()})
+        models[channels] = model
+        metadata[f"{key}.training"] = meta["training"]
+    Path(args.output).write_bytes(serialize_models(models, metadata))
+    print(f"wrote {args.output} ({os.path.getsize(args.output)} bytes)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["export"]:
+        p = argparse.ArgumentParser(prog="train export")
+        p.add_argument("runs", nargs="+")
+        p.add_argument("-o", "--output", required=True)
+        return export(p.parse_args(argv[1:]))
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--channels", type=int, choices=(1, 3), default=3)
+    p.add_argument("--data", default="data/train")
+    p.add_argument("--eval", default="", help="folder of evaluation photos (never trained on)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--up-width", type=int, default=16)
+    p.add_argument("--latent", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--eval-every", type=int, default=250)
+    train(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Coding one group of planes (the colour planes, or the alpha plane) with an UnzNet.
+
+Encoding: the network's encoder gives z; z is coded under its learned prior; the decoder half of
+the network, run exactly in float64, turns z into the per-pixel parameter planes; the C++ pixel
+model codes the samples with them. Decoding repeats the last two steps from the stored z.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import _coder
+from .model import Z_MAX, UnzNet, num_levels  # noqa: F401  (Z_MAX: part of this API)
+
+# No symbol costs less than -log2((2**16 - 255) / 2**16) bits, so a stream of n bytes holds at
+# most this many samples; a header that claims more is corrupt, and is refused before any
+# allocation of the image's size.
+_MIN_BITS_PER_SAMPLE = -math.log2((2**16 - 255) / 2**16)
+
+
+@dataclass(frozen=True)
+class CodedPlanes:
+    latent_shape: tuple[int, int, int]  # (channels, height, width) of z
+    latent: bytes  # z, range coded
+    pixels: bytes  # the samples, range coded
+
+
+def latent_shape(model: UnzNet, height: int, width: int) -> tuple[int, int, int]:
+    for _ in range(num_levels(height, width)):
+        height, width = (height + 1) // 2, (width + 1) // 2
+    return model.config.latent, height, width
+
+
+def _exact_params(model: UnzNet, z: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """The decoder half in float64: integer parameter planes, identical on every machine."""
+    with torch.no_grad(), torch.backends.cudnn.flags(enabled=False):
+        params = model.decode(z.to(torch.float64), height, width)[0]
+        c = model.config.channels
+        scaled = torch.cat([params[:c], params[c:] * 2**_coder.BETA_FRAC_BITS])
+        return np.ascontiguousarray(scaled.cpu().numpy().astype(np.int32))
+
+
+def _latent_code_params(model: UnzNet, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    channels, h, w = shape
+    scale = model.z_scale_index().detach().cpu().numpy().astype(np.int32)
+    scale = np.ascontiguousarray(np.repeat(scale, h * w))
+    mean8 = np.full(channels * h * w, 8 * Z_MAX, dtype=np.int32)
+    return mean8, scale
+
+
+def scale_table(model: UnzNet) -> np.ndarray:
+    table = model.scale_table_index().detach().cpu().numpy()
+    return np.ascontiguousarray(table.astype(np.int32))
+
+
+def encode_planes(model: UnzNet, planes: np.ndarray) -> CodedPlanes:
+    """planes: (C, H, W) uint8 with C = model.config.channels."""
+    c, h, w = planes.shape
+    device = next(model.parameters()).device
+    x = torch.from_numpy(planes).to(device=device, dtype=torch.float64)[None]
+    with torch.no_grad():
+        z = torch.floor(model.encode(x) + 0.5).clamp(-Z_MAX, Z_MAX)
+    shape = tuple(z.shape[1:])
+    mean8, scale = _latent_code_params(model, shape)
+    symbols = np.ascontiguousarray((z.cpu().numpy().reshape(-1) + Z_MAX).astype(np.int32))
+    latent = _coder.encode_logistic(symbols, mean8, scale, 2 * Z_MAX + 1)
+    params = _exact_params(model, z, h, w)
+    pixels = _coder.encode_pixels(np.ascontiguousarray(planes), params, scale_table(model))
+    return CodedPlanes(shape, latent, pixels)
+
+
+def decode_planes(model: UnzNet, coded: CodedPlanes, height: int, width: int) -> np.ndarray:
+    """Inverse of encode_planes; raises ValueError for streams that cannot be this model's."""
+    expected = latent_shape(model, height, width)
+    if coded.latent_shape != expected:
+        raise ValueError(f"latent shape {coded.latent_shape} does not fit a {width}x{height} image ({expected})")
+    channels = model.config.channels
+    if channels * height * width > (8 * len(coded.pixels) + 64) / _MIN_BITS_PER_SAMPLE:
+        raise ValueError("pixel stream is too short for the image size: truncated or corrupt")
+    mean8, scale = _latent_code_params(model, expected)
+    symbols = _coder.decode_logistic(coded.latent, mean8, scale, 2 * Z_MAX + 1)
+    device = next(model.parameters()).device
+    z = torch.from_numpy(symbols.astype(np.float64) - Z_MAX).view(1, *expected).to(device)
+    params = _exact_params(model, z, height, width)
+    return _coder.decode_pixels(coded.pixels, params, scale_table(model), channels)

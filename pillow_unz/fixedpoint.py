@@ -1,0 +1,112 @@
+"""Fixed-point layers: one code path that trains in float32 and decodes exactly in float64.
+
+Every activation is rounded to a multiple of 2**-ACT_BITS and every weight to 2**-WEIGHT_BITS,
+both bounded, so in float64 each product and each partial sum is a dyadic number far below 2**53
+and therefore exact: a convolution gives the same bits whatever the summation order, thread
+count, BLAS, oneDNN setting or device. The only inexact operations, division and square root,
+are correctly rounded by IEEE 754 on every machine and are immediately rounded to the grid.
+Softmax uses an integer table of 2**(-d/8) instead of exp, which libm would round differently.
+In training, rounding passes gradients straight through.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACT_BITS = 6
+ACT_LIMIT = 256.0
+WEIGHT_BITS = 8
+WEIGHT_LIMIT = 8.0
+
+# round(2**16 * 2**(-r/8)), r = 0..7: softmax weights are these shifted right by d // 8.
+_EXP2_BASE = (65536, 60097, 55109, 50535, 46341, 42495, 38968, 35734)
+_EXP2_STEPS = 128
+EXP2_TABLE = [_EXP2_BASE[d % 8] >> (d // 8) for d in range(_EXP2_STEPS)]
+
+
+def quantize(x: torch.Tensor, bits: int, limit: float) -> torch.Tensor:
+    """Round to the nearest multiple of 2**-bits (halves up), clamped to [-limit, limit]."""
+    scale = 2.0**bits
+    q = (torch.floor(x * scale + 0.5) / scale).clamp(-limit, limit)
+    return x + (q - x).detach() if x.requires_grad else q
+
+
+def qact(x: torch.Tensor) -> torch.Tensor:
+    return quantize(x, ACT_BITS, ACT_LIMIT)
+
+
+def qweight(w: torch.Tensor) -> torch.Tensor:
+    return quantize(w, WEIGHT_BITS, WEIGHT_LIMIT)
+
+
+def qbias(b: torch.Tensor | None) -> torch.Tensor | None:
+    return None if b is None else quantize(b, ACT_BITS + WEIGHT_BITS, ACT_LIMIT)
+
+
+class QConv2d(nn.Conv2d):
+    """Conv2d with fixed-point weights and output."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return qact(self._conv_forward(x, qweight(self.weight), qbias(self.bias)))
+
+
+class QConvTranspose2d(nn.ConvTranspose2d):
+    """ConvTranspose2d with fixed-point weights and output."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.conv_transpose2d(x, qweight(self.weight), qbias(self.bias), self.stride, self.padding)
+        return qact(y)
+
+
+class RMSNorm(nn.Module):
+    """RMS normalisation over channels with a learned gain; exact sums, correctly rounded sqrt."""
+
+    def __init__(self, channels: int, eps: float = 2.0**-6) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # sum / n rather than mean(): devices differ in whether mean multiplies by 1/n.
+        ms = (x * x).sum(dim=1, keepdim=True) / x.shape[1]
+        rms = torch.sqrt(ms + self.eps)
+        return qact(x * qweight(self.gain).view(1, -1, 1, 1) / rms)
+
+
+class DoubleConv(nn.Sequential):
+    """(3x3 conv, RMSNorm, ReLU) twice."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(
+            QConv2d(cin, cout, 3, padding=1, bias=False), RMSNorm(cout), nn.ReLU(),
+            QConv2d(cout, cout, 3, padding=1, bias=False), RMSNorm(cout), nn.ReLU(),
+        )
+
+
+class SelfAttention(nn.Module):
+    """Single-head self-attention over all positions, with a residual connection.
+
+    Scores are rounded to eighths of a binary logarithm and turned into weights with
+    EXP2_TABLE, so the softmax is integer arithmetic; the weighted mean is one exact sum and one
+    correctly rounded division.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.qkv = QConv2d(channels, 3 * channels, 1)
+        self.out = QConv2d(channels, channels, 1)
+        self.register_buffer("exp2_table", torch.tensor(EXP2_TABLE, dtype=torch.float64), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(x).flatten(2).chunk(3, dim=1)  # (b, c, hw) each
+        scores = torch.einsum("bci,bcj->bij", q, k) * 2.0**-3  # in binary-log units
+        gap = scores.amax(dim=2, keepdim=True).detach() - scores
+        steps = torch.floor(gap * 8 + 0.5).clamp(0, _EXP2_STEPS - 1).detach()
+        weights = self.exp2_table.to(x.dtype)[steps.long()]
+        if x.requires_grad:  # straight through the table to 2**(16 - gap)
+            soft = torch.exp2(16 - gap)
+            weights = soft + (weights - soft).detach()
+        mixed = torch.einsum("bij,bcj->bci", weights, v) / weights.sum(dim=2).unsqueeze(1)
+        return x + self.out(qact(mixed).view(b, c, h, w))

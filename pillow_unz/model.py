@@ -1,0 +1,113 @@
+"""The pillow-unz network: a UNet-shaped autoencoder whose decoder turns the coded bottleneck z
+into per-pixel parameters of the pixel model (pillow_unz/pixelmodel.py, csrc/pixel_model.h).
+
+Encoder: a stem convolution, then one shared stride-2 convolution applied as many times as it
+takes to bring the image within CORE x CORE (so one set of weights serves every size), then
+DoubleConv and self-attention at the core, down to `latent` channels: y, rounded to z.
+Decoder: DoubleConv, self-attention and DoubleConv at the core, then one shared ConvTranspose2d
+applied as many times back up to full size, and a 1x1 head: per pixel, a scale-index offset for
+each channel and the coefficients that predict each channel from the residuals of the earlier
+ones. The decoder is built from pillow_unz.fixedpoint layers, so it runs exactly in float64.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from . import _coder
+from .fixedpoint import DoubleConv, QConv2d, QConvTranspose2d, SelfAttention, quantize
+
+CORE = 16
+Z_MAX = 31  # z is clamped to [-Z_MAX, Z_MAX] and coded as 2 * Z_MAX + 1 symbols
+OFFSET_LIMIT = 16.0  # per-pixel scale-index offsets, in scale steps
+BETA_LIMIT = 2.0
+
+
+def num_levels(height: int, width: int) -> int:
+    """How many stride-2 steps bring an image of this size within CORE x CORE."""
+    levels = 0
+    while max(height, width) > CORE:
+        height, width = (height + 1) // 2, (width + 1) // 2
+        levels += 1
+    return levels
+
+
+def num_param_planes(channels: int) -> int:
+    """Scale offsets (one per channel) and inter-channel coefficients (one per earlier channel)."""
+    return channels + channels * (channels - 1) // 2
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    channels: int = 3
+    width: int = 32  # channels at the core
+    up_width: int = 16  # channels of the full-resolution path
+    latent: int = 8  # channels of z
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class UnzNet(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        c, wd, up, lat = config.channels, config.width, config.up_width, config.latent
+        self.stem = QConv2d(c, up, 3, padding=1)
+        self.down = QConv2d(up, up, 3, stride=2, padding=1)
+        self.encode_core = nn.Sequential(
+            QConv2d(up, wd, 1), DoubleConv(wd, wd), SelfAttention(wd), QConv2d(wd, lat, 1)
+        )
+        self.decode_core = nn.Sequential(
+            QConv2d(lat, wd, 3, padding=1), DoubleConv(wd, wd), SelfAttention(wd), DoubleConv(wd, wd),
+            QConv2d(wd, up, 1),
+        )
+        self.up = QConvTranspose2d(up, up, 2, stride=2)
+        self.head = QConv2d(up, num_param_planes(c), 1)
+        # Learned entropy model: z's per-channel scale index, and the pixel model's scale index
+        # for each (channel, activity bucket, cross-channel bucket).
+        self.z_scale = nn.Parameter(torch.full((lat,), 24.0))
+        na, nb = len(_coder.ACTIVITY_EDGES) + 1, len(_coder.CROSS_EDGES) + 1
+        activity = torch.arange(na, dtype=torch.float32)
+        self.scale_table = nn.Parameter((12.0 + 4.0 * activity).view(1, na, 1).repeat(c, 1, nb))
+        self._init_head()
+
+    def _init_head(self) -> None:
+        nn.init.zeros_(self.head.weight)
+        bias = torch.zeros(self.head.out_channels)
+        c = self.config.channels
+        if c == 3:  # G follows R's residual; B follows G's more than R's
+            bias[c:] = torch.tensor([0.8, 0.2, 0.6])
+        with torch.no_grad():
+            self.head.bias.copy_(bias)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Samples (B, C, H, W) in 0..255 -> y at the core (B, latent, h, w), not yet rounded."""
+        h = self.stem((x - 127.5) / 64.0).relu()
+        for _ in range(num_levels(*x.shape[-2:])):
+            h = self.down(h).relu()
+        return self.encode_core(h)
+
+    def decode(self, z: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """z (B, latent, h, w) -> parameter planes (B, P, height, width) on the exact grid."""
+        h = self.decode_core(z)
+        for _ in range(num_levels(height, width)):
+            h = self.up(h).relu()
+        p = self.head(h[..., :height, :width])
+        c = self.config.channels
+        offsets = quantize(p[:, :c], 0, OFFSET_LIMIT)
+        betas = quantize(p[:, c:], _coder.BETA_FRAC_BITS, BETA_LIMIT)
+        return torch.cat([offsets, betas], dim=1)
+
+    def z_scale_index(self) -> torch.Tensor:
+        return quantize(self.z_scale, 0, 1e9).clamp(0, _coder.NUM_SCALES - 1)
+
+    def scale_table_index(self) -> torch.Tensor:
+        return quantize(self.scale_table, 0, 1e9)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training pass: (z, params) with z rounded straight-through."""
+        z = quantize(self.encode(x), 0, Z_MAX)
+        return z, self.decode(z, *x.shape[-2:])

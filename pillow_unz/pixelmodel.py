@@ -1,0 +1,105 @@
+"""The pixel model of csrc/pixel_model.h, computed for all pixels at once for training.
+
+With the true image at hand (teacher forcing) every causal quantity the C++ coder derives pixel by
+pixel can be computed in parallel: the four classical predictors, their error-weighted blend, the
+inter-channel correction and the activity contexts use the same integer formulas here. Only the
+probability differs slightly: float sigmoids instead of the coder's interpolated table, which the
+benchmark's real code lengths check.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import _coder
+
+MAX_PRED8 = 255 * 8
+PROB_ONE = 2**_coder.PROB_BITS
+ACTIVITY_EDGES = torch.tensor(_coder.ACTIVITY_EDGES, dtype=torch.int64)
+CROSS_EDGES = torch.tensor(_coder.CROSS_EDGES, dtype=torch.int64)
+BETA_ONE = 2**_coder.BETA_FRAC_BITS
+
+
+def _neighbours(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """W, N, NW, NE of every sample with the coder's border rules; x: (..., H, W) int64."""
+    h, w = x.shape[-2:]
+    rows = torch.arange(h).view(h, 1)
+    cols = torch.arange(w).view(1, w)
+    up = F.pad(x, (0, 0, 1, 0))[..., :h, :]
+    left = F.pad(x, (1, 0, 0, 0))[..., :, :w]
+    west = torch.where(cols > 0, left, torch.where(rows > 0, up, torch.full_like(x, 128)))
+    north = torch.where(rows > 0, up, west)
+    up_left = F.pad(x, (1, 0, 1, 0))[..., :h, :w]
+    north_west = torch.where((rows > 0) & (cols > 0), up_left, north)
+    up_right = F.pad(up, (0, 1, 0, 0))[..., :, 1:]
+    north_east = torch.where((rows > 0) & (cols < w - 1), up_right, north)
+    return west, north, north_west, north_east
+
+
+def _causal_sum(e: torch.Tensor, weights: tuple[int, int, int, int]) -> torch.Tensor:
+    """weights . (e[N], e[W], e[NW], e[NE]) with zeros outside the image; e: (..., H, W)."""
+    h, w = e.shape[-2:]
+    p = F.pad(e, (1, 1, 1, 0))  # row above, a column on each side
+    n, west, nw, ne = p[..., :h, 1 : w + 1], p[..., 1:, :w], p[..., :h, :w], p[..., :h, 2:]
+    return weights[0] * n + weights[1] * west + weights[2] * nw + weights[3] * ne
+
+
+def blended_prediction(x: torch.Tensor) -> torch.Tensor:
+    """The error-weighted blend of the classical predictors, in eighths; x: (B, C, H, W) int64."""
+    west, north, nw, ne = _neighbours(x)
+    preds = torch.stack(
+        [(8 * (north + west - nw)).clamp(0, MAX_PRED8), 8 * west, 8 * north, (8 * (west + ne - north)).clamp(0, MAX_PRED8)],
+        dim=2,
+    )  # (B, C, K, H, W)
+    errors = (8 * x.unsqueeze(2) - preds).abs()
+    total = _causal_sum(errors, (1, 1, 1, 1)) + 4
+    weight = 2**30 // (total * total)
+    return (weight * preds).sum(2) // weight.sum(2)
+
+
+def discretized_logistic_bits(
+    x: torch.Tensor, mean8: torch.Tensor, scale: torch.Tensor, num_symbols: int = 256
+) -> torch.Tensor:
+    """Code length in bits of symbols x under the coder's renormalised discretized logistic
+    (csrc/logistic.h): mean in eighths, every symbol given at least one count."""
+    mean = mean8.double() / 8
+    s = scale.double()
+    lower = torch.sigmoid((x.double() - 0.5 - mean) / s)
+    upper = torch.sigmoid((x.double() + 0.5 - mean) / s)
+    s0 = torch.sigmoid((-0.5 - mean) / s)
+    span = torch.sigmoid((num_symbols - 0.5 - mean) / s) - s0
+    mass = (upper - lower) / span * (PROB_ONE - num_symbols) + 1
+    return torch.log2(PROB_ONE / mass)
+
+
+def pixel_bits(x: torch.Tensor, params: torch.Tensor, scale_table: torch.Tensor) -> torch.Tensor:
+    """Bits of every sample of x (B, C, H, W) int64 under the pixel model with network parameter
+    planes `params` (B, P, H, W) and the scale-index table (C, NA, NB); returns (B, C, H, W)."""
+    c_total = x.shape[1]
+    blend = blended_prediction(x)
+    edges_a, edges_b = ACTIVITY_EDGES.to(x.device), CROSS_EDGES.to(x.device)
+    residuals, bits = [], []
+    cross = torch.zeros_like(x[:, 0])
+    for c in range(c_total):
+        mean8 = blend[:, c].to(params.dtype)
+        for j in range(c):
+            beta = params[:, c_total + c * (c - 1) // 2 + j]
+            t = beta * residuals[j]
+            mean8 = mean8 + t + (torch.floor(t) - t).detach()
+        mean8 = mean8.clamp(0, MAX_PRED8)
+        residual = 8 * x[:, c] - mean8
+        activity = _causal_sum(residual.detach().abs().long(), (2, 2, 1, 1))
+        qa = torch.bucketize(activity, edges_a, right=True)
+        qb = torch.bucketize(cross, edges_b, right=True) if c > 0 else torch.zeros_like(qa)
+        index = (scale_table[c][qa, qb] + params[:, c]).clamp(0, _coder.NUM_SCALES - 1)
+        bits.append(discretized_logistic_bits(x[:, c], mean8, torch.exp2(index / 8 - 2)))
+        residuals.append(residual)
+        cross = cross + residual.detach().abs().long()
+    return torch.stack(bits, dim=1)
+
+
+def latent_bits(z: torch.Tensor, scale_index: torch.Tensor, z_max: int) -> torch.Tensor:
+    """Bits of z (B, L, h, w) under its zero-mean logistic prior with per-channel scale index."""
+    scale = torch.exp2(scale_index.view(1, -1, 1, 1) / 8 - 2).expand_as(z)
+    mean8 = torch.full_like(z, 8 * z_max)
+    return discretized_logistic_bits(z + z_max, mean8, scale, 2 * z_max + 1)

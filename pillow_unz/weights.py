@@ -1,0 +1,79 @@
+"""The shipped models: one safetensors file holding a colour (RGB) and a grayscale model.
+
+Tensors are stored under "rgb." and "gray."; the metadata holds each model's config as JSON and
+how it was trained. The file's SHA-256 identifies the models in every .unz header, so a file
+never decodes with weights other than those that encoded it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors.torch import load, save
+
+from .model import ModelConfig, UnzNet
+
+DEFAULT_WEIGHTS = "unz-default.safetensors"
+MODEL_KEYS = {3: "rgb", 1: "gray"}  # by number of colour channels
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    models: dict[int, UnzNet]  # by number of channels, float64, eval mode
+    model_id: bytes  # 8 bytes of the weights file's SHA-256
+    metadata: dict[str, str]
+
+    def for_channels(self, channels: int) -> UnzNet:
+        return self.models[channels]
+
+
+def model_id_of(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()[:8]
+
+
+def parse_models(data: bytes) -> ModelSet:
+    """Models from the bytes of a weights file."""
+    header_len = int.from_bytes(data[:8], "little")
+    metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__", {})
+    tensors = load(data)
+    models = {}
+    for channels, key in MODEL_KEYS.items():
+        config = ModelConfig(**json.loads(metadata[f"{key}.config"]))
+        model = UnzNet(config)
+        state = {name[len(key) + 1 :]: t for name, t in tensors.items() if name.startswith(key + ".")}
+        model.load_state_dict(state)
+        models[channels] = model.double().eval().requires_grad_(False)
+    return ModelSet(models, model_id_of(data), metadata)
+
+
+def serialize_models(models: dict[int, UnzNet], metadata: dict[str, str]) -> bytes:
+    """Weights-file bytes for a colour and a grayscale model (float32 tensors)."""
+    tensors, meta = {}, dict(metadata)
+    for channels, key in MODEL_KEYS.items():
+        model = models[channels]
+        meta[f"{key}.config"] = json.dumps(model.config.to_dict())
+        for name, t in model.state_dict().items():
+            tensors[f"{key}.{name}"] = t.detach().float().contiguous().cpu()
+    return save(tensors, metadata=meta)
+
+
+_lock = threading.Lock()
+_loaded: dict[str, ModelSet] = {}
+
+
+def load_models(path: str | Path | None = None) -> ModelSet:
+    """The shipped models (or those of `path`), loaded once per process."""
+    key = str(path) if path is not None else DEFAULT_WEIGHTS
+    with _lock:
+        if key not in _loaded:
+            if path is None:
+                data = resources.files("pillow_unz.weights").joinpath(DEFAULT_WEIGHTS).read_bytes()
+            else:
+                data = Path(path).read_bytes()
+            _loaded[key] = parse_models(data)
+        return _loaded[key]
