@@ -1,0 +1,14 @@
+"""pillow-unz: a learned lossless image codec for Pillow and imageio.
+
+    import pillow_unz          # registers the .unz format with Pillow (and imageio)
+    img.save("photo.unz")
+    Image.open("photo.unz")
+
+pillow_unz.compress / pillow_unz.decompress code numpy arrays directly.
+"""
+from . import UnzImagePlugin  # noqa: F401  (registers the format with Pillow)
+from .api import DecodedImage, compress, decompress
+from .format import ChecksumError, UnzFormatError
+
+__all__ = ["compress", "decompress", "DecodedImage", "UnzFormatError", "ChecksumError"]
+__version__ = "0.1.0"

@@ -72,7 +72,7 @@ def load_models(path: str | Path | None = None) -> ModelSet:
     with _lock:
         if key not in _loaded:
             if path is None:
-                data = resources.files("pillow_unz.weights").joinpath(DEFAULT_WEIGHTS).read_bytes()
+                data = resources.files("pillow_unz._weights").joinpath(DEFAULT_WEIGHTS).read_bytes()
             else:
                 data = Path(path).read_bytes()
             _loaded[key] = parse_models(data)

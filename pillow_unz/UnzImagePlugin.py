@@ -1,0 +1,84 @@
+"""Pillow plugin for .unz files: Image.open, Image.save, the .unz extension and MIME type.
+
+Modes L, LA, RGB and RGBA are stored as they are. Mode 1 is stored as L (0 and 255) and P and PA
+as RGB or RGBA (RGBA when the palette has transparency): lossless conversions, and the file
+opens in the converted mode. Other modes raise OSError: convert them first, choosing the loss.
+"""
+from __future__ import annotations
+
+from io import BytesIO
+from typing import IO
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from . import api, format as fmt
+
+MIME = "image/x-unz"
+
+
+def _accept(prefix: bytes) -> bool:
+    return fmt.accept(prefix)
+
+
+class UnzImageFile(ImageFile.ImageFile):
+    format = "UNZ"
+    format_description = "pillow-unz learned lossless image"
+
+    def _open(self) -> None:
+        assert self.fp is not None
+        self._header, metadata = fmt.read_header(self.fp)
+        self._mode = self._header.mode
+        self._size = (self._header.width, self._header.height)
+        self._metadata = metadata
+        self.info.update(metadata)
+        self._decoded = False
+        self.tile = []
+
+    def load(self) -> Image.core.PixelAccess | None:
+        if not self._decoded:
+            assert self.fp is not None
+            pixels = api.decode_body(self.fp, self._header, self._metadata)
+            self._decoded = True
+            if self._exclusive_fp:
+                self.fp.close()
+            self.fp = BytesIO(pixels.tobytes())
+            self.tile = [ImageFile._Tile("raw", (0, 0, *self.size), 0, self.mode)]
+        return super().load()
+
+    def verify(self) -> None:
+        """Decode the whole file and check its pixel checksum (and every chunk's CRC)."""
+        assert self.fp is not None
+        api.decode_body(self.fp, self._header, self._metadata)
+        super().verify()
+
+
+# Modes outside fmt.GROUPS that convert to one of them without loss.
+def _storable(im: Image.Image) -> Image.Image:
+    if im.mode in fmt.GROUPS:
+        return im
+    if im.mode == "1":
+        return im.convert("L")
+    if im.mode == "P":
+        return im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode == "PA":
+        return im.convert("RGBA")
+    msg = f"cannot write mode {im.mode} as UNZ (supported: L, LA, RGB, RGBA; 1, P and PA are converted)"
+    raise OSError(msg)
+
+
+def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
+    info = im.encoderinfo
+    icc_profile = info.get("icc_profile", im.info.get("icc_profile"))
+    exif = info.get("exif", im.info.get("exif"))
+    if isinstance(exif, Image.Exif):
+        exif = exif.tobytes()
+    stored = _storable(im)
+    stored.load()
+    fp.write(api.compress(np.asarray(stored), stored.mode, icc_profile or None, exif or None))
+
+
+Image.register_open(UnzImageFile.format, UnzImageFile, _accept)
+Image.register_save(UnzImageFile.format, _save)
+Image.register_extension(UnzImageFile.format, ".unz")
+Image.register_mime(UnzImageFile.format, MIME)
