@@ -60,7 +60,7 @@ def encode_planes(model: UnzNet, planes: np.ndarray) -> CodedPlanes:
     """planes: (C, H, W) uint8 with C = model.config.channels."""
     c, h, w = planes.shape
     device = next(model.parameters()).device
-    x = torch.from_numpy(planes).to(device=device, dtype=torch.float64)[None]
+    x = torch.tensor(planes, dtype=torch.float64, device=device)[None]
     with torch.no_grad():
         z = torch.floor(model.encode(x) + 0.5).clamp(-Z_MAX, Z_MAX)
     shape = tuple(z.shape[1:])

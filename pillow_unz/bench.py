@@ -1,0 +1,173 @@
+"""`unz bench`: bits per subpixel and speed of pillow-unz against the classical lossless codecs,
+and of the range coder against constriction. Every codec's output is decoded and compared."""
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from . import api
+
+
+@dataclass
+class Codec:
+    name: str
+    encode: Callable[[np.ndarray, str], bytes]
+    decode: Callable[[bytes], np.ndarray]
+
+
+@dataclass
+class Tally:
+    bits: int = 0
+    samples: int = 0
+    pixels: int = 0
+    encode_s: float = 0.0
+    decode_s: float = 0.0
+    images: list = field(default_factory=list)
+
+    def row(self) -> dict:
+        return {
+            "bpsp": round(self.bits / self.samples, 4),
+            "encode_mps": round(self.pixels / self.encode_s / 1e6, 3),
+            "decode_mps": round(self.pixels / self.decode_s / 1e6, 3),
+            "images": len(self.images),
+        }
+
+
+def _pillow_codec(name: str, fmt: str, **options) -> Codec:
+    def encode(pixels: np.ndarray, mode: str) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(pixels, mode).save(buf, format=fmt, **options)
+        return buf.getvalue()
+
+    return Codec(name, encode, lambda data: np.asarray(Image.open(io.BytesIO(data))))
+
+
+def available_codecs() -> list[Codec]:
+    codecs = [
+        Codec("pillow-unz", lambda p, m: api.compress(p, m), lambda d: api.decompress(d).pixels),
+        _pillow_codec("PNG (optimize)", "PNG", optimize=True),
+        _pillow_codec("WebP lossless m6", "WEBP", lossless=True, method=6, quality=100, exact=True),
+    ]
+    try:
+        import imagecodecs as ic
+    except ImportError:  # the `bench` extra is not installed
+        return codecs
+    if ic.JPEGXL.available:
+        for effort in (7, 9):
+            codecs.append(Codec(f"JPEG XL e{effort}", lambda p, m, e=effort: ic.jpegxl_encode(p, lossless=True, effort=e), ic.jpegxl_decode))
+    if ic.JPEGLS.available:
+        codecs.append(Codec("JPEG-LS", lambda p, m: ic.jpegls_encode(p, level=0), ic.jpegls_decode))
+    return codecs
+
+
+def _timed(fn, *args, repeat: int = 1):
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn(*args)
+        best = min(best, time.perf_counter() - t)
+    return out, best
+
+
+def bench_images(folder: str | Path, repeat: int = 1, progress: bool = True) -> dict:
+    """{codec: {group: row}} over the PNG images of folder, groups 'all' and each mode."""
+    from tqdm import tqdm
+
+    files = sorted(Path(folder).glob("*.png"))
+    if not files:
+        raise FileNotFoundError(f"no .png images in {folder}")
+    codecs = available_codecs()
+    api.compress(np.zeros((8, 8, 3), np.uint8), "RGB")  # load the models before timing
+    results: dict[str, dict[str, Tally]] = {c.name: {} for c in codecs}
+    for f in tqdm(files, desc="bench", disable=not progress):
+        img = Image.open(f)
+        img.load()
+        pixels = np.asarray(img)
+        for c in codecs:
+            data, enc_s = _timed(c.encode, pixels, img.mode, repeat=repeat)
+            decoded, dec_s = _timed(c.decode, data, repeat=repeat)
+            if not np.array_equal(np.asarray(decoded).reshape(pixels.shape), pixels):
+                raise AssertionError(f"{c.name} did not round-trip {f.name}")
+            for group in ("all", img.mode):
+                t = results[c.name].setdefault(group, Tally())
+                t.bits += 8 * len(data)
+                t.samples += pixels.size
+                t.pixels += img.width * img.height
+                t.encode_s += enc_s
+                t.decode_s += dec_s
+                t.images.append(f.name)
+    return {name: {g: t.row() for g, t in groups.items()} for name, groups in results.items()}
+
+
+def bench_coder(n: int = 1_000_000, seed: int = 0) -> dict:
+    """Msymbols/s of pillow_unz.coder and constriction's range coder, one 256-entry table."""
+    from . import coder
+
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.full(256, 0.5))
+    freqs = np.maximum(1, np.floor(probs * (2**16 - 256)).astype(np.int64))
+    freqs[np.argmax(freqs)] += 2**16 - freqs.sum()
+    cdf = np.concatenate([[0], np.cumsum(freqs)]).astype(np.int32)[None]
+    symbols = rng.choice(256, size=n, p=freqs / 2**16).astype(np.int32)
+    indexes = np.zeros(n, np.int32)
+    data, enc = _timed(coder.encode_cdf, cdf, symbols, indexes, repeat=3)
+    out, dec = _timed(coder.decode_cdf, cdf, data, indexes, repeat=3)
+    assert np.array_equal(out, symbols)
+    result = {"symbols": n, "pillow-unz": {"encode_msym_s": n / enc / 1e6, "decode_msym_s": n / dec / 1e6, "bytes": len(data)}}
+    try:
+        import constriction
+    except ImportError:
+        return result
+    model = constriction.stream.model.Categorical(freqs / 2**16, perfect=False)
+
+    def c_encode():
+        e = constriction.stream.queue.RangeEncoder()
+        e.encode(symbols, model)
+        return e.get_compressed()
+
+    words, enc = _timed(c_encode, repeat=3)
+    decoded, dec = _timed(lambda: constriction.stream.queue.RangeDecoder(words).decode(model, n), repeat=3)
+    assert np.array_equal(decoded, symbols)
+    result["constriction"] = {"encode_msym_s": n / enc / 1e6, "decode_msym_s": n / dec / 1e6, "bytes": 4 * len(words)}
+    return result
+
+
+def format_images(results: dict) -> str:
+    groups = sorted({g for rows in results.values() for g in rows}, key=lambda g: (g != "all", g))
+    lines = []
+    for g in groups:
+        lines.append(f"\n{g}: bits per subpixel, encode and decode megapixels per second")
+        lines.append(f"{'codec':<20} {'bpsp':>7} {'enc MP/s':>9} {'dec MP/s':>9}")
+        for name, rows in results.items():
+            if g in rows:
+                r = rows[g]
+                lines.append(f"{name:<20} {r['bpsp']:>7.3f} {r['encode_mps']:>9.3f} {r['decode_mps']:>9.3f}")
+    return "\n".join(lines)
+
+
+def format_coder(result: dict) -> str:
+    lines = [f"range coder, {result['symbols']} symbols, one 256-entry table", f"{'coder':<14} {'enc Msym/s':>11} {'dec Msym/s':>11} {'bytes':>9}"]
+    for name in ("pillow-unz", "constriction"):
+        if name in result:
+            r = result[name]
+            lines.append(f"{name:<14} {r['encode_msym_s']:>11.1f} {r['decode_msym_s']:>11.1f} {r['bytes']:>9}")
+    return "\n".join(lines)
+
+
+def run(folder: str | None, coder_only: bool, as_json: bool, repeat: int) -> str:
+    out = {}
+    if folder and not coder_only:
+        out["images"] = bench_images(folder, repeat, progress=not as_json)
+    out["coder"] = bench_coder()
+    if as_json:
+        return json.dumps(out, indent=1)
+    parts = [format_images(out["images"])] if "images" in out else []
+    parts.append(format_coder(out["coder"]))
+    return "\n\n".join(parts)

@@ -1,0 +1,180 @@
+"""The `unz` command: compress, decompress, info, roundtrip and bench."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from . import UnzImagePlugin, api, format as fmt  # noqa: F401  (the plugin registers .unz)
+
+
+class CliError(Exception):
+    """A failure the user can act on: printed as `unz: error: ...`, exit status 1."""
+
+
+def _bpsp(size_bytes: int, width: int, height: int, mode: str) -> float:
+    return 8 * size_bytes / (width * height * len(mode))
+
+
+def _check_target(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise CliError(f"{path} exists (use -f to overwrite)")
+
+
+def _outputs(inputs: list[Path], output: str | None, suffix: str) -> list[Path]:
+    """Where each input goes: beside it with `suffix`, or -o as a file (one input) or folder."""
+    if output is None:
+        return [p.with_suffix(suffix) for p in inputs]
+    out = Path(output)
+    if len(inputs) == 1 and not out.is_dir():
+        return [out]
+    if not out.is_dir():
+        raise CliError(f"-o {out}: with several inputs, -o must be an existing folder")
+    return [out / p.with_suffix(suffix).name for p in inputs]
+
+
+def _progress(items: list, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="file", disable=len(items) < 2, file=sys.stderr)
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    inputs = [Path(p) for p in args.inputs]
+    failures = 0
+    for src, dst in _progress(list(zip(inputs, _outputs(inputs, args.output, ".unz"))), "compress"):
+        try:
+            _check_target(dst, args.force)
+            with Image.open(src) as img:
+                img.save(dst, format="UNZ")
+                w, h = img.size
+            with Image.open(dst) as coded:
+                mode = coded.mode
+            size = dst.stat().st_size
+            print(f"{src} -> {dst}: {size} bytes, {_bpsp(size, w, h, mode):.3f} bits/subpixel")
+        except (OSError, ValueError, CliError) as e:
+            print(f"unz: error: {src}: {e}", file=sys.stderr)
+            failures += 1
+    return 1 if failures else 0
+
+
+def cmd_decompress(args: argparse.Namespace) -> int:
+    inputs = [Path(p) for p in args.inputs]
+    failures = 0
+    for src, dst in _progress(list(zip(inputs, _outputs(inputs, args.output, ".png"))), "decompress"):
+        try:
+            _check_target(dst, args.force)
+            with Image.open(src, formats=["UNZ"]) as img:
+                img.load()
+                img.save(dst, exif=img.info.get("exif", b""))
+            print(f"{src} -> {dst}")
+        except (OSError, ValueError, CliError) as e:
+            print(f"unz: error: {src}: {e}", file=sys.stderr)
+            failures += 1
+    return 1 if failures else 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    failures = 0
+    for name in args.inputs:
+        try:
+            with open(name, "rb") as f:
+                unz = fmt.read(f)
+            h = unz.header
+            total = Path(name).stat().st_size
+            print(f"{name}: UNZ version {fmt.VERSION}, {h.width}x{h.height} {h.mode}")
+            print(f"  model {h.model_id.hex()}, pixel hash {h.pixel_hash.hex()}")
+            for key, value in unz.metadata.items():
+                print(f"  {key}: {len(value)} bytes")
+            if unz.adapter is not None:
+                print(f"  adapter: {len(unz.adapter)} bytes")
+            for i, g in enumerate(unz.groups):
+                print(f"  planes {i}: z {'x'.join(map(str, g.latent_shape))} in {len(g.latent)} bytes, pixels {len(g.pixels)} bytes")
+            print(f"  {total} bytes, {_bpsp(total, h.width, h.height, h.mode):.3f} bits/subpixel")
+        except (OSError, ValueError) as e:
+            print(f"unz: error: {name}: {e}", file=sys.stderr)
+            failures += 1
+    return 1 if failures else 0
+
+
+def cmd_roundtrip(args: argparse.Namespace) -> int:
+    """Compress, decompress and compare, in memory: the README's first command."""
+    import io
+
+    failures = 0
+    for name in args.inputs:
+        with Image.open(name) as img:
+            img.load()
+        buf = io.BytesIO()
+        t0 = time.perf_counter()
+        img.save(buf, format="UNZ")
+        t1 = time.perf_counter()
+        buf.seek(0)
+        back = Image.open(buf)
+        back.load()
+        t2 = time.perf_counter()
+        reference = UnzImagePlugin._storable(img)
+        same = back.mode == reference.mode and np.array_equal(np.asarray(back), np.asarray(reference))
+        size = len(buf.getvalue())
+        print(
+            f"{name}: {img.width}x{img.height} {reference.mode}, {Path(name).stat().st_size} bytes as "
+            f"{img.format or 'input'} -> {size} bytes as .unz, "
+            f"{_bpsp(size, img.width, img.height, reference.mode):.3f} bits/subpixel, "
+            f"encode {t1 - t0:.2f} s, decode {t2 - t1:.2f} s: {'identical' if same else 'DIFFERENT'}"
+        )
+        failures += not same
+    return 1 if failures else 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    print(bench.run(args.folder, args.coder, args.json, args.repeat))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="unz", description="pillow-unz: learned lossless image compression")
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("compress", help="images to .unz")
+    c.add_argument("inputs", nargs="+")
+    c.add_argument("-o", "--output", help="output file (one input) or existing folder")
+    c.add_argument("-f", "--force", action="store_true", help="overwrite existing files")
+    c.set_defaults(func=cmd_compress)
+    d = sub.add_parser("decompress", help=".unz to PNG (or the format -o names)")
+    d.add_argument("inputs", nargs="+")
+    d.add_argument("-o", "--output", help="output file (one input) or existing folder")
+    d.add_argument("-f", "--force", action="store_true", help="overwrite existing files")
+    d.set_defaults(func=cmd_decompress)
+    i = sub.add_parser("info", help="header and section sizes of .unz files")
+    i.add_argument("inputs", nargs="+")
+    i.set_defaults(func=cmd_info)
+    r = sub.add_parser("roundtrip", help="compress and decompress in memory, report size and identity")
+    r.add_argument("inputs", nargs="+")
+    r.set_defaults(func=cmd_roundtrip)
+    b = sub.add_parser("bench", help="compare with PNG, WebP, JPEG XL, JPEG-LS; time the range coder")
+    b.add_argument("folder", nargs="?", help="folder of .png images")
+    b.add_argument("--coder", action="store_true", help="only the range-coder benchmark")
+    b.add_argument("--json", action="store_true", help="machine-readable output")
+    b.add_argument("--repeat", type=int, default=1, help="time each codec this many times, keep the best")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, ValueError, CliError) as e:
+        print(f"unz: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Truncated, corrupted and hostile files raise Python exceptions: no crash, hang or huge allocation."""
+from __future__ import annotations
+
+import io
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import pillow_unz
+from pillow_unz import format as fmt
+
+from .conftest import with_alpha
+
+
+@pytest.fixture(scope="module")
+def coded(small: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    with_alpha(small.crop((0, 0, 40, 30))).save(buf, format="UNZ", exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x00")
+    return buf.getvalue()
+
+
+def open_and_load(data: bytes) -> None:
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+
+
+def test_a_thousand_broken_files_raise_quickly(coded: bytes) -> None:
+    rng = np.random.default_rng(0)
+    slowest = 0.0
+    for i in range(1000):
+        data = bytearray(coded)
+        kind = i % 3
+        if kind == 0:  # truncation
+            data = data[: rng.integers(0, len(data))]
+        elif kind == 1:  # flipped bits
+            for pos in rng.integers(0, len(data), rng.integers(1, 4)):
+                data[pos] ^= 1 << rng.integers(0, 8)
+        else:  # overwritten bytes
+            start = rng.integers(0, len(data))
+            data[start : start + 8] = rng.bytes(8)
+        t = time.perf_counter()
+        with pytest.raises((OSError, ValueError, SyntaxError)):
+            open_and_load(bytes(data))
+        slowest = max(slowest, time.perf_counter() - t)
+    assert slowest < 1.0
+
+
+def _rewrite_chunk(data: bytes, tag: bytes, edit) -> bytes:
+    """data with chunk `tag`'s payload replaced by edit(payload) and its CRC made valid again,
+    so that the corruption reaches the decoder rather than the CRC check."""
+    pos = fmt.HEADER_SIZE
+    while True:
+        t, n = struct.unpack("<4sI", data[pos : pos + 8])
+        if t == tag:
+            payload = edit(data[pos + 8 : pos + 8 + n])
+            chunk = struct.pack("<4sI", t, len(payload)) + payload + struct.pack("<I", zlib.crc32(t + payload))
+            return data[:pos] + chunk + data[pos + 12 + n :]
+        pos += 12 + n
+
+
+def test_corruption_behind_valid_crcs_reaches_decoder_and_raises(coded: bytes) -> None:
+    rng = np.random.default_rng(1)
+    for i in range(100):
+        def flip(p: bytes) -> bytes:
+            b = bytearray(p)
+            b[rng.integers(0, len(b))] ^= 1 << rng.integers(0, 8)
+            return bytes(b)
+
+        def cut(p: bytes) -> bytes:
+            return p[: rng.integers(0, len(p))]
+
+        tag = (b"PIXL", b"ZLAT")[i % 2]
+        broken = _rewrite_chunk(coded, tag, flip if i % 4 < 2 else cut)
+        with pytest.raises(ValueError):
+            open_and_load(broken)
+
+
+def _header(width: int, height: int, mode: int = 3, version: int = 1) -> bytes:
+    head = struct.pack("<4sBBHII8s8s", fmt.MAGIC, version, mode, 0, width, height, b"\0" * 8, b"\0" * 8)
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+def test_absurd_sizes_are_refused_before_allocation() -> None:
+    with pytest.raises(Image.DecompressionBombError):
+        open_and_load(_header(100_000, 100_000) + b"UEND")
+    with pytest.raises(ValueError, match="out of range"):
+        open_and_load(_header(0, 5))
+    # a plausible size whose pixel stream could not hold that many pixels
+    model_id = pillow_unz.weights.load_models().model_id
+    head = struct.pack("<4sBBHII8s8s", fmt.MAGIC, 1, 3, 0, 8000, 8000, model_id, b"\0" * 8)
+    body = io.BytesIO()
+    fmt.write(body, fmt.UnzFile(fmt.Header("RGB", 8000, 8000, model_id, b"\0" * 8),
+                                groups=[pillow_unz.codec.CodedPlanes((8, 16, 16), b"\0" * 5, b"\0" * 100)]))
+    data = head + struct.pack("<I", zlib.crc32(head)) + body.getvalue()[fmt.HEADER_SIZE:]
+    t = time.perf_counter()
+    with pytest.raises(ValueError, match="too short"):
+        open_and_load(data)
+    assert time.perf_counter() - t < 1.0
+
+
+def test_wrong_magic_version_and_model() -> None:
+    with pytest.raises(Image.UnidentifiedImageError):
+        open_and_load(b"GIF89a" + b"\0" * 50)
+    with pytest.raises(pillow_unz.UnzFormatError, match="bad magic"):
+        pillow_unz.decompress(b"\x89PNG" + b"\0" * 60)
+    with pytest.raises(pillow_unz.UnzFormatError, match="version"):
+        open_and_load(_header(4, 4, version=9))
+    with pytest.raises(pillow_unz.UnzFormatError, match="mode"):
+        open_and_load(_header(4, 4, mode=7))
+
+
+def test_other_model_is_refused(coded: bytes) -> None:
+    head = bytearray(coded[: fmt.HEADER_SIZE - 4])
+    head[16:24] = b"\xff" * 8  # model id
+    data = bytes(head) + struct.pack("<I", zlib.crc32(bytes(head))) + coded[fmt.HEADER_SIZE :]
+    with pytest.raises(pillow_unz.UnzFormatError, match="model"):
+        open_and_load(data)
+
+
+def test_wrong_checksum_is_reported(coded: bytes) -> None:
+    head = bytearray(coded[: fmt.HEADER_SIZE - 4])
+    head[24] ^= 1  # pixel hash
+    data = bytes(head) + struct.pack("<I", zlib.crc32(bytes(head))) + coded[fmt.HEADER_SIZE :]
+    with pytest.raises(pillow_unz.ChecksumError):
+        open_and_load(data)

@@ -1,0 +1,51 @@
+"""Files decode to the same pixels in other processes, with other thread counts and with oneDNN
+off, because the decoding path is exact integer arithmetic (pillow_unz/fixedpoint.py)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .conftest import with_alpha
+
+DECODE = """
+import sys, hashlib, torch
+threads, mkldnn, path = int(sys.argv[1]), sys.argv[2] == "on", sys.argv[3]
+torch.set_num_threads(threads)
+torch.backends.mkldnn.enabled = mkldnn
+import numpy as np
+from PIL import Image
+import pillow_unz
+with Image.open(path) as img:
+    pixels = np.asarray(img)
+buf = __import__("io").BytesIO()
+Image.fromarray(pixels, img.mode).save(buf, format="UNZ")
+print(hashlib.sha256(pixels.tobytes()).hexdigest(), hashlib.sha256(buf.getvalue()).hexdigest())
+"""
+
+
+@pytest.fixture(scope="module")
+def coded_files(sample: Image.Image, tmp_path_factory) -> list[tuple[str, np.ndarray, bytes]]:
+    folder = tmp_path_factory.mktemp("det")
+    out = []
+    for name, img in (("rgba", with_alpha(sample.crop((0, 0, 160, 120)))), ("gray", sample.convert("L").crop((50, 50, 150, 170)))):
+        path = folder / f"{name}.unz"
+        img.save(path)
+        out.append((str(path), np.asarray(img), path.read_bytes()))
+    return out
+
+
+@pytest.mark.parametrize("threads, mkldnn", [(1, "on"), (3, "on"), (2, "off")])
+def test_decode_in_other_process(coded_files, threads: int, mkldnn: str) -> None:
+    import hashlib
+
+    for path, pixels, data in coded_files:
+        result = subprocess.run([sys.executable, "-c", DECODE, str(threads), mkldnn, path],
+                                capture_output=True, text=True, check=True)
+        pixel_hash, reencoded_hash = result.stdout.split()
+        assert pixel_hash == hashlib.sha256(pixels.tobytes()).hexdigest()
+        # the encoder is exact too: the same file, byte for byte, whatever the thread count
+        assert reencoded_hash == hashlib.sha256(data).hexdigest()

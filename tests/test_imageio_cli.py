@@ -1,0 +1,59 @@
+"""imageio v3 and the `unz` command line."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pillow_unz import cli
+
+from .conftest import with_alpha
+
+
+def test_imageio_v3(small: Image.Image, tmp_path) -> None:
+    iio = pytest.importorskip("imageio.v3")
+    for img in (small, small.convert("L"), with_alpha(small)):
+        path = tmp_path / f"{img.mode}.unz"
+        pixels = np.asarray(img)
+        iio.imwrite(path, pixels)
+        assert np.array_equal(iio.imread(path), pixels)
+
+
+def test_compress_decompress_info(small: Image.Image, tmp_path, capsys) -> None:
+    src = tmp_path / "a.png"
+    small.save(src)
+    second = tmp_path / "b.png"
+    small.convert("L").save(second)
+    assert cli.main(["compress", str(src), str(second)]) == 0
+    assert "bits/subpixel" in capsys.readouterr().out
+    assert cli.main(["compress", str(src)]) == 1  # exists
+    assert "exists" in capsys.readouterr().err
+    assert cli.main(["info", str(tmp_path / "a.unz")]) == 0
+    out = capsys.readouterr().out
+    assert "64x48 RGB" in out and "bits/subpixel" in out
+    target = tmp_path / "back.png"
+    assert cli.main(["decompress", str(tmp_path / "a.unz"), "-o", str(target)]) == 0
+    assert np.array_equal(np.asarray(Image.open(target)), np.asarray(small))
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    assert cli.main(["decompress", str(tmp_path / "a.unz"), str(tmp_path / "b.unz"), "-o", str(outdir)]) == 0
+    assert np.array_equal(np.asarray(Image.open(outdir / "b.png")), np.asarray(small.convert("L")))
+
+
+def test_roundtrip_command(small: Image.Image, tmp_path, capsys) -> None:
+    src = tmp_path / "a.png"
+    small.save(src)
+    assert cli.main(["roundtrip", str(src)]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("identical")
+
+
+def test_errors_give_messages_and_exit_codes(tmp_path, capsys) -> None:
+    assert cli.main(["decompress", str(tmp_path / "missing.unz")]) == 1
+    assert "missing.unz" in capsys.readouterr().err
+    bad = tmp_path / "bad.unz"
+    bad.write_bytes(b"\x89UNZ" + b"\0" * 40)
+    assert cli.main(["info", str(bad)]) == 1
+    assert "unz: error" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cli.main(["frobnicate"])
+    assert e.value.code == 2

@@ -1,0 +1,136 @@
+"""The Pillow plugin: every supported mode round-trips exactly, metadata survives, others refuse."""
+from __future__ import annotations
+
+import io
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image, ImageCms
+
+import pillow_unz
+from pillow_unz import api
+
+from .conftest import with_alpha
+
+
+def round_trip(img: Image.Image, **options) -> Image.Image:
+    buf = io.BytesIO()
+    img.save(buf, format="UNZ", **options)
+    buf.seek(0)
+    back = Image.open(buf)
+    back.load()
+    return back
+
+
+def assert_same(a: Image.Image, b: Image.Image) -> None:
+    assert a.mode == b.mode and a.size == b.size
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA"])
+def test_modes_round_trip(small: Image.Image, mode: str) -> None:
+    base = small.convert("L" if mode.startswith("L") else "RGB")
+    img = with_alpha(base) if mode.endswith("A") else base
+    assert_same(img, round_trip(img))
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 7), (9, 1), (17, 3), (33, 65)])
+def test_odd_sizes(small: Image.Image, size: tuple[int, int]) -> None:
+    img = small.crop((0, 0, *size))
+    assert_same(img, round_trip(img))
+
+
+def test_extreme_content() -> None:
+    rng = np.random.default_rng(0)
+    for pixels in (np.zeros((20, 30, 3), np.uint8), np.full((20, 30, 3), 255, np.uint8),
+                   rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)):
+        img = Image.fromarray(pixels)
+        assert_same(img, round_trip(img))
+
+
+def test_lossless_conversions(small: Image.Image) -> None:
+    bilevel = small.convert("1")
+    back = round_trip(bilevel)
+    assert back.mode == "L" and np.array_equal(np.asarray(back), np.asarray(bilevel.convert("L")))
+    palette = small.quantize(50)
+    assert_same(palette.convert("RGB"), round_trip(palette))
+    palette.info["transparency"] = 3
+    assert_same(palette.convert("RGBA"), round_trip(palette))
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F", "CMYK", "YCbCr", "RGBa", "HSV"])
+def test_unsupported_modes_refused(small: Image.Image, mode: str) -> None:
+    img = small.convert("RGB").convert(mode) if mode not in ("I;16", "HSV", "RGBa") else Image.new(mode, (8, 8))
+    with pytest.raises(OSError, match="cannot write mode"):
+        img.save(io.BytesIO(), format="UNZ")
+
+
+def test_save_by_extension_and_open_reads_only_header(small: Image.Image, tmp_path, monkeypatch) -> None:
+    path = tmp_path / "x.unz"
+    small.save(path)
+    assert Image.registered_extensions()[".unz"] == "UNZ"
+    assert Image.MIME["UNZ"] == "image/x-unz"
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("Image.open must not decode pixels")
+
+    monkeypatch.setattr(api, "decode_body", no_decoding)
+    with Image.open(path) as img:
+        assert (img.format, img.mode, img.size) == ("UNZ", "RGB", small.size)
+    monkeypatch.undo()
+    with Image.open(path) as img:
+        assert_same(small, img)
+
+
+def test_verify(small: Image.Image, tmp_path) -> None:
+    path = tmp_path / "x.unz"
+    small.save(path)
+    with Image.open(path) as img:
+        img.verify()
+    data = bytearray(path.read_bytes())
+    data[-30] ^= 0x10
+    path.write_bytes(bytes(data))
+    with Image.open(path) as img, pytest.raises(pillow_unz.UnzFormatError):
+        img.verify()
+
+
+def test_icc_profile_and_exif_round_trip(small: Image.Image) -> None:
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "pillow-unz test camera"
+    img = small.copy()
+    img.info["icc_profile"] = icc
+    back = round_trip(img, exif=exif.tobytes())
+    assert back.info["icc_profile"] == icc
+    assert back.getexif()[0x010F] == "pillow-unz test camera"
+    assert_same(img, back)
+    # metadata already in img.info is kept without being asked for
+    again = round_trip(back)
+    assert again.info["exif"] == back.info["exif"] and again.info["icc_profile"] == icc
+
+
+def test_threads_save_and_open_at_once(small: Image.Image) -> None:
+    images = [small.rotate(90 * i, expand=True) for i in range(4)]
+    results: dict[int, bool] = {}
+
+    def work(i: int) -> None:
+        for _ in range(2):
+            results[i] = np.array_equal(np.asarray(round_trip(images[i])), np.asarray(images[i]))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {i: True for i in range(4)}
+
+
+def test_numpy_api(small: Image.Image) -> None:
+    pixels = np.asarray(small)
+    decoded = pillow_unz.decompress(pillow_unz.compress(pixels, "RGB"))
+    assert decoded.mode == "RGB" and np.array_equal(decoded.pixels, pixels)
+    with pytest.raises(ValueError, match="uint8"):
+        pillow_unz.compress(pixels.astype(np.uint16), "RGB")
+    with pytest.raises(ValueError, match="mode"):
+        pillow_unz.compress(pixels, "CMYK")
