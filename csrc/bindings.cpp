@@ -167,14 +167,15 @@ struct PixelArgs {
   const int32_t* table;
   PixelArgs(const py::array& params_arr, const py::array& table_arr, int channels) {
     auto p = checked<int32_t>(params_arr, "params", 3);
-    auto t = checked<int32_t>(table_arr, "scale_table", 3);
+    auto t = checked<int32_t>(table_arr, "scale_table", 4);
     C = channels;
     if (C < 1 || C > 4) throw py::value_error("channels must be 1..4");
     if (p.shape(0) != num_param_planes(C))
       throw py::value_error("params: expected " + std::to_string(num_param_planes(C)) + " planes");
     H = static_cast<int>(p.shape(1));
     W = static_cast<int>(p.shape(2));
-    if (t.shape(0) != C || t.shape(1) != kActivityBuckets || t.shape(2) != kCrossBuckets)
+    if (t.shape(0) != C || t.shape(1) != kActivityBuckets || t.shape(2) != kCrossBuckets ||
+        t.shape(3) != kSpreadBuckets)
       throw py::value_error("scale_table: wrong shape");
     params = p.data();
     table = t.data();
@@ -241,5 +242,6 @@ PYBIND11_MODULE(_coder, m) {
   m.attr("NUM_PREDICTORS") = kNumPredictors;
   m.attr("ACTIVITY_EDGES") = as_tuple(kActivityEdges);
   m.attr("CROSS_EDGES") = as_tuple(kCrossEdges);
+  m.attr("SPREAD_EDGES") = as_tuple(kSpreadEdges);
   m.attr("BETA_FRAC_BITS") = kBetaFracBits;
 }

@@ -27,6 +27,10 @@ constexpr int kCrossBuckets = 4;
 constexpr int32_t kActivityEdges[kActivityBuckets - 1] = {12,  17,  24,  34,  48,  68,  96, 136,
                                                           192, 272, 384, 543, 768, 1086, 1536};
 constexpr int32_t kCrossEdges[kCrossBuckets - 1] = {16, 64, 192};
+// Bucket edges of the spread of the four predictions (max - min, in 1/8 units): where they
+// disagree, the sample is less predictable whatever the recent errors were.
+constexpr int kSpreadBuckets = 6;
+constexpr int32_t kSpreadEdges[kSpreadBuckets - 1] = {8, 24, 48, 96, 192};
 constexpr int kBetaFracBits = 6;
 
 template <int N>
@@ -49,7 +53,7 @@ inline int num_param_planes(int channels) { return channels + channels * (channe
 
 // planes: (C, H, W) samples, read when encoding, written when decoding.
 // params: (P, H, W) network outputs, P = num_param_planes(C).
-// scale_table: (C, kActivityBuckets, kCrossBuckets) learned base scale indices.
+// scale_table: (C, kActivityBuckets, kCrossBuckets, kSpreadBuckets) learned base scale indices.
 template <bool Decode, class Coder>
 void code_pixels(Coder& coder, uint8_t* planes, int C, int H, int W, const int32_t* params,
                  const int32_t* scale_table) {
@@ -98,7 +102,9 @@ void code_pixels(Coder& coder, uint8_t* planes, int C, int H, int W, const int32
         const int32_t activity = 2 * ep[x] + 2 * ec[x - 1] + ep[x - 1] + ep[x + 1];
         const int qa = bucket(activity, kActivityEdges);
         const int qb = c > 0 ? bucket(cross, kCrossEdges) : 0;
-        const int s = std::clamp(scale_table[(c * kActivityBuckets + qa) * kCrossBuckets + qb] +
+        const int spread = *std::max_element(pred, pred + kNumPredictors) - *std::min_element(pred, pred + kNumPredictors);
+        const int qs = bucket(spread, kSpreadEdges);
+        const int s = std::clamp(scale_table[((c * kActivityBuckets + qa) * kCrossBuckets + qb) * kSpreadBuckets + qs] +
                                      params[static_cast<size_t>(c) * plane + at],
                                  0, kNumScales - 1);
 

@@ -84,6 +84,26 @@ def bits_per_subpixel(model: UnzNet, x: torch.Tensor) -> torch.Tensor:
     return bits / x.numel()
 
 
+@torch.no_grad()
+def init_scale_table(model: UnzNet, x: torch.Tensor) -> None:
+    """Start each context cell at the logistic scale that fits its residuals in `x`: cells with
+    few samples borrow from their activity bucket, so training starts from sensible scales."""
+    _, params = model(x.float())
+    mean8, cells = pixelmodel.pixel_contexts(x, params)
+    mad = (8 * x - mean8).abs() / 8  # mean absolute deviation of a logistic is 2 ln 2 * scale
+    table = model.log_scale_table.view(x.shape[1], -1)
+    per_activity = table.shape[1] // pixelmodel.TABLE_SHAPE[0]
+    for c in range(x.shape[1]):
+        cell, dev = cells[:, c].flatten(), mad[:, c].flatten().double()
+        count = torch.bincount(cell, minlength=table.shape[1]).double()
+        total = torch.bincount(cell, dev, minlength=table.shape[1])
+        coarse_count = count.view(-1, per_activity).sum(1).repeat_interleave(per_activity)
+        coarse_total = total.view(-1, per_activity).sum(1).repeat_interleave(per_activity)
+        prior = 16.0  # samples' worth of the activity bucket's mean in every cell
+        mean = (total + prior * (coarse_total + 0.5) / (coarse_count + 1)) / (count + prior)
+        table[c] = torch.log2((mean / (2 * math.log(2))).clamp(min=0.25)).float()
+
+
 def evaluate(model: UnzNet, files: list[Path]) -> float:
     """Real bits per subpixel of the codec (float64 copy of the model) on the evaluation photos."""
     exact = copy.deepcopy(model).double().eval()
@@ -120,7 +140,13 @@ def train(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     model = UnzNet(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    # The entropy tables are a few hundred free numbers each: they get a larger step.
+    tables = [model.log_scale_table, model.z_log_scale]
+    network = [p for p in model.parameters() if all(p is not t for t in tables)]
+    optimizer = torch.optim.AdamW(
+        [{"params": network, "lr_scale": 1.0}, {"params": tables, "lr_scale": args.table_lr_scale}],
+        lr=args.lr, weight_decay=0.0,
+    )
     step, elapsed = 0, 0.0
     ckpt_path = out / "ckpt.pt"
     if ckpt_path.exists():
@@ -133,6 +159,8 @@ def train(args: argparse.Namespace) -> None:
         print(f"resumed at step {step}")
     images = load_training_set(files, args.channels)
     print(f"{len(images)} training images from {len(files)} photographs, data hash {run_info['data_hash']}")
+    if step == 0:
+        init_scale_table(model, sample_batch(images, 64, args.crop, rng))
 
     def checkpoint() -> None:
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
@@ -146,7 +174,7 @@ def train(args: argparse.Namespace) -> None:
         t0 = time.time()
         lr = args.lr * 0.5 * (1 + math.cos(math.pi * step / args.steps)) if step > args.warmup else args.lr * (step + 1) / (args.warmup + 1)
         for g in optimizer.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g["lr_scale"]
         x = sample_batch(images, args.batch, args.crop, rng)
         loss = bits_per_subpixel(model, x)
         optimizer.zero_grad(set_to_none=True)
@@ -206,6 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--table-lr-scale", type=float, default=5.0)
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--up-width", type=int, default=16)
     p.add_argument("--latent", type=int, default=8)

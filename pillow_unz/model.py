@@ -18,10 +18,12 @@ from torch import nn
 
 from . import _coder
 from .fixedpoint import DoubleConv, QConv2d, QConvTranspose2d, SelfAttention, quantize
+from .pixelmodel import TABLE_SHAPE
 
 CORE = 16
 Z_MAX = 31  # z is clamped to [-Z_MAX, Z_MAX] and coded as 2 * Z_MAX + 1 symbols
-OFFSET_LIMIT = 16.0  # per-pixel scale-index offsets, in scale steps
+OFFSET_LIMIT = 2.0  # per-pixel scale offsets, in binary-log units (16 scale steps)
+SCALE_STEPS = 8  # scale indices per doubling of the scale: scale = 2**(index / 8 - 2)
 BETA_LIMIT = 2.0
 
 
@@ -50,6 +52,11 @@ class ModelConfig:
         return asdict(self)
 
 
+def _scale_index(log_scale: torch.Tensor) -> torch.Tensor:
+    """Binary-log scales -> indices of the coder's scale table (csrc/tables.h)."""
+    return quantize(SCALE_STEPS * (log_scale + 2), 0, _coder.NUM_SCALES - 1).clamp(min=0)
+
+
 class UnzNet(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -66,12 +73,10 @@ class UnzNet(nn.Module):
         )
         self.up = QConvTranspose2d(up, up, 2, stride=2)
         self.head = QConv2d(up, num_param_planes(c), 1)
-        # Learned entropy model: z's per-channel scale index, and the pixel model's scale index
-        # for each (channel, activity bucket, cross-channel bucket).
-        self.z_scale = nn.Parameter(torch.full((lat,), 24.0))
-        na, nb = len(_coder.ACTIVITY_EDGES) + 1, len(_coder.CROSS_EDGES) + 1
-        activity = torch.arange(na, dtype=torch.float32)
-        self.scale_table = nn.Parameter((12.0 + 4.0 * activity).view(1, na, 1).repeat(c, 1, nb))
+        # Learned entropy model, as binary logarithms of logistic scales: z's per channel, and the
+        # pixel model's per channel and context cell (activity, cross-channel, spread buckets).
+        self.z_log_scale = nn.Parameter(torch.ones(lat))
+        self.log_scale_table = nn.Parameter(torch.zeros(c, *TABLE_SHAPE))
         self._init_head()
 
     def _init_head(self) -> None:
@@ -97,15 +102,15 @@ class UnzNet(nn.Module):
             h = self.up(h).relu()
         p = self.head(h[..., :height, :width])
         c = self.config.channels
-        offsets = quantize(p[:, :c], 0, OFFSET_LIMIT)
+        offsets = quantize(p[:, :c] * SCALE_STEPS, 0, OFFSET_LIMIT * SCALE_STEPS)
         betas = quantize(p[:, c:], _coder.BETA_FRAC_BITS, BETA_LIMIT)
         return torch.cat([offsets, betas], dim=1)
 
     def z_scale_index(self) -> torch.Tensor:
-        return quantize(self.z_scale, 0, 1e9).clamp(0, _coder.NUM_SCALES - 1)
+        return _scale_index(self.z_log_scale)
 
     def scale_table_index(self) -> torch.Tensor:
-        return quantize(self.scale_table, 0, 1e9)
+        return _scale_index(self.log_scale_table)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Training pass: (z, params) with z rounded straight-through."""

@@ -17,6 +17,8 @@ MAX_PRED8 = 255 * 8
 PROB_ONE = 2**_coder.PROB_BITS
 ACTIVITY_EDGES = torch.tensor(_coder.ACTIVITY_EDGES, dtype=torch.int64)
 CROSS_EDGES = torch.tensor(_coder.CROSS_EDGES, dtype=torch.int64)
+SPREAD_EDGES = torch.tensor(_coder.SPREAD_EDGES, dtype=torch.int64)
+TABLE_SHAPE = (len(ACTIVITY_EDGES) + 1, len(CROSS_EDGES) + 1, len(SPREAD_EDGES) + 1)
 BETA_ONE = 2**_coder.BETA_FRAC_BITS
 
 
@@ -44,8 +46,9 @@ def _causal_sum(e: torch.Tensor, weights: tuple[int, int, int, int]) -> torch.Te
     return weights[0] * n + weights[1] * west + weights[2] * nw + weights[3] * ne
 
 
-def blended_prediction(x: torch.Tensor) -> torch.Tensor:
-    """The error-weighted blend of the classical predictors, in eighths; x: (B, C, H, W) int64."""
+def blended_prediction(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The error-weighted blend of the classical predictors and their spread (max - min), both in
+    eighths; x: (B, C, H, W) int64."""
     west, north, nw, ne = _neighbours(x)
     preds = torch.stack(
         [(8 * (north + west - nw)).clamp(0, MAX_PRED8), 8 * west, 8 * north, (8 * (west + ne - north)).clamp(0, MAX_PRED8)],
@@ -54,7 +57,8 @@ def blended_prediction(x: torch.Tensor) -> torch.Tensor:
     errors = (8 * x.unsqueeze(2) - preds).abs()
     total = _causal_sum(errors, (1, 1, 1, 1)) + 4
     weight = 2**30 // (total * total)
-    return (weight * preds).sum(2) // weight.sum(2)
+    spread = preds.amax(2) - preds.amin(2)
+    return (weight * preds).sum(2) // weight.sum(2), spread
 
 
 def discretized_logistic_bits(
@@ -72,13 +76,15 @@ def discretized_logistic_bits(
     return torch.log2(PROB_ONE / mass)
 
 
-def pixel_bits(x: torch.Tensor, params: torch.Tensor, scale_table: torch.Tensor) -> torch.Tensor:
-    """Bits of every sample of x (B, C, H, W) int64 under the pixel model with network parameter
-    planes `params` (B, P, H, W) and the scale-index table (C, NA, NB); returns (B, C, H, W)."""
+def pixel_contexts(x: torch.Tensor, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every sample of x (B, C, H, W) int64, with network parameter planes `params`
+    (B, P, H, W): the prediction in eighths (differentiable in the coefficients of params) and
+    the flat index of its cell in each channel's scale table of shape TABLE_SHAPE."""
     c_total = x.shape[1]
-    blend = blended_prediction(x)
-    edges_a, edges_b = ACTIVITY_EDGES.to(x.device), CROSS_EDGES.to(x.device)
-    residuals, bits = [], []
+    blend, spread = blended_prediction(x)
+    device = x.device
+    qs = torch.bucketize(spread, SPREAD_EDGES.to(device), right=True)
+    means, cells, residuals = [], [], []
     cross = torch.zeros_like(x[:, 0])
     for c in range(c_total):
         mean8 = blend[:, c].to(params.dtype)
@@ -89,13 +95,24 @@ def pixel_bits(x: torch.Tensor, params: torch.Tensor, scale_table: torch.Tensor)
         mean8 = mean8.clamp(0, MAX_PRED8)
         residual = 8 * x[:, c] - mean8
         activity = _causal_sum(residual.detach().abs().long(), (2, 2, 1, 1))
-        qa = torch.bucketize(activity, edges_a, right=True)
-        qb = torch.bucketize(cross, edges_b, right=True) if c > 0 else torch.zeros_like(qa)
-        index = (scale_table[c][qa, qb] + params[:, c]).clamp(0, _coder.NUM_SCALES - 1)
-        bits.append(discretized_logistic_bits(x[:, c], mean8, torch.exp2(index / 8 - 2)))
+        qa = torch.bucketize(activity, ACTIVITY_EDGES.to(device), right=True)
+        qb = torch.bucketize(cross, CROSS_EDGES.to(device), right=True) if c > 0 else torch.zeros_like(qa)
+        cells.append((qa * TABLE_SHAPE[1] + qb) * TABLE_SHAPE[2] + qs[:, c])
+        means.append(mean8)
         residuals.append(residual)
         cross = cross + residual.detach().abs().long()
-    return torch.stack(bits, dim=1)
+    return torch.stack(means, 1), torch.stack(cells, 1)
+
+
+def pixel_bits(x: torch.Tensor, params: torch.Tensor, scale_table: torch.Tensor) -> torch.Tensor:
+    """Bits of every sample of x (B, C, H, W) under the pixel model, with the scale-index table
+    (C, *TABLE_SHAPE); returns (B, C, H, W)."""
+    c_total = x.shape[1]
+    mean8, cells = pixel_contexts(x, params)
+    table = scale_table.reshape(c_total, -1)
+    base = torch.stack([table[c][cells[:, c]] for c in range(c_total)], 1)
+    index = (base + params[:, :c_total]).clamp(0, _coder.NUM_SCALES - 1)
+    return discretized_logistic_bits(x, mean8, torch.exp2(index / 8 - 2))
 
 
 def latent_bits(z: torch.Tensor, scale_index: torch.Tensor, z_max: int) -> torch.Tensor:
