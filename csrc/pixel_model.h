@@ -1,5 +1,5 @@
 // The sequential half of pillow-unz's pixel model: in raster order, each sample is predicted
-// from its causal neighbours by an error-weighted blend of four classical predictors, corrected
+// from its causal neighbours by an error-weighted blend of six classical predictors, corrected
 // by the residuals of the channels already coded at that pixel, and coded with a discretized
 // logistic whose scale comes from a learned table indexed by local activity.
 //
@@ -18,7 +18,7 @@
 
 namespace unz {
 
-constexpr int kNumPredictors = 4;
+constexpr int kNumPredictors = 6;
 constexpr int kMaxPred8 = 255 * 8;
 constexpr int kActivityBuckets = 16;
 constexpr int kCrossBuckets = 4;
@@ -58,14 +58,18 @@ template <bool Decode, class Coder>
 void code_pixels(Coder& coder, uint8_t* planes, int C, int H, int W, const int32_t* params,
                  const int32_t* scale_table) {
   const size_t plane = static_cast<size_t>(H) * W;
-  const int stride = W + 2;  // error rows carry a zero column on each side
-  // Rolling rows (previous, current) per channel: |final error| and |error| of each predictor.
-  std::vector<int32_t> err(static_cast<size_t>(C) * 2 * stride, 0);
-  std::vector<int32_t> sub_err(static_cast<size_t>(C) * kNumPredictors * 2 * stride, 0);
+  // Error rows carry two zero columns on the left and one on the right; three rolling rows
+  // (y-2, y-1, y) per channel hold |final error| and |error| of each predictor.
+  constexpr int kPad = 2;
+  const int stride = W + kPad + 1;
+  const auto row_of = [&](std::vector<int32_t>& buf, size_t series, int y) {
+    return buf.data() + (series * 3 + static_cast<size_t>(y % 3)) * stride + kPad;
+  };
+  std::vector<int32_t> err(static_cast<size_t>(C) * 3 * stride, 0);
+  std::vector<int32_t> sub_err(static_cast<size_t>(C) * kNumPredictors * 3 * stride, 0);
   std::vector<int32_t> residual(C);
 
   for (int y = 0; y < H; ++y) {
-    const int cur = y & 1, prev = cur ^ 1;
     for (int x = 0; x < W; ++x) {
       const size_t at = static_cast<size_t>(y) * W + x;
       int32_t cross = 0;
@@ -76,15 +80,18 @@ void code_pixels(Coder& coder, uint8_t* planes, int C, int H, int W, const int32
         const int nw = (y > 0 && x > 0) ? img[at - W - 1] : n_;
         const int ne = (y > 0 && x + 1 < W) ? img[at - W + 1] : n_;
         const int pred[kNumPredictors] = {clamp_pred(8 * (n_ + w_ - nw)), 8 * w_, 8 * n_,
-                                          clamp_pred(8 * (w_ + ne - n_))};
+                                          clamp_pred(8 * (w_ + ne - n_)), 4 * (w_ + n_), 4 * (n_ + ne)};
 
-        // Blend the predictors, each weighted by the inverse square of its recent error.
+        // Blend the predictors, each weighted by the inverse square of its recent error
+        // (at N, W, NW, NE, WW and NN; rows above the image count as zero error).
         int64_t num = 0, den = 0;
         for (int k = 0; k < kNumPredictors; ++k) {
-          const int32_t* e = &sub_err[((static_cast<size_t>(c) * kNumPredictors + k) * 2) * stride];
-          const int32_t* ep = e + prev * stride + 1;
-          const int32_t* ec = e + cur * stride + 1;
-          const int64_t sum = ep[x] + ec[x - 1] + ep[x - 1] + ep[x + 1] + 4;
+          const size_t series = static_cast<size_t>(c) * kNumPredictors + k;
+          const int32_t* e0 = row_of(sub_err, series, y);
+          const int32_t* e1 = row_of(sub_err, series, y + 2);  // y - 1
+          const int32_t* e2 = row_of(sub_err, series, y + 1);  // y - 2
+          const int64_t sum = (y > 0 ? e1[x] + e1[x - 1] + e1[x + 1] : 0) + (y > 1 ? e2[x] : 0) +
+                              e0[x - 1] + e0[x - 2] + 4;
           const int64_t weight = (int64_t{1} << 30) / (sum * sum);
           num += weight * pred[k];
           den += weight;
@@ -97,9 +104,9 @@ void code_pixels(Coder& coder, uint8_t* planes, int C, int H, int W, const int32
         }
         const int m = clamp_pred(mean8);
 
-        const int32_t* ep = &err[(static_cast<size_t>(c) * 2 + prev) * stride + 1];
-        const int32_t* ec = &err[(static_cast<size_t>(c) * 2 + cur) * stride + 1];
-        const int32_t activity = 2 * ep[x] + 2 * ec[x - 1] + ep[x - 1] + ep[x + 1];
+        const int32_t* ec = row_of(err, c, y);
+        const int32_t* ep = row_of(err, c, y + 2);
+        const int32_t activity = ec[x - 1] * 2 + (y > 0 ? 2 * ep[x] + ep[x - 1] + ep[x + 1] : 0);
         const int qa = bucket(activity, kActivityEdges);
         const int qb = c > 0 ? bucket(cross, kCrossEdges) : 0;
         const int spread = *std::max_element(pred, pred + kNumPredictors) - *std::min_element(pred, pred + kNumPredictors);
@@ -114,10 +121,9 @@ void code_pixels(Coder& coder, uint8_t* planes, int C, int H, int W, const int32
 
         residual[c] = 8 * v - m;
         cross += std::abs(residual[c]);
-        err[(static_cast<size_t>(c) * 2 + cur) * stride + 1 + x] = std::abs(residual[c]);
+        row_of(err, c, y)[x] = std::abs(residual[c]);
         for (int k = 0; k < kNumPredictors; ++k)
-          sub_err[((static_cast<size_t>(c) * kNumPredictors + k) * 2 + cur) * stride + 1 + x] =
-              std::abs(8 * v - pred[k]);
+          row_of(sub_err, static_cast<size_t>(c) * kNumPredictors + k, y)[x] = std::abs(8 * v - pred[k]);
       }
     }
   }

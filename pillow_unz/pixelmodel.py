@@ -47,15 +47,20 @@ def _causal_sum(e: torch.Tensor, weights: tuple[int, int, int, int]) -> torch.Te
 
 
 def blended_prediction(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The error-weighted blend of the classical predictors and their spread (max - min), both in
-    eighths; x: (B, C, H, W) int64."""
+    """The blend of the classical predictors, each weighted by the inverse square of its error
+    summed over N, W, NW, NE, WW and NN, and their spread (max - min), both in eighths;
+    x: (B, C, H, W) int64."""
     west, north, nw, ne = _neighbours(x)
     preds = torch.stack(
-        [(8 * (north + west - nw)).clamp(0, MAX_PRED8), 8 * west, 8 * north, (8 * (west + ne - north)).clamp(0, MAX_PRED8)],
+        [(8 * (north + west - nw)).clamp(0, MAX_PRED8), 8 * west, 8 * north, (8 * (west + ne - north)).clamp(0, MAX_PRED8),
+         4 * (west + north), 4 * (north + ne)],
         dim=2,
     )  # (B, C, K, H, W)
     errors = (8 * x.unsqueeze(2) - preds).abs()
-    total = _causal_sum(errors, (1, 1, 1, 1)) + 4
+    h, w = x.shape[-2:]
+    west_west = F.pad(errors, (2, 0, 0, 0))[..., :w]
+    north_north = F.pad(errors, (0, 0, 2, 0))[..., :h, :]
+    total = _causal_sum(errors, (1, 1, 1, 1)) + west_west + north_north + 4
     weight = 2**30 // (total * total)
     spread = preds.amax(2) - preds.amin(2)
     return (weight * preds).sum(2) // weight.sum(2), spread
