@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--table-lr-scale", type=float, default=5.0)
     p.add_argument("--width", type=int, default=32)
-    p.add_argument("--up-width", type=int, default=16)
+    p.add_argument("--up-width", type=int, default=8)
     p.add_argument("--latent", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)

@@ -28,7 +28,8 @@ EXP2_TABLE = [_EXP2_BASE[d % 8] >> (d // 8) for d in range(_EXP2_STEPS)]
 def quantize(x: torch.Tensor, bits: int, limit: float) -> torch.Tensor:
     """Round to the nearest multiple of 2**-bits (halves up), clamped to [-limit, limit]."""
     scale = 2.0**bits
-    q = (torch.floor(x * scale + 0.5) / scale).clamp(-limit, limit)
+    q = x * scale  # one new tensor, then in place: this runs on every activation
+    q.add_(0.5).floor_().div_(scale).clamp_(-limit, limit)
     return x + (q - x).detach() if x.requires_grad else q
 
 

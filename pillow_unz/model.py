@@ -45,7 +45,7 @@ def num_param_planes(channels: int) -> int:
 class ModelConfig:
     channels: int = 3
     width: int = 32  # channels at the core
-    up_width: int = 16  # channels of the full-resolution path
+    up_width: int = 8  # channels of the full-resolution path
     latent: int = 8  # channels of z
 
     def to_dict(self) -> dict:
