@@ -3,6 +3,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <string>
 
 #include "logistic.h"
@@ -93,6 +94,19 @@ py::bytes encode_cdf(const py::array& cdf, const py::array& symbols, const py::o
   return to_bytes(out);
 }
 
+// For tables shared by many symbols, a slot -> symbol map replaces the bisection.
+struct SlotLookup {
+  std::vector<uint16_t> slots;  // kProbTotal entries per table
+  explicit SlotLookup(const CdfTables& t) : slots(static_cast<size_t>(t.rows) * kProbTotal) {
+    for (int r = 0; r < t.rows; ++r) {
+      const int32_t* row = t.data + static_cast<size_t>(r) * t.width;
+      uint16_t* out = slots.data() + static_cast<size_t>(r) * kProbTotal;
+      for (int k = 0; k + 1 < t.width; ++k)
+        std::fill(out + row[k], out + row[k + 1], static_cast<uint16_t>(k));
+    }
+  }
+};
+
 py::array_t<int32_t> decode_cdf(const py::array& cdf, const py::bytes& data, const py::object& indexes) {
   const CdfTables t(cdf, indexes);
   const std::string_view buf(data);
@@ -102,7 +116,19 @@ py::array_t<int32_t> decode_cdf(const py::array& cdf, const py::bytes& data, con
   {
     py::gil_scoped_release release;
     RangeDecoder dec(reinterpret_cast<const uint8_t*>(buf.data()), buf.size());
-    for (size_t i = 0; i < t.count; ++i) out[i] = code_symbol<true>(dec, t.at(i), K, 0);
+    const bool lookup = K <= 65536 && t.count >= static_cast<size_t>(t.rows) * 4096;
+    if (lookup) {
+      const SlotLookup slots(t);
+      for (size_t i = 0; i < t.count; ++i) {
+        const size_t row = t.indexes ? t.indexes[i] : i;
+        const int32_t* c = t.data + row * t.width;
+        const int s = slots.slots[row * kProbTotal + dec.target()];
+        dec.consume(c[s], c[s + 1] - c[s]);
+        out[i] = s;
+      }
+    } else {
+      for (size_t i = 0; i < t.count; ++i) out[i] = code_symbol<true>(dec, t.at(i), K, 0);
+    }
     dec.finish();
   }
   return result;

@@ -109,3 +109,15 @@ def test_truncated_and_garbage_streams_raise() -> None:
         except ValueError:
             continue
         assert out.shape == symbols.shape and out.min() >= 0 and out.max() < 256
+
+
+def test_many_symbols_per_table_round_trip() -> None:
+    """Enough symbols per table for the decoder's slot lookup, zero-probability symbols included."""
+    rng = np.random.default_rng(4)
+    cdf = random_cdf(rng, 2, 256)
+    indexes = rng.integers(0, 2, size=20_000).astype(np.int32)
+    symbols = np.array([sample_symbols(rng, cdf[i : i + 1])[0] for i in indexes], np.int32)
+    data = coder.encode_cdf(cdf, symbols, indexes)
+    assert np.array_equal(coder.decode_cdf(cdf, data, indexes), symbols)
+    with pytest.raises(ValueError):
+        coder.decode_cdf(cdf, data[:-3], indexes)
