@@ -181,7 +181,10 @@ py::array_t<int32_t> decode_logistic(const py::bytes& data, const py::array& mea
   {
     py::gil_scoped_release release;
     RangeDecoder dec(reinterpret_cast<const uint8_t*>(buf.data()), buf.size());
-    for (size_t i = 0; i < p.count; ++i) out[i] = code_symbol<true>(dec, p.at(i), n, 0);
+    for (size_t i = 0; i < p.count; ++i) {
+      const LogisticCdf cdf = p.at(i);
+      out[i] = code_symbol<true>(dec, cdf, n, 0, cdf.mode());
+    }
     dec.finish();
   }
   return result;

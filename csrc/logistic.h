@@ -1,6 +1,7 @@
 // Discretized logistic CDFs computed from integers only, so that every machine derives the
 // same table from the same (mean, scale index) pair.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 
 #include "range_coder.h"
@@ -38,15 +39,22 @@ class LogisticCdf {
   LogisticCdf(int32_t mean8, int scale_index, int num_symbols)
       : mean8_(mean8), inv_scale_(kInvScale[scale_index]), n_(num_symbols) {
     s0_ = boundary(0);
-    span_ = boundary(n_) - s0_;
+    const int64_t span = boundary(n_) - s0_;
+    // (boundary - s0) * multiplier >> 32 spreads the free counts over the symbols: one division
+    // per distribution, none per evaluation. (boundary - s0) <= span keeps it below 2**48.
+    multiplier_ = span > 0 ? (static_cast<uint64_t>(kProbTotal - n_) << 32) / static_cast<uint64_t>(span) : 0;
+  }
+
+  // The likeliest symbol: where a search for the decoded symbol should start.
+  int mode() const {
+    return static_cast<int>(std::clamp<int64_t>((mean8_ + (1 << (kMeanFracBits - 1))) >> kMeanFracBits, 0, n_ - 1));
   }
 
   uint32_t operator()(int k) const {
     if (k <= 0) return 0;
     if (k >= n_) return kProbTotal;
-    const int64_t free_mass = kProbTotal - n_;
-    if (span_ <= 0) return static_cast<uint32_t>((int64_t{k} * kProbTotal) / n_);
-    return static_cast<uint32_t>(k + ((boundary(k) - s0_) * free_mass) / span_);
+    if (multiplier_ == 0) return static_cast<uint32_t>((int64_t{k} * kProbTotal) / n_);
+    return static_cast<uint32_t>(k + ((static_cast<uint64_t>(boundary(k) - s0_) * multiplier_) >> 32));
   }
 
  private:
@@ -59,7 +67,8 @@ class LogisticCdf {
   int32_t mean8_;
   int64_t inv_scale_;
   int n_;
-  int64_t s0_ = 0, span_ = 0;
+  int64_t s0_ = 0;
+  uint64_t multiplier_ = 0;
 };
 
 }  // namespace unz

@@ -40,6 +40,18 @@ inline int bucket(int32_t v, const int32_t (&edges)[N]) {
   return b;
 }
 
+// 2**30 / s**2 for every error sum s a blend can meet (six errors of at most 2040, plus 4):
+// a table read instead of a division per predictor and sample.
+constexpr int kMaxErrorSum = 6 * kMaxPred8 + 4;
+inline const std::vector<uint32_t>& inverse_squares() {
+  static const std::vector<uint32_t> table = [] {
+    std::vector<uint32_t> t(kMaxErrorSum + 1, 0);
+    for (int64_t s = 1; s <= kMaxErrorSum; ++s) t[s] = static_cast<uint32_t>((int64_t{1} << 30) / (s * s));
+    return t;
+  }();
+  return table;
+}
+
 inline int clamp_pred(int64_t v) { return static_cast<int>(std::clamp<int64_t>(v, 0, kMaxPred8)); }
 
 inline int64_t floor_div(int64_t a, int64_t b) {  // b > 0
@@ -68,6 +80,7 @@ void code_pixels(Coder& coder, uint8_t* planes, int C, int H, int W, const int32
   std::vector<int32_t> err(static_cast<size_t>(C) * 3 * stride, 0);
   std::vector<int32_t> sub_err(static_cast<size_t>(C) * kNumPredictors * 3 * stride, 0);
   std::vector<int32_t> residual(C);
+  const uint32_t* inv_square = inverse_squares().data();
 
   for (int y = 0; y < H; ++y) {
     for (int x = 0; x < W; ++x) {
@@ -92,7 +105,7 @@ void code_pixels(Coder& coder, uint8_t* planes, int C, int H, int W, const int32
           const int32_t* e2 = row_of(sub_err, series, y + 1);  // y - 2
           const int64_t sum = (y > 0 ? e1[x] + e1[x - 1] + e1[x + 1] : 0) + (y > 1 ? e2[x] : 0) +
                               e0[x - 1] + e0[x - 2] + 4;
-          const int64_t weight = (int64_t{1} << 30) / (sum * sum);
+          const int64_t weight = inv_square[sum];
           num += weight * pred[k];
           den += weight;
         }
@@ -116,7 +129,7 @@ void code_pixels(Coder& coder, uint8_t* planes, int C, int H, int W, const int32
                                  0, kNumScales - 1);
 
         const LogisticCdf cdf(m, s, 256);
-        const int v = code_symbol<Decode>(coder, cdf, 256, img[at]);
+        const int v = code_symbol<Decode>(coder, cdf, 256, img[at], cdf.mode());
         if constexpr (Decode) img[at] = static_cast<uint8_t>(v);
 
         residual[c] = 8 * v - m;

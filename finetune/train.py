@@ -57,39 +57,61 @@ def planes_of(img: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
 
 
-def load_training_set(files: list[Path], channels: int) -> list[np.ndarray]:
+class TrainingImage:
+    """A training image with its (flipped) copies' classical predictions, computed once: they
+    depend on the pixels alone, and are most of the pixel model's cost."""
+
+    def __init__(self, planes: np.ndarray) -> None:
+        self.versions = []
+        for version in (planes, np.ascontiguousarray(planes[:, :, ::-1])):
+            x = torch.from_numpy(version).long()[None]
+            blend, spread = pixelmodel.blended_prediction(x)
+            self.versions.append((x[0].to(torch.uint8), blend[0].to(torch.int16), spread[0].to(torch.int16)))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.versions[0][0].shape)
+
+
+def load_training_set(files: list[Path], channels: int) -> list[TrainingImage]:
     images = []
-    for f in files:
+    for f in tqdm(files, desc="loading", mininterval=5):
         full = to_mode(Image.open(f), channels)
-        images += [planes_of(full.reduce(r)) for r in REDUCTIONS]
+        images += [TrainingImage(planes_of(full.reduce(r))) for r in REDUCTIONS]
     return images
 
 
-def sample_batch(images: list[np.ndarray], batch: int, crop: int, rng: random.Random) -> torch.Tensor:
-    crops = []
+Batch = tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
+
+
+def sample_batch(images: list[TrainingImage], batch: int, crop: int, rng: random.Random) -> Batch:
+    """Random crops, half of them mirrored: (samples, (blend, spread)) as int64."""
+    parts: list[list[torch.Tensor]] = [[], [], []]
     for _ in range(batch):
         img = rng.choice(images)
         _, h, w = img.shape
         y, x = rng.randrange(h - crop + 1), rng.randrange(w - crop + 1)
-        c = img[:, y : y + crop, x : x + crop]
-        crops.append(c[:, :, ::-1] if rng.random() < 0.5 else c)
-    return torch.from_numpy(np.stack(crops).copy()).long()
+        for part, t in zip(parts, img.versions[rng.random() < 0.5]):
+            part.append(t[:, y : y + crop, x : x + crop])
+    x, blend, spread = (torch.stack(p).long() for p in parts)
+    return x, (blend, spread)
 
 
-def bits_per_subpixel(model: UnzNet, x: torch.Tensor) -> torch.Tensor:
+def bits_per_subpixel(model: UnzNet, x: torch.Tensor, blend: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """The training loss: pixel-model plus z code length, per subpixel."""
     z, params = model(x.float())
-    bits = pixelmodel.pixel_bits(x, params, model.scale_table_index()).sum()
+    bits = pixelmodel.pixel_bits(x, params, model.scale_table_index(), blend).sum()
     bits = bits + pixelmodel.latent_bits(z, model.z_scale_index(), codec.Z_MAX).sum()
     return bits / x.numel()
 
 
 @torch.no_grad()
-def init_scale_table(model: UnzNet, x: torch.Tensor) -> None:
-    """Start each context cell at the logistic scale that fits its residuals in `x`: cells with
-    few samples borrow from their activity bucket, so training starts from sensible scales."""
+def init_scale_table(model: UnzNet, batch: Batch) -> None:
+    """Start each context cell at the logistic scale that fits its residuals in `batch`: cells
+    with few samples borrow from their activity bucket, so training starts from sensible scales."""
+    x, blend = batch
     _, params = model(x.float())
-    mean8, cells = pixelmodel.pixel_contexts(x, params)
+    mean8, cells = pixelmodel.pixel_contexts(x, params, blend)
     mad = (8 * x - mean8).abs() / 8  # mean absolute deviation of a logistic is 2 ln 2 * scale
     table = model.log_scale_table.view(x.shape[1], -1)
     per_activity = table.shape[1] // pixelmodel.TABLE_SHAPE[0]
@@ -175,8 +197,8 @@ def train(args: argparse.Namespace) -> None:
         lr = args.lr * 0.5 * (1 + math.cos(math.pi * step / args.steps)) if step > args.warmup else args.lr * (step + 1) / (args.warmup + 1)
         for g in optimizer.param_groups:
             g["lr"] = lr * g["lr_scale"]
-        x = sample_batch(images, args.batch, args.crop, rng)
-        loss = bits_per_subpixel(model, x)
+        x, blend = sample_batch(images, args.batch, args.crop, rng)
+        loss = bits_per_subpixel(model, x, blend)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

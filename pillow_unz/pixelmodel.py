@@ -81,12 +81,15 @@ def discretized_logistic_bits(
     return torch.log2(PROB_ONE / mass)
 
 
-def pixel_contexts(x: torch.Tensor, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def pixel_contexts(
+    x: torch.Tensor, params: torch.Tensor, blend: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """For every sample of x (B, C, H, W) int64, with network parameter planes `params`
     (B, P, H, W): the prediction in eighths (differentiable in the coefficients of params) and
-    the flat index of its cell in each channel's scale table of shape TABLE_SHAPE."""
+    the flat index of its cell in each channel's scale table of shape TABLE_SHAPE.
+    `blend` is blended_prediction(x), which training computes once per image."""
     c_total = x.shape[1]
-    blend, spread = blended_prediction(x)
+    blend, spread = blended_prediction(x) if blend is None else blend
     device = x.device
     qs = torch.bucketize(spread, SPREAD_EDGES.to(device), right=True)
     means, cells, residuals = [], [], []
@@ -109,11 +112,16 @@ def pixel_contexts(x: torch.Tensor, params: torch.Tensor) -> tuple[torch.Tensor,
     return torch.stack(means, 1), torch.stack(cells, 1)
 
 
-def pixel_bits(x: torch.Tensor, params: torch.Tensor, scale_table: torch.Tensor) -> torch.Tensor:
+def pixel_bits(
+    x: torch.Tensor,
+    params: torch.Tensor,
+    scale_table: torch.Tensor,
+    blend: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Bits of every sample of x (B, C, H, W) under the pixel model, with the scale-index table
     (C, *TABLE_SHAPE); returns (B, C, H, W)."""
     c_total = x.shape[1]
-    mean8, cells = pixel_contexts(x, params)
+    mean8, cells = pixel_contexts(x, params, blend)
     table = scale_table.reshape(c_total, -1)
     base = torch.stack([table[c][cells[:, c]] for c in range(c_total)], 1)
     index = (base + params[:, :c_total]).clamp(0, _coder.NUM_SCALES - 1)
