@@ -198,7 +198,7 @@ struct PixelArgs {
     auto p = checked<int32_t>(params_arr, "params", 3);
     auto t = checked<int32_t>(table_arr, "scale_table", 4);
     C = channels;
-    if (C < 1 || C > 4) throw py::value_error("channels must be 1..4");
+    if (C < 1 || C > kMaxChannels) throw py::value_error("channels must be 1..4");
     if (p.shape(0) != num_param_planes(C))
       throw py::value_error("params: expected " + std::to_string(num_param_planes(C)) + " planes");
     H = static_cast<int>(p.shape(1));

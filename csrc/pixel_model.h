@@ -40,9 +40,11 @@ inline int bucket(int32_t v, const int32_t (&edges)[N]) {
   return b;
 }
 
-// 2**30 / s**2 for every error sum s a blend can meet (six errors of at most 2040, plus 4):
-// a table read instead of a division per predictor and sample.
-constexpr int kMaxErrorSum = 6 * kMaxPred8 + 4;
+// 2**30 / s**2 for every error sum s a blend can meet (six neighbours' errors, twice those of
+// up to three earlier channels, each at most 2040, plus 4): a table read instead of a division
+// per predictor and sample.
+constexpr int kMaxChannels = 4;
+constexpr int kMaxErrorSum = (6 + 2 * (kMaxChannels - 1)) * kMaxPred8 + 4;
 inline const std::vector<uint32_t>& inverse_squares() {
   static const std::vector<uint32_t> table = [] {
     std::vector<uint32_t> t(kMaxErrorSum + 1, 0);
@@ -86,6 +88,7 @@ void code_pixels(Coder& coder, uint8_t* planes, int C, int H, int W, const int32
     for (int x = 0; x < W; ++x) {
       const size_t at = static_cast<size_t>(y) * W + x;
       int32_t cross = 0;
+      int32_t here_err[kNumPredictors] = {};  // each predictor's errors on the earlier channels here
       for (int c = 0; c < C; ++c) {
         uint8_t* img = planes + c * plane;
         const int w_ = x > 0 ? img[at - 1] : (y > 0 ? img[at - W] : 128);
@@ -95,8 +98,9 @@ void code_pixels(Coder& coder, uint8_t* planes, int C, int H, int W, const int32
         const int pred[kNumPredictors] = {clamp_pred(8 * (n_ + w_ - nw)), 8 * w_, 8 * n_,
                                           clamp_pred(8 * (w_ + ne - n_)), 4 * (w_ + n_), 4 * (n_ + ne)};
 
-        // Blend the predictors, each weighted by the inverse square of its recent error
-        // (at N, W, NW, NE, WW and NN; rows above the image count as zero error).
+        // Blend the predictors, each weighted by the inverse square of its recent error: at N, W,
+        // NW, NE, WW and NN (rows above the image count as zero error), and twice its error on
+        // the channels already coded at this pixel.
         int64_t num = 0, den = 0;
         for (int k = 0; k < kNumPredictors; ++k) {
           const size_t series = static_cast<size_t>(c) * kNumPredictors + k;
@@ -104,7 +108,7 @@ void code_pixels(Coder& coder, uint8_t* planes, int C, int H, int W, const int32
           const int32_t* e1 = row_of(sub_err, series, y + 2);  // y - 1
           const int32_t* e2 = row_of(sub_err, series, y + 1);  // y - 2
           const int64_t sum = (y > 0 ? e1[x] + e1[x - 1] + e1[x + 1] : 0) + (y > 1 ? e2[x] : 0) +
-                              e0[x - 1] + e0[x - 2] + 4;
+                              e0[x - 1] + e0[x - 2] + 2 * here_err[k] + 4;
           const int64_t weight = inv_square[sum];
           num += weight * pred[k];
           den += weight;
@@ -135,8 +139,11 @@ void code_pixels(Coder& coder, uint8_t* planes, int C, int H, int W, const int32
         residual[c] = 8 * v - m;
         cross += std::abs(residual[c]);
         row_of(err, c, y)[x] = std::abs(residual[c]);
-        for (int k = 0; k < kNumPredictors; ++k)
-          row_of(sub_err, static_cast<size_t>(c) * kNumPredictors + k, y)[x] = std::abs(8 * v - pred[k]);
+        for (int k = 0; k < kNumPredictors; ++k) {
+          const int32_t e = std::abs(8 * v - pred[k]);
+          row_of(sub_err, static_cast<size_t>(c) * kNumPredictors + k, y)[x] = e;
+          here_err[k] += e;
+        }
       }
     }
   }

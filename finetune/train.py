@@ -62,6 +62,7 @@ class TrainingImage:
     depend on the pixels alone, and are most of the pixel model's cost."""
 
     def __init__(self, planes: np.ndarray) -> None:
+        planes = planes[pixelmodel.coding_order(len(planes))]
         self.versions = []
         for version in (planes, np.ascontiguousarray(planes[:, :, ::-1])):
             x = torch.from_numpy(version).long()[None]

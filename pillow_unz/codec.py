@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from . import _coder
+from .pixelmodel import coding_order
 from .model import Z_MAX, UnzNet, num_levels  # noqa: F401  (Z_MAX: part of this API)
 
 # No symbol costs less than -log2((2**16 - 255) / 2**16) bits, so a stream of n bytes holds at
@@ -59,6 +60,7 @@ def scale_table(model: UnzNet) -> np.ndarray:
 def encode_planes(model: UnzNet, planes: np.ndarray) -> CodedPlanes:
     """planes: (C, H, W) uint8 with C = model.config.channels."""
     c, h, w = planes.shape
+    planes = np.ascontiguousarray(planes[coding_order(c)])
     device = next(model.parameters()).device
     x = torch.tensor(planes, dtype=torch.float64, device=device)[None]
     with torch.no_grad():
@@ -85,4 +87,5 @@ def decode_planes(model: UnzNet, coded: CodedPlanes, height: int, width: int) ->
     device = next(model.parameters()).device
     z = torch.from_numpy(symbols.astype(np.float64) - Z_MAX).view(1, *expected).to(device)
     params = _exact_params(model, z, height, width)
-    return _coder.decode_pixels(coded.pixels, params, scale_table(model), channels)
+    planes = _coder.decode_pixels(coded.pixels, params, scale_table(model), channels)
+    return np.ascontiguousarray(planes[np.argsort(coding_order(channels))])

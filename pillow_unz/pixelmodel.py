@@ -22,6 +22,12 @@ TABLE_SHAPE = (len(ACTIVITY_EDGES) + 1, len(CROSS_EDGES) + 1, len(SPREAD_EDGES) 
 BETA_ONE = 2**_coder.BETA_FRAC_BITS
 
 
+def coding_order(channels: int) -> list[int]:
+    """The order in which a pixel's channels are coded: for colour, green first (the least noisy
+    channel of a camera photograph, and the best predictor of the other two), then red, blue."""
+    return [1, 0, 2] if channels == 3 else list(range(channels))
+
+
 def _neighbours(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """W, N, NW, NE of every sample with the coder's border rules; x: (..., H, W) int64."""
     h, w = x.shape[-2:]
@@ -48,8 +54,8 @@ def _causal_sum(e: torch.Tensor, weights: tuple[int, int, int, int]) -> torch.Te
 
 def blended_prediction(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The blend of the classical predictors, each weighted by the inverse square of its error
-    summed over N, W, NW, NE, WW and NN, and their spread (max - min), both in eighths;
-    x: (B, C, H, W) int64."""
+    summed over N, W, NW, NE, WW and NN plus twice its error on the earlier channels of the same
+    pixel, and their spread (max - min), both in eighths; x: (B, C, H, W) int64."""
     west, north, nw, ne = _neighbours(x)
     preds = torch.stack(
         [(8 * (north + west - nw)).clamp(0, MAX_PRED8), 8 * west, 8 * north, (8 * (west + ne - north)).clamp(0, MAX_PRED8),
@@ -60,7 +66,8 @@ def blended_prediction(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     h, w = x.shape[-2:]
     west_west = F.pad(errors, (2, 0, 0, 0))[..., :w]
     north_north = F.pad(errors, (0, 0, 2, 0))[..., :h, :]
-    total = _causal_sum(errors, (1, 1, 1, 1)) + west_west + north_north + 4
+    earlier_channels = torch.cumsum(errors, dim=1) - errors  # (B, C, K, H, W)
+    total = _causal_sum(errors, (1, 1, 1, 1)) + west_west + north_north + 2 * earlier_channels + 4
     weight = 2**30 // (total * total)
     spread = preds.amax(2) - preds.amin(2)
     return (weight * preds).sum(2) // weight.sum(2), spread
