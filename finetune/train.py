@@ -4,6 +4,11 @@
     python -m pillow_unz.finetune.train --channels 1 --data data/train --out runs/gray
     python -m pillow_unz.finetune.train export runs/rgb runs/gray -o weights/unz-default.safetensors
 
+Under torchrun the same command trains with DistributedDataParallel (gloo on CPUs, NCCL on
+GPUs), each process drawing its own crops:
+
+    torchrun --nproc_per_node 2 -m pillow_unz.finetune.train --channels 3 --out runs/rgb
+
 Photographs are reduced 2x, 3x and 4x (which washes out their JPEG history), cropped at random
 and flipped. The loss is the code length in bits per subpixel of the pixel model plus z. Every
 `--eval-every` steps the real codec measures bits per subpixel on --eval (evaluation only). The
@@ -26,12 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import save_file
 from tqdm import tqdm
 
 from pillow_unz import codec, pixelmodel
 from pillow_unz.model import ModelConfig, UnzNet
-from pillow_unz.weights import MODEL_KEYS, serialize_models
+from pillow_unz.weights import MODEL_KEYS, read_models, serialize_models
 
 REDUCTIONS = (2, 3, 4)
 
@@ -74,9 +78,9 @@ class TrainingImage:
         return tuple(self.versions[0][0].shape)
 
 
-def load_training_set(files: list[Path], channels: int) -> list[TrainingImage]:
+def load_training_set(files: list[Path], channels: int, progress: bool = True) -> list[TrainingImage]:
     images = []
-    for f in tqdm(files, desc="loading", mininterval=5):
+    for f in tqdm(files, desc="loading", mininterval=5, disable=not progress):
         full = to_mode(Image.open(f), channels)
         images += [TrainingImage(planes_of(full.reduce(r))) for r in REDUCTIONS]
     return images
@@ -129,7 +133,7 @@ def init_scale_table(model: UnzNet, batch: Batch) -> None:
 
 def evaluate(model: UnzNet, files: list[Path]) -> float:
     """Real bits per subpixel of the codec (float64 copy of the model) on the evaluation photos."""
-    exact = copy.deepcopy(model).double().eval()
+    exact = copy.deepcopy(model).cpu().double().eval()
     bits = samples = 0
     for f in files:
         planes = planes_of(Image.open(f))
@@ -141,15 +145,37 @@ def evaluate(model: UnzNet, files: list[Path]) -> float:
     return bits / max(samples, 1)
 
 
-def save_weights(model: UnzNet, path: Path, metadata: dict[str, str]) -> None:
-    key = MODEL_KEYS[model.config.channels]
-    tensors = {f"{key}.{k}": v.detach().float().contiguous() for k, v in model.state_dict().items()}
-    meta = dict(metadata, **{f"{key}.config": json.dumps(model.config.to_dict())})
-    save_file(tensors, str(path), metadata=meta)
+class CodeLength(torch.nn.Module):
+    """The training objective as a module, so that DistributedDataParallel sees every parameter
+    (the entropy tables are used outside UnzNet.forward)."""
+
+    def __init__(self, model: UnzNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, blend: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return bits_per_subpixel(self.model, x, blend)
+
+
+def setup_distributed(device: str) -> tuple[int, int]:
+    """(rank, world size); under torchrun, joins the process group (NCCL on GPUs, gloo on CPUs)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return dist.get_rank(), world
 
 
 def train(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    rank, world = setup_distributed(device)
+    if device == "cuda":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        torch.cuda.set_device(device)
+    main_process = rank == 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     files = image_files(args.data)
@@ -158,10 +184,10 @@ def train(args: argparse.Namespace) -> None:
     run_info = {
         "config": config.to_dict(), "seed": args.seed, "data_hash": data_hash(files), "steps": args.steps,
         "batch": args.batch, "crop": args.crop, "lr": args.lr, "reductions": list(REDUCTIONS),
-        "command": " ".join(sys.argv),
+        "processes": world, "command": " ".join(sys.argv),
     }
     torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
+    rng = random.Random(args.seed * 1000 + rank)  # each process draws its own crops
     model = UnzNet(config)
     # The entropy tables are a few hundred free numbers each: they get a larger step.
     tables = [model.log_scale_table, model.z_log_scale]
@@ -177,35 +203,44 @@ def train(args: argparse.Namespace) -> None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step, elapsed = ckpt["step"], ckpt["elapsed"]
-        rng.setstate(ckpt["rng"])
-        torch.set_rng_state(ckpt["torch_rng"])
+        if main_process:
+            rng.setstate(ckpt["rng"])
         print(f"resumed at step {step}")
-    images = load_training_set(files, args.channels)
-    print(f"{len(images)} training images from {len(files)} photographs, data hash {run_info['data_hash']}")
-    if step == 0:
-        init_scale_table(model, sample_batch(images, 64, args.crop, rng))
+    images = load_training_set(files, args.channels, progress=main_process)
+    if main_process:
+        print(f"{len(images)} training images from {len(files)} photographs, data hash {run_info['data_hash']}")
+    if step == 0:  # every process computes it; DDP then broadcasts rank 0's parameters anyway
+        init_scale_table(model, sample_batch(images, 64, args.crop, random.Random(args.seed)))
+    model.to(device)
+    objective: torch.nn.Module = CodeLength(model)
+    if world > 1:
+        objective = torch.nn.parallel.DistributedDataParallel(objective)
 
     def checkpoint() -> None:
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                    "elapsed": elapsed, "rng": rng.getstate(), "torch_rng": torch.get_rng_state()}, ckpt_path)
-        save_weights(model, out / "model.safetensors", {"training": json.dumps(dict(run_info, steps_done=step))})
+                    "elapsed": elapsed, "rng": rng.getstate()}, ckpt_path)
+        meta = {"training": json.dumps(dict(run_info, steps_done=step))}
+        (out / "model.safetensors").write_bytes(serialize_models({config.channels: model}, meta))
 
-    log = open(out / "log.txt", "a")
-    bar = tqdm(total=args.steps, initial=step, dynamic_ncols=True, mininterval=5)
+    log = open(out / "log.txt", "a") if main_process else None
+    bar = tqdm(total=args.steps, initial=step, dynamic_ncols=True, mininterval=5, disable=not main_process)
     last_save = time.time()
     while step < args.steps:
         t0 = time.time()
-        lr = args.lr * 0.5 * (1 + math.cos(math.pi * step / args.steps)) if step > args.warmup else args.lr * (step + 1) / (args.warmup + 1)
+        warm = step < args.warmup
+        lr = args.lr * ((step + 1) / args.warmup if warm else 0.5 * (1 + math.cos(math.pi * step / args.steps)))
         for g in optimizer.param_groups:
             g["lr"] = lr * g["lr_scale"]
-        x, blend = sample_batch(images, args.batch, args.crop, rng)
-        loss = bits_per_subpixel(model, x, blend)
+        x, (blend, spread) = sample_batch(images, args.batch, args.crop, rng)
+        loss = objective(x.to(device), (blend.to(device), spread.to(device)))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         step += 1
         elapsed += time.time() - t0
+        if not main_process:
+            continue
         bar.update(1)
         bar.set_postfix(bpsp=f"{loss.item():.3f}", lr=f"{lr:.1e}")
         line = {"step": step, "bpsp": round(loss.item(), 4), "time": round(elapsed, 1)}
@@ -218,24 +253,18 @@ def train(args: argparse.Namespace) -> None:
             checkpoint()
             last_save = time.time()
     bar.close()
+    if world > 1:
+        torch.distributed.destroy_process_group()
 
 
 def export(args: argparse.Namespace) -> None:
     """Combine finished runs (one colour, one grayscale) into the shipped weights file."""
-    from safetensors.torch import load_file
-    from safetensors import safe_open
-
     models, metadata = {}, {}
     for run in args.runs:
-        path = Path(run) / "model.safetensors"
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata()
-        key = next(k for k in MODEL_KEYS.values() if f"{k}.config" in meta)
-        channels = next(c for c, k in MODEL_KEYS.items() if k == key)
-        model = UnzNet(ModelConfig(**json.loads(meta[f"{key}.config"])))
-        model.load_state_dict({k[len(key) + 1 :]: v for k, v in load_file(str(path)).items()})
-        models[channels] = model
-        metadata[f"{key}.training"] = meta["training"]
+        run_models, meta = read_models((Path(run) / "model.safetensors").read_bytes())
+        for channels, model in run_models.items():
+            models[channels] = model
+            metadata[f"{MODEL_KEYS[channels]}.training"] = meta["training"]
     Path(args.output).write_bytes(serialize_models(models, metadata))
     print(f"wrote {args.output} ({os.path.getsize(args.output)} bytes)")
 
@@ -262,7 +291,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--up-width", type=int, default=8)
     p.add_argument("--latent", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="CPU threads per process")
+    p.add_argument("--device", default="", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--eval-every", type=int, default=250)
     train(p.parse_args(argv))
 

@@ -36,26 +36,36 @@ def model_id_of(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()[:8]
 
 
-def parse_models(data: bytes) -> ModelSet:
-    """Models from the bytes of a weights file."""
+def read_models(data: bytes) -> tuple[dict[int, UnzNet], dict[str, str]]:
+    """The models a weights file holds (any of colour and grayscale), float32, and its metadata."""
     header_len = int.from_bytes(data[:8], "little")
     metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__", {})
     tensors = load(data)
     models = {}
     for channels, key in MODEL_KEYS.items():
-        config = ModelConfig(**json.loads(metadata[f"{key}.config"]))
-        model = UnzNet(config)
-        state = {name[len(key) + 1 :]: t for name, t in tensors.items() if name.startswith(key + ".")}
-        model.load_state_dict(state)
-        models[channels] = model.double().eval().requires_grad_(False)
-    return ModelSet(models, model_id_of(data), metadata)
+        if f"{key}.config" not in metadata:
+            continue
+        model = UnzNet(ModelConfig(**json.loads(metadata[f"{key}.config"])))
+        model.load_state_dict({name[len(key) + 1 :]: t for name, t in tensors.items() if name.startswith(key + ".")})
+        models[channels] = model
+    return models, metadata
+
+
+def parse_models(data: bytes) -> ModelSet:
+    """The codec's models from the bytes of a weights file: float64, for exact inference."""
+    models, metadata = read_models(data)
+    missing = [key for channels, key in MODEL_KEYS.items() if channels not in models]
+    if missing:
+        raise ValueError(f"weights file lacks the {', '.join(missing)} model")
+    exact = {c: m.double().eval().requires_grad_(False) for c, m in models.items()}
+    return ModelSet(exact, model_id_of(data), metadata)
 
 
 def serialize_models(models: dict[int, UnzNet], metadata: dict[str, str]) -> bytes:
-    """Weights-file bytes for a colour and a grayscale model (float32 tensors)."""
+    """Weights-file bytes (float32 tensors, configs in the metadata) for any of the models."""
     tensors, meta = {}, dict(metadata)
-    for channels, key in MODEL_KEYS.items():
-        model = models[channels]
+    for channels, model in models.items():
+        key = MODEL_KEYS[channels]
         meta[f"{key}.config"] = json.dumps(model.config.to_dict())
         for name, t in model.state_dict().items():
             tensors[f"{key}.{name}"] = t.detach().float().contiguous().cpu()

@@ -1,0 +1,52 @@
+"""The training loop runs, alone and as two DistributedDataParallel processes, and its weights
+export into a file the codec uses."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pillow_unz import api
+from pillow_unz.finetune import train
+from pillow_unz.weights import parse_models, read_models
+
+
+@pytest.fixture(scope="module")
+def photos(sample: Image.Image, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    for i in range(2):  # "full resolution" photographs: training reduces them 2x to 4x
+        sample.rotate(180 * i).resize((640, 480)).save(folder / f"p{i}.png")
+    return folder
+
+
+def test_training_steps_and_export(photos, tmp_path, small: Image.Image) -> None:
+    args = ["--data", str(photos), "--steps", "3", "--crop", "48", "--batch", "2", "--eval-every", "3"]
+    for channels, name in ((3, "rgb"), (1, "gray")):
+        train.main(["--channels", str(channels), "--out", str(tmp_path / name), "--eval", str(photos), *args])
+        log = [json.loads(line) for line in (tmp_path / name / "log.txt").read_text().splitlines()]
+        assert [entry["step"] for entry in log] == [1, 2, 3] and "eval_bpsp" in log[-1]
+    # resuming a finished run does nothing more
+    train.main(["--channels", "1", "--out", str(tmp_path / "gray"), *args])
+    assert len((tmp_path / "gray" / "log.txt").read_text().splitlines()) == 3
+
+    weights = tmp_path / "w.safetensors"
+    train.main(["export", str(tmp_path / "rgb"), str(tmp_path / "gray"), "-o", str(weights)])
+    models = parse_models(weights.read_bytes())
+    assert json.loads(models.metadata["rgb.training"])["data_hash"] == train.data_hash(train.image_files(photos))
+    pixels = np.asarray(small)
+    assert np.array_equal(api.decompress(api.compress(pixels, "RGB", models=models), models=models).pixels, pixels)
+
+
+def test_two_process_distributed_training(photos, tmp_path) -> None:
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "pillow_unz.finetune.train", "--channels", "3", "--data", str(photos), "--out", str(out),
+           "--steps", "3", "--crop", "48", "--batch", "2", "--device", "cpu"]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    models, meta = read_models((out / "model.safetensors").read_bytes())
+    assert json.loads(meta["training"])["processes"] == 2 and json.loads(meta["training"])["steps_done"] == 3
+    assert 3 in models
