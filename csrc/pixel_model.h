@@ -1,5 +1,6 @@
 // The sequential half of pillow-unz's pixel model: in raster order, each sample is predicted
-// from its causal neighbours by an error-weighted blend of six classical predictors, corrected
+// from its causal neighbours (for the second and third channel: of their difference to the
+// first) by an error-weighted blend of six classical predictors, corrected
 // by the residuals of the channels already coded at that pixel, and coded with a discretized
 // logistic whose scale comes from a learned table indexed by local activity.
 //
@@ -91,12 +92,18 @@ void code_pixels(Coder& coder, uint8_t* planes, int C, int H, int W, const int32
       int32_t here_err[kNumPredictors] = {};  // each predictor's errors on the earlier channels here
       for (int c = 0; c < C; ++c) {
         uint8_t* img = planes + c * plane;
-        const int w_ = x > 0 ? img[at - 1] : (y > 0 ? img[at - W] : 128);
-        const int n_ = y > 0 ? img[at - W] : w_;
-        const int nw = (y > 0 && x > 0) ? img[at - W - 1] : n_;
-        const int ne = (y > 0 && x + 1 < W) ? img[at - W + 1] : n_;
-        const int pred[kNumPredictors] = {clamp_pred(8 * (n_ + w_ - nw)), 8 * w_, 8 * n_,
-                                          clamp_pred(8 * (w_ + ne - n_)), 4 * (w_ + n_), 4 * (n_ + ne)};
+        // The first channel is predicted from its own neighbours; the others from the neighbours
+        // of their difference to the first, added to the first's value here: colour differences
+        // are smoother than the channels (camera noise and JPEG history sit mostly in luma).
+        const auto sample = [&](size_t i) { return c > 0 ? img[i] - planes[i] : int{img[i]}; };
+        const int base = c > 0 ? 8 * planes[at] : 0;
+        const int w_ = x > 0 ? sample(at - 1) : (y > 0 ? sample(at - W) : (c > 0 ? 0 : 128));
+        const int n_ = y > 0 ? sample(at - W) : w_;
+        const int nw = (y > 0 && x > 0) ? sample(at - W - 1) : n_;
+        const int ne = (y > 0 && x + 1 < W) ? sample(at - W + 1) : n_;
+        const int pred[kNumPredictors] = {
+            clamp_pred(base + 8 * (n_ + w_ - nw)), clamp_pred(base + 8 * w_),        clamp_pred(base + 8 * n_),
+            clamp_pred(base + 8 * (w_ + ne - n_)), clamp_pred(base + 4 * (w_ + n_)), clamp_pred(base + 4 * (n_ + ne))};
 
         // Blend the predictors, each weighted by the inverse square of its recent error: at N, W,
         // NW, NE, WW and NN (rows above the image count as zero error), and twice its error on

@@ -80,13 +80,9 @@ class UnzNet(nn.Module):
         self._init_head()
 
     def _init_head(self) -> None:
+        # Start from the plain pixel model: no scale offsets, no residual coefficients.
         nn.init.zeros_(self.head.weight)
-        bias = torch.zeros(self.head.out_channels)
-        c = self.config.channels
-        if c == 3:  # G follows R's residual; B follows G's more than R's
-            bias[c:] = torch.tensor([0.8, 0.2, 0.6])
-        with torch.no_grad():
-            self.head.bias.copy_(bias)
+        nn.init.zeros_(self.head.bias)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Samples (B, C, H, W) in 0..255 -> y at the core (B, latent, h, w), not yet rounded."""

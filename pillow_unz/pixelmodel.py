@@ -28,14 +28,15 @@ def coding_order(channels: int) -> list[int]:
     return [1, 0, 2] if channels == 3 else list(range(channels))
 
 
-def _neighbours(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """W, N, NW, NE of every sample with the coder's border rules; x: (..., H, W) int64."""
+def _neighbours(x: torch.Tensor, origin: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """W, N, NW, NE of every sample with the coder's border rules; x: (B, C, H, W) int64, origin:
+    each channel's value where a sample has no neighbour at all, broadcastable to x."""
     h, w = x.shape[-2:]
-    rows = torch.arange(h).view(h, 1)
-    cols = torch.arange(w).view(1, w)
+    rows = torch.arange(h, device=x.device).view(h, 1)
+    cols = torch.arange(w, device=x.device).view(1, w)
     up = F.pad(x, (0, 0, 1, 0))[..., :h, :]
     left = F.pad(x, (1, 0, 0, 0))[..., :, :w]
-    west = torch.where(cols > 0, left, torch.where(rows > 0, up, torch.full_like(x, 128)))
+    west = torch.where(cols > 0, left, torch.where(rows > 0, up, origin.expand_as(x)))
     north = torch.where(rows > 0, up, west)
     up_left = F.pad(x, (1, 0, 1, 0))[..., :h, :w]
     north_west = torch.where((rows > 0) & (cols > 0), up_left, north)
@@ -53,15 +54,21 @@ def _causal_sum(e: torch.Tensor, weights: tuple[int, int, int, int]) -> torch.Te
 
 
 def blended_prediction(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The blend of the classical predictors, each weighted by the inverse square of its error
+    """The blend of the classical predictors (for channels after the first: of their difference
+    to the first, plus the first), each weighted by the inverse square of its error
     summed over N, W, NW, NE, WW and NN plus twice its error on the earlier channels of the same
     pixel, and their spread (max - min), both in eighths; x: (B, C, H, W) int64."""
-    west, north, nw, ne = _neighbours(x)
-    preds = torch.stack(
-        [(8 * (north + west - nw)).clamp(0, MAX_PRED8), 8 * west, 8 * north, (8 * (west + ne - north)).clamp(0, MAX_PRED8),
-         4 * (west + north), 4 * (north + ne)],
+    # Channels after the first are predicted through their difference to the first.
+    first = x[:, :1]
+    diff = torch.cat([first, x[:, 1:] - first], dim=1)
+    base = (8 * torch.cat([torch.zeros_like(first), first.expand_as(x[:, 1:])], dim=1)).unsqueeze(2)
+    origin = torch.tensor([128] + [0] * (x.shape[1] - 1), device=x.device).view(1, -1, 1, 1)
+    west, north, nw, ne = _neighbours(diff, origin)
+    raw = torch.stack(
+        [8 * (north + west - nw), 8 * west, 8 * north, 8 * (west + ne - north), 4 * (west + north), 4 * (north + ne)],
         dim=2,
     )  # (B, C, K, H, W)
+    preds = (base + raw).clamp(0, MAX_PRED8)
     errors = (8 * x.unsqueeze(2) - preds).abs()
     h, w = x.shape[-2:]
     west_west = F.pad(errors, (2, 0, 0, 0))[..., :w]
