@@ -23,7 +23,8 @@ constexpr int kNumPredictors = 6;
 constexpr int kMaxPred8 = 255 * 8;
 constexpr int kActivityBuckets = 16;
 constexpr int kCrossBuckets = 4;
-// Bucket edges of the activity A = 2|eN| + 2|eW| + |eNW| + |eNE| (errors in 1/8 units), and of
+// Bucket edges of the activity A = 2|eN| + 2|eW| + |eNW| + |eNE| + |eNN| + |eWW| (errors of the
+// final prediction, in 1/8 units), and of
 // the cross-channel activity B = sum of |residuals| of the channels already coded at the pixel.
 constexpr int32_t kActivityEdges[kActivityBuckets - 1] = {12,  17,  24,  34,  48,  68,  96, 136,
                                                           192, 272, 384, 543, 768, 1086, 1536};
@@ -62,9 +63,9 @@ inline int64_t floor_div(int64_t a, int64_t b) {  // b > 0
   return (a % b != 0 && a < 0) ? q - 1 : q;
 }
 
-// Number of network parameter planes for `channels` colour channels: one scale offset each,
-// plus one coefficient per (channel, earlier channel) pair.
-inline int num_param_planes(int channels) { return channels + channels * (channels - 1) / 2; }
+// Number of network parameter planes for `channels` colour channels: a scale offset and an
+// error-feedback coefficient each, plus one coefficient per (channel, earlier channel) pair.
+inline int num_param_planes(int channels) { return 2 * channels + channels * (channels - 1) / 2; }
 
 // planes: (C, H, W) samples, read when encoding, written when decoding.
 // params: (P, H, W) network outputs, P = num_param_planes(C).
@@ -81,6 +82,7 @@ void code_pixels(Coder& coder, uint8_t* planes, int C, int H, int W, const int32
     return buf.data() + (series * 3 + static_cast<size_t>(y % 3)) * stride + kPad;
   };
   std::vector<int32_t> err(static_cast<size_t>(C) * 3 * stride, 0);
+  std::vector<int32_t> blend_err(static_cast<size_t>(C) * 3 * stride, 0);  // signed, of the blend
   std::vector<int32_t> sub_err(static_cast<size_t>(C) * kNumPredictors * 3 * stride, 0);
   std::vector<int32_t> residual(C);
   const uint32_t* inv_square = inverse_squares().data();
@@ -120,17 +122,25 @@ void code_pixels(Coder& coder, uint8_t* planes, int C, int H, int W, const int32
           num += weight * pred[k];
           den += weight;
         }
-        int64_t mean8 = num / den;
+        const int64_t blend = num / den;
+        // The blend's recent signed errors, fed back with a coefficient from the network.
+        const int32_t* bc = row_of(blend_err, c, y);
+        const int32_t* bp = row_of(blend_err, c, y + 2);
+        const int64_t feedback = 2 * bc[x - 1] + (y > 0 ? 2 * bp[x] + bp[x - 1] + bp[x + 1] : 0);
+        const int32_t gamma = params[static_cast<size_t>(C + c) * plane + at];
+        int64_t mean8 = blend + floor_div(int64_t{gamma} * feedback, 8 << kBetaFracBits);
         // Residuals of the channels already coded at this pixel predict this one's.
         for (int j = 0; j < c; ++j) {
-          const int32_t beta = params[static_cast<size_t>(C + c * (c - 1) / 2 + j) * plane + at];
+          const int32_t beta = params[static_cast<size_t>(2 * C + c * (c - 1) / 2 + j) * plane + at];
           mean8 += floor_div(int64_t{beta} * residual[j], 1 << kBetaFracBits);
         }
         const int m = clamp_pred(mean8);
 
         const int32_t* ec = row_of(err, c, y);
         const int32_t* ep = row_of(err, c, y + 2);
-        const int32_t activity = ec[x - 1] * 2 + (y > 0 ? 2 * ep[x] + ep[x - 1] + ep[x + 1] : 0);
+        const int32_t* epp = row_of(err, c, y + 1);
+        const int32_t activity = 2 * ec[x - 1] + ec[x - 2] + (y > 0 ? 2 * ep[x] + ep[x - 1] + ep[x + 1] : 0) +
+                                 (y > 1 ? epp[x] : 0);
         const int qa = bucket(activity, kActivityEdges);
         const int qb = c > 0 ? bucket(cross, kCrossEdges) : 0;
         const int spread = *std::max_element(pred, pred + kNumPredictors) - *std::min_element(pred, pred + kNumPredictors);
@@ -146,6 +156,7 @@ void code_pixels(Coder& coder, uint8_t* planes, int C, int H, int W, const int32
         residual[c] = 8 * v - m;
         cross += std::abs(residual[c]);
         row_of(err, c, y)[x] = std::abs(residual[c]);
+        row_of(blend_err, c, y)[x] = static_cast<int32_t>(8 * v - blend);
         for (int k = 0; k < kNumPredictors; ++k) {
           const int32_t e = std::abs(8 * v - pred[k]);
           row_of(sub_err, static_cast<size_t>(c) * kNumPredictors + k, y)[x] = e;

@@ -70,8 +70,8 @@ class TrainingImage:
         self.versions = []
         for version in (planes, np.ascontiguousarray(planes[:, :, ::-1])):
             x = torch.from_numpy(version).long()[None]
-            blend, spread = pixelmodel.blended_prediction(x)
-            self.versions.append((x[0].to(torch.uint8), blend[0].to(torch.int16), spread[0].to(torch.int16)))
+            blend = pixelmodel.blended_prediction(x)
+            self.versions.append((x[0].to(torch.uint8), *(t[0].to(torch.int16) for t in blend)))
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -86,23 +86,23 @@ def load_training_set(files: list[Path], channels: int, progress: bool = True) -
     return images
 
 
-Batch = tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
+Batch = tuple[torch.Tensor, pixelmodel.Blend]
 
 
 def sample_batch(images: list[TrainingImage], batch: int, crop: int, rng: random.Random) -> Batch:
-    """Random crops, half of them mirrored: (samples, (blend, spread)) as int64."""
-    parts: list[list[torch.Tensor]] = [[], [], []]
+    """Random crops, half of them mirrored: (samples, their blended_prediction) as int64."""
+    parts: list[list[torch.Tensor]] = [[], [], [], []]
     for _ in range(batch):
         img = rng.choice(images)
         _, h, w = img.shape
         y, x = rng.randrange(h - crop + 1), rng.randrange(w - crop + 1)
         for part, t in zip(parts, img.versions[rng.random() < 0.5]):
             part.append(t[:, y : y + crop, x : x + crop])
-    x, blend, spread = (torch.stack(p).long() for p in parts)
-    return x, (blend, spread)
+    x, *blend = (torch.stack(p).long() for p in parts)
+    return x, tuple(blend)
 
 
-def bits_per_subpixel(model: UnzNet, x: torch.Tensor, blend: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+def bits_per_subpixel(model: UnzNet, x: torch.Tensor, blend: pixelmodel.Blend | None = None) -> torch.Tensor:
     """The training loss: pixel-model plus z code length, per subpixel."""
     z, params = model(x.float())
     bits = pixelmodel.pixel_bits(x, params, model.scale_table_index(), blend).sum()
@@ -153,7 +153,7 @@ class CodeLength(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor, blend: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, blend: pixelmodel.Blend) -> torch.Tensor:
         return bits_per_subpixel(self.model, x, blend)
 
 
@@ -231,8 +231,8 @@ def train(args: argparse.Namespace) -> None:
         lr = args.lr * ((step + 1) / args.warmup if warm else 0.5 * (1 + math.cos(math.pi * step / args.steps)))
         for g in optimizer.param_groups:
             g["lr"] = lr * g["lr_scale"]
-        x, (blend, spread) = sample_batch(images, args.batch, args.crop, rng)
-        loss = objective(x.to(device), (blend.to(device), spread.to(device)))
+        x, blend = sample_batch(images, args.batch, args.crop, rng)
+        loss = objective(x.to(device), tuple(t.to(device) for t in blend))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -37,8 +37,9 @@ def num_levels(height: int, width: int) -> int:
 
 
 def num_param_planes(channels: int) -> int:
-    """Scale offsets (one per channel) and inter-channel coefficients (one per earlier channel)."""
-    return channels + channels * (channels - 1) // 2
+    """Per channel a scale offset and an error-feedback coefficient; per (channel, earlier
+    channel) a residual coefficient."""
+    return 2 * channels + channels * (channels - 1) // 2
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,11 @@ TABLE_SHAPE = (len(ACTIVITY_EDGES) + 1, len(CROSS_EDGES) + 1, len(SPREAD_EDGES) 
 BETA_ONE = 2**_coder.BETA_FRAC_BITS
 
 
+def _floor(t: torch.Tensor) -> torch.Tensor:
+    """floor, with the gradient of the identity."""
+    return t + (torch.floor(t) - t).detach()
+
+
 def coding_order(channels: int) -> list[int]:
     """The order in which a pixel's channels are coded: for colour, green first (the least noisy
     channel of a camera photograph, and the best predictor of the other two), then red, blue."""
@@ -53,11 +58,13 @@ def _causal_sum(e: torch.Tensor, weights: tuple[int, int, int, int]) -> torch.Te
     return weights[0] * n + weights[1] * west + weights[2] * nw + weights[3] * ne
 
 
-def blended_prediction(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def blended_prediction(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The blend of the classical predictors (for channels after the first: of their difference
     to the first, plus the first), each weighted by the inverse square of its error
     summed over N, W, NW, NE, WW and NN plus twice its error on the earlier channels of the same
-    pixel, and their spread (max - min), both in eighths; x: (B, C, H, W) int64."""
+    pixel; their spread (max - min); and the blend's signed errors summed over the causal
+    neighbours (2N + 2W + NW + NE), all in eighths. x: (B, C, H, W) int64. Everything here
+    depends on the pixels alone, so training computes it once per image."""
     # Channels after the first are predicted through their difference to the first.
     first = x[:, :1]
     diff = torch.cat([first, x[:, 1:] - first], dim=1)
@@ -77,7 +84,8 @@ def blended_prediction(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     total = _causal_sum(errors, (1, 1, 1, 1)) + west_west + north_north + 2 * earlier_channels + 4
     weight = 2**30 // (total * total)
     spread = preds.amax(2) - preds.amin(2)
-    return (weight * preds).sum(2) // weight.sum(2), spread
+    blend = (weight * preds).sum(2) // weight.sum(2)
+    return blend, spread, _causal_sum(8 * x - blend, (2, 2, 1, 1))
 
 
 def discretized_logistic_bits(
@@ -95,28 +103,30 @@ def discretized_logistic_bits(
     return torch.log2(PROB_ONE / mass)
 
 
-def pixel_contexts(
-    x: torch.Tensor, params: torch.Tensor, blend: tuple[torch.Tensor, torch.Tensor] | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+Blend = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def pixel_contexts(x: torch.Tensor, params: torch.Tensor, blend: Blend | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """For every sample of x (B, C, H, W) int64, with network parameter planes `params`
     (B, P, H, W): the prediction in eighths (differentiable in the coefficients of params) and
     the flat index of its cell in each channel's scale table of shape TABLE_SHAPE.
     `blend` is blended_prediction(x), which training computes once per image."""
     c_total = x.shape[1]
-    blend, spread = blended_prediction(x) if blend is None else blend
+    blend, spread, feedback = blended_prediction(x) if blend is None else blend
     device = x.device
     qs = torch.bucketize(spread, SPREAD_EDGES.to(device), right=True)
     means, cells, residuals = [], [], []
     cross = torch.zeros_like(x[:, 0])
     for c in range(c_total):
-        mean8 = blend[:, c].to(params.dtype)
+        mean8 = blend[:, c].to(params.dtype) + _floor(params[:, c_total + c] * feedback[:, c] / 8)
         for j in range(c):
-            beta = params[:, c_total + c * (c - 1) // 2 + j]
-            t = beta * residuals[j]
-            mean8 = mean8 + t + (torch.floor(t) - t).detach()
+            mean8 = mean8 + _floor(params[:, 2 * c_total + c * (c - 1) // 2 + j] * residuals[j])
         mean8 = mean8.clamp(0, MAX_PRED8)
         residual = 8 * x[:, c] - mean8
-        activity = _causal_sum(residual.detach().abs().long(), (2, 2, 1, 1))
+        magnitude = residual.detach().abs().long()
+        h, w = magnitude.shape[-2:]
+        activity = (_causal_sum(magnitude, (2, 2, 1, 1)) + F.pad(magnitude, (2, 0, 0, 0))[..., :w]
+                    + F.pad(magnitude, (0, 0, 2, 0))[..., :h, :])
         qa = torch.bucketize(activity, ACTIVITY_EDGES.to(device), right=True)
         qb = torch.bucketize(cross, CROSS_EDGES.to(device), right=True) if c > 0 else torch.zeros_like(qa)
         cells.append((qa * TABLE_SHAPE[1] + qb) * TABLE_SHAPE[2] + qs[:, c])
@@ -126,12 +136,7 @@ def pixel_contexts(
     return torch.stack(means, 1), torch.stack(cells, 1)
 
 
-def pixel_bits(
-    x: torch.Tensor,
-    params: torch.Tensor,
-    scale_table: torch.Tensor,
-    blend: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> torch.Tensor:
+def pixel_bits(x: torch.Tensor, params: torch.Tensor, scale_table: torch.Tensor, blend: Blend | None = None) -> torch.Tensor:
     """Bits of every sample of x (B, C, H, W) under the pixel model, with the scale-index table
     (C, *TABLE_SHAPE); returns (B, C, H, W)."""
     c_total = x.shape[1]
