@@ -39,9 +39,7 @@ def _exact_params(model: UnzNet, z: torch.Tensor, height: int, width: int) -> np
     """The decoder half in float64: integer parameter planes, identical on every machine."""
     with torch.no_grad(), torch.backends.cudnn.flags(enabled=False):
         params = model.decode(z.to(torch.float64), height, width)[0]
-        c = model.config.channels
-        scaled = torch.cat([params[:c], params[c:] * 2**_coder.BETA_FRAC_BITS])
-        return np.ascontiguousarray(scaled.cpu().numpy().astype(np.int32))
+        return np.ascontiguousarray(params.cpu().numpy().astype(np.int32))
 
 
 def _latent_code_params(model: UnzNet, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -53,11 +53,22 @@ class QConv2d(nn.Conv2d):
 
 
 class QConvTranspose2d(nn.ConvTranspose2d):
-    """ConvTranspose2d with fixed-point weights and output."""
+    """ConvTranspose2d with fixed-point weights and output, for kernel == stride, no padding.
+
+    Each input pixel then owns its own block of outputs, so the layer is a 1x1 convolution to
+    C_out x k x k channels and a pixel shuffle: the same sums, computed faster than PyTorch's
+    transposed convolution does in float64."""
+
+    def __init__(self, cin: int, cout: int, kernel_size: int, stride: int) -> None:
+        if kernel_size != stride:
+            raise ValueError("QConvTranspose2d needs kernel_size == stride")
+        super().__init__(cin, cout, kernel_size, stride=stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.conv_transpose2d(x, qweight(self.weight), qbias(self.bias), self.stride, self.padding)
-        return qact(y)
+        k = self.stride[0]
+        w = qweight(self.weight).permute(1, 2, 3, 0).reshape(-1, self.in_channels, 1, 1)
+        b = qbias(self.bias).repeat_interleave(k * k)
+        return qact(F.pixel_shuffle(F.conv2d(x, w, b), k))
 
 
 class RMSNorm(nn.Module):

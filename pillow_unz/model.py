@@ -11,6 +11,7 @@ ones. The decoder is built from pillow_unz.fixedpoint layers, so it runs exactly
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -24,7 +25,7 @@ CORE = 16
 Z_MAX = 31  # z is clamped to [-Z_MAX, Z_MAX] and coded as 2 * Z_MAX + 1 symbols
 OFFSET_LIMIT = 2.0  # per-pixel scale offsets, in binary-log units (16 scale steps)
 SCALE_STEPS = 8  # scale indices per doubling of the scale: scale = 2**(index / 8 - 2)
-BETA_LIMIT = 2.0
+BETA_LIMIT = 2.0  # feedback and residual coefficients
 
 
 def num_levels(height: int, width: int) -> int:
@@ -74,6 +75,13 @@ class UnzNet(nn.Module):
         )
         self.up = QConvTranspose2d(up, up, 2, stride=2)
         self.head = QConv2d(up, num_param_planes(c), 1)
+        # The head speaks binary logs of scale offsets and plain coefficients; the pixel model
+        # takes scale steps and 1/64ths, within bounds.
+        coefficient_one = 2**_coder.BETA_FRAC_BITS
+        steps = [SCALE_STEPS] * c + [coefficient_one] * (num_param_planes(c) - c)
+        limits = [OFFSET_LIMIT * SCALE_STEPS] * c + [BETA_LIMIT * coefficient_one] * (num_param_planes(c) - c)
+        self.register_buffer("param_steps", torch.tensor(steps, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("param_limits", torch.tensor(limits, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         # Learned entropy model, as binary logarithms of logistic scales: z's per channel, and the
         # pixel model's per channel and context cell (activity, cross-channel, spread buckets).
         self.z_log_scale = nn.Parameter(torch.ones(lat))
@@ -93,15 +101,13 @@ class UnzNet(nn.Module):
         return self.encode_core(h)
 
     def decode(self, z: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        """z (B, latent, h, w) -> parameter planes (B, P, height, width) on the exact grid."""
+        """z (B, latent, h, w) -> integer parameter planes (B, P, height, width) in the pixel
+        model's units: scale steps for the offsets, 1/64 for the coefficients."""
         h = self.decode_core(z)
         for _ in range(num_levels(height, width)):
-            h = self.up(h).relu()
-        p = self.head(h[..., :height, :width])
-        c = self.config.channels
-        offsets = quantize(p[:, :c] * SCALE_STEPS, 0, OFFSET_LIMIT * SCALE_STEPS)
-        betas = quantize(p[:, c:], _coder.BETA_FRAC_BITS, BETA_LIMIT)
-        return torch.cat([offsets, betas], dim=1)
+            h = self.up(h).relu_()
+        units = quantize(self.head(h[..., :height, :width]) * self.param_steps, 0, math.inf)
+        return units.clamp(-self.param_limits, self.param_limits)
 
     def z_scale_index(self) -> torch.Tensor:
         return _scale_index(self.z_log_scale)

@@ -118,9 +118,10 @@ def pixel_contexts(x: torch.Tensor, params: torch.Tensor, blend: Blend | None = 
     means, cells, residuals = [], [], []
     cross = torch.zeros_like(x[:, 0])
     for c in range(c_total):
-        mean8 = blend[:, c].to(params.dtype) + _floor(params[:, c_total + c] * feedback[:, c] / 8)
+        # params are in the coder's units: coefficients in 1/BETA_ONE
+        mean8 = blend[:, c].to(params.dtype) + _floor(params[:, c_total + c] * feedback[:, c] / (8 * BETA_ONE))
         for j in range(c):
-            mean8 = mean8 + _floor(params[:, 2 * c_total + c * (c - 1) // 2 + j] * residuals[j])
+            mean8 = mean8 + _floor(params[:, 2 * c_total + c * (c - 1) // 2 + j] * residuals[j] / BETA_ONE)
         mean8 = mean8.clamp(0, MAX_PRED8)
         residual = 8 * x[:, c] - mean8
         magnitude = residual.detach().abs().long()
