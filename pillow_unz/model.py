@@ -103,10 +103,18 @@ class UnzNet(nn.Module):
     def decode(self, z: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """z (B, latent, h, w) -> integer parameter planes (B, P, height, width) in the pixel
         model's units: scale steps for the offsets, 1/64 for the coefficients."""
-        h = self.decode_core(z)
-        for _ in range(num_levels(height, width)):
-            h = self.up(h).relu_()
-        units = quantize(self.head(h[..., :height, :width]) * self.param_steps, 0, math.inf)
+        core = self.decode_core(z)
+        levels = num_levels(height, width)
+        # Below the core every output pixel depends on one pixel of each coarser level, so the
+        # full-resolution path runs in bands of core rows: the same numbers, bounded memory.
+        rows = max(1, (1 << 20) // max(1, core.shape[-1] << (2 * levels)))
+        bands = []
+        for top in range(0, core.shape[-2], rows):
+            h = core[..., top : top + rows, :]
+            for _ in range(levels):
+                h = self.up(h).relu_()
+            bands.append(self.head(h[..., : width]))
+        units = quantize(torch.cat(bands, dim=-2)[..., :height, :] * self.param_steps, 0, math.inf)
         return units.clamp(-self.param_limits, self.param_limits)
 
     def z_scale_index(self) -> torch.Tensor:
