@@ -51,6 +51,26 @@ class QConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return qact(self._conv_forward(x, qweight(self.weight), qbias(self.bias)))
 
+    def forward_in_bands(self, x: torch.Tensor, max_pixels: int = 1 << 19) -> torch.Tensor:
+        """forward() over bands of output rows, each with the input rows it reads: the same
+        numbers (the arithmetic is exact), with PyTorch's im2col buffer bounded by max_pixels
+        positions instead of the whole image's."""
+        (kh, _), (sh, _), (ph, pw) = self.kernel_size, self.stride, self.padding
+        height = x.shape[-2]
+        out_height = (height + 2 * ph - kh) // sh + 1
+        rows = max(1, max_pixels // max(1, x.shape[-1]))
+        if rows >= out_height:
+            return self(x)
+        weight, bias = qweight(self.weight), qbias(self.bias)
+        bands = []
+        for top in range(0, out_height, rows):
+            first = top * sh - ph  # input rows [first, last) feed output rows [top, top + rows)
+            last = (min(out_height, top + rows) - 1) * sh - ph + kh
+            band = x[..., max(0, first) : min(height, last), :]
+            band = F.pad(band, (0, 0, max(0, -first), max(0, last - height)))
+            bands.append(F.conv2d(band, weight, bias, self.stride, (0, pw)))
+        return qact(torch.cat(bands, dim=-2))
+
 
 class QConvTranspose2d(nn.ConvTranspose2d):
     """ConvTranspose2d with fixed-point weights and output, for kernel == stride, no padding.

@@ -95,9 +95,9 @@ class UnzNet(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Samples (B, C, H, W) in 0..255 -> y at the core (B, latent, h, w), not yet rounded."""
-        h = self.stem((x - 127.5) / 64.0).relu()
+        h = self.stem.forward_in_bands((x - 127.5) / 64.0).relu_()
         for _ in range(num_levels(*x.shape[-2:])):
-            h = self.down(h).relu()
+            h = self.down.forward_in_bands(h).relu_()
         return self.encode_core(h)
 
     def decode(self, z: torch.Tensor, height: int, width: int) -> torch.Tensor:
