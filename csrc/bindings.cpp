@@ -266,6 +266,7 @@ PYBIND11_MODULE(_coder, m) {
 
   m.attr("PROB_BITS") = kProbBits;
   m.attr("NUM_SCALES") = kNumScales;
+  m.attr("SCALE_LOG2_MIN") = kScaleLog2Min;
   m.attr("INV_SCALE_ONE_LOG2") = kInvScaleOneLog2;
   m.attr("INV_SCALE") = as_tuple(kInvScale);
   m.attr("NUM_PREDICTORS") = kNumPredictors;

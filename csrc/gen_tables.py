@@ -8,13 +8,14 @@ import math
 SIGMOID_STEPS_PER_UNIT = 64  # table resolution in t; C++ interpolates 8 more bits
 SIGMOID_RANGE = 16  # t in [-16, 16]; beyond, the logistic is flat to 2**-23
 SIGMOID_ONE = 1 << 24
-NUM_SCALES = 64  # scale(s) = 2**(s / 8 - 2): 0.25 .. 58
+NUM_SCALES = 80  # scale(s) = 2**(s / 8 + SCALE_LOG2_MIN): 1/16 .. 58
+SCALE_LOG2_MIN = -4
 INV_SCALE_ONE = 1 << 19
 
 n = 2 * SIGMOID_RANGE * SIGMOID_STEPS_PER_UNIT
 sigmoid = [round(SIGMOID_ONE / (1 + math.exp(-(i / SIGMOID_STEPS_PER_UNIT - SIGMOID_RANGE)))) for i in range(n + 1)]
 sigmoid.append(sigmoid[-1])  # one spare entry so interpolation at the top edge stays in bounds
-inv_scale = [round(INV_SCALE_ONE / 2 ** (s / 8 - 2)) for s in range(NUM_SCALES)]
+inv_scale = [round(INV_SCALE_ONE / 2 ** (s / 8 + SCALE_LOG2_MIN)) for s in range(NUM_SCALES)]
 
 
 def c_array(name: str, values: list) -> str:
@@ -28,6 +29,7 @@ print(f"constexpr int kSigmoidStepsPerUnit = {SIGMOID_STEPS_PER_UNIT};")
 print(f"constexpr int kSigmoidRange = {SIGMOID_RANGE};")
 print(f"constexpr int kSigmoidEntries = {n + 1};")
 print(f"constexpr int kNumScales = {NUM_SCALES};")
+print(f"constexpr int kScaleLog2Min = {SCALE_LOG2_MIN};")
 print(f"constexpr int kInvScaleOneLog2 = 19;\n")
 print(c_array("kSigmoid", sigmoid))
 print(c_array("kInvScale", inv_scale))

@@ -32,7 +32,7 @@ inline int64_t sigmoid_fx(int64_t t) {
 }
 
 // The CDF over symbols 0..num_symbols-1 of a logistic with mean mean8 / 8 and scale
-// 2**(scale_index / 8 - 2), renormalised to the symbol range, every symbol given at least one
+// 2**(scale_index / 8 + kScaleLog2Min), renormalised to the symbol range, every symbol given at least one
 // of the kProbTotal counts.
 class LogisticCdf {
  public:

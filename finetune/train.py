@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from pillow_unz import codec, pixelmodel
+from pillow_unz import _coder, codec, pixelmodel
 from pillow_unz.model import ModelConfig, UnzNet
 from pillow_unz.weights import MODEL_KEYS, read_models, serialize_models
 
@@ -128,7 +128,7 @@ def init_scale_table(model: UnzNet, batch: Batch) -> None:
         coarse_total = total.view(-1, per_activity).sum(1).repeat_interleave(per_activity)
         prior = 16.0  # samples' worth of the activity bucket's mean in every cell
         mean = (total + prior * (coarse_total + 0.5) / (coarse_count + 1)) / (count + prior)
-        table[c] = torch.log2((mean / (2 * math.log(2))).clamp(min=0.25)).float()
+        table[c] = torch.log2(mean / (2 * math.log(2))).clamp(min=_coder.SCALE_LOG2_MIN).float()
 
 
 def evaluate(model: UnzNet, files: list[Path]) -> float:

@@ -24,7 +24,7 @@ from .pixelmodel import TABLE_SHAPE
 CORE = 16
 Z_MAX = 31  # z is clamped to [-Z_MAX, Z_MAX] and coded as 2 * Z_MAX + 1 symbols
 OFFSET_LIMIT = 2.0  # per-pixel scale offsets, in binary-log units (16 scale steps)
-SCALE_STEPS = 8  # scale indices per doubling of the scale: scale = 2**(index / 8 - 2)
+SCALE_STEPS = 8  # scale indices per doubling: scale = 2**(index / 8 + SCALE_LOG2_MIN)
 BETA_LIMIT = 2.0  # feedback and residual coefficients
 
 
@@ -56,7 +56,7 @@ class ModelConfig:
 
 def _scale_index(log_scale: torch.Tensor) -> torch.Tensor:
     """Binary-log scales -> indices of the coder's scale table (csrc/tables.h)."""
-    return quantize(SCALE_STEPS * (log_scale + 2), 0, _coder.NUM_SCALES - 1).clamp(min=0)
+    return quantize(SCALE_STEPS * (log_scale - _coder.SCALE_LOG2_MIN), 0, _coder.NUM_SCALES - 1).clamp(min=0)
 
 
 class UnzNet(nn.Module):

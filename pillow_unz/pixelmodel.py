@@ -22,6 +22,11 @@ TABLE_SHAPE = (len(ACTIVITY_EDGES) + 1, len(CROSS_EDGES) + 1, len(SPREAD_EDGES) 
 BETA_ONE = 2**_coder.BETA_FRAC_BITS
 
 
+def scale_of(index: torch.Tensor) -> torch.Tensor:
+    """The logistic scale of a scale index (csrc/tables.h: kInvScale)."""
+    return torch.exp2(index / 8 + _coder.SCALE_LOG2_MIN)
+
+
 def _floor(t: torch.Tensor) -> torch.Tensor:
     """floor, with the gradient of the identity."""
     return t + (torch.floor(t) - t).detach()
@@ -145,11 +150,11 @@ def pixel_bits(x: torch.Tensor, params: torch.Tensor, scale_table: torch.Tensor,
     table = scale_table.reshape(c_total, -1)
     base = torch.stack([table[c][cells[:, c]] for c in range(c_total)], 1)
     index = (base + params[:, :c_total]).clamp(0, _coder.NUM_SCALES - 1)
-    return discretized_logistic_bits(x, mean8, torch.exp2(index / 8 - 2))
+    return discretized_logistic_bits(x, mean8, scale_of(index))
 
 
 def latent_bits(z: torch.Tensor, scale_index: torch.Tensor, z_max: int) -> torch.Tensor:
     """Bits of z (B, L, h, w) under its zero-mean logistic prior with per-channel scale index."""
-    scale = torch.exp2(scale_index.view(1, -1, 1, 1) / 8 - 2).expand_as(z)
+    scale = scale_of(scale_index.view(1, -1, 1, 1)).expand_as(z)
     mean8 = torch.full_like(z, 8 * z_max)
     return discretized_logistic_bits(z + z_max, mean8, scale, 2 * z_max + 1)
