@@ -267,6 +267,10 @@ PYBIND11_MODULE(_coder, m) {
   m.attr("PROB_BITS") = kProbBits;
   m.attr("NUM_SCALES") = kNumScales;
   m.attr("SCALE_LOG2_MIN") = kScaleLog2Min;
+  m.attr("PRIOR_MAD") = as_tuple(kPriorMad);
+  m.attr("LOG8_THRESHOLDS") = as_tuple(kLog8Thresholds);
+  m.attr("ADAPT_PRIOR") = kAdaptPrior;
+  m.attr("ADAPT_MAX_STEP") = kAdaptMaxStep;
   m.attr("INV_SCALE_ONE_LOG2") = kInvScaleOneLog2;
   m.attr("INV_SCALE") = as_tuple(kInvScale);
   m.attr("NUM_PREDICTORS") = kNumPredictors;

@@ -16,6 +16,10 @@ n = 2 * SIGMOID_RANGE * SIGMOID_STEPS_PER_UNIT
 sigmoid = [round(SIGMOID_ONE / (1 + math.exp(-(i / SIGMOID_STEPS_PER_UNIT - SIGMOID_RANGE)))) for i in range(n + 1)]
 sigmoid.append(sigmoid[-1])  # one spare entry so interpolation at the top edge stays in bounds
 inv_scale = [round(INV_SCALE_ONE / 2 ** (s / 8 + SCALE_LOG2_MIN)) for s in range(NUM_SCALES)]
+# Mean absolute deviation of each scale's logistic (2 ln 2 * scale), in 1/128 sample.
+prior_mad = [round(128 * 2 * math.log(2) * 2 ** (s / 8 + SCALE_LOG2_MIN)) for s in range(NUM_SCALES)]
+# m >= LOG8_THRESHOLDS[j - 1] for a mantissa m in [2**15, 2**16) means round(8 * log2(m / 2**15)) >= j.
+log8_thresholds = [math.ceil(2**15 * 2 ** ((j - 0.5) / 8)) for j in range(1, 9)]
 
 
 def c_array(name: str, values: list) -> str:
@@ -33,3 +37,5 @@ print(f"constexpr int kScaleLog2Min = {SCALE_LOG2_MIN};")
 print(f"constexpr int kInvScaleOneLog2 = 19;\n")
 print(c_array("kSigmoid", sigmoid))
 print(c_array("kInvScale", inv_scale))
+print(c_array("kPriorMad", prior_mad))
+print(c_array("kLog8Thresholds", log8_thresholds))

@@ -56,6 +56,30 @@ inline const std::vector<uint32_t>& inverse_squares() {
   return table;
 }
 
+// round(8 * log2(v)) for v >= 1, from the bit length and eight mantissa thresholds.
+inline int log2_eighths(uint64_t v) {
+  int e = 63;
+  while (!(v >> e)) --e;
+  const uint64_t m = e >= 15 ? v >> (e - 15) : v << (15 - e);
+  int frac = 0;
+  while (frac < 8 && m >= static_cast<uint64_t>(kLog8Thresholds[frac])) ++frac;
+  return 8 * e + frac;
+}
+
+// Each context cell's scale adapts to the image: the learned scale counts as kAdaptPrior samples
+// of mean absolute residual, the residuals already coded in the cell as themselves, and the
+// index moves by the log ratio of the two estimates.
+constexpr int kAdaptPrior = 32;
+constexpr int kAdaptMaxStep = 64;  // at most 8 doublings either way
+constexpr int kCells = kActivityBuckets * kCrossBuckets * kSpreadBuckets;
+
+inline int adapted_scale_step(int64_t residual_sum8, int64_t count, int base_index) {
+  const int64_t prior = kPriorMad[base_index];  // in 1/128 sample; residual sums are in 1/8
+  const int64_t ratio256 = ((16 * residual_sum8 + kAdaptPrior * prior) << 8) / ((count + kAdaptPrior) * prior);
+  return std::clamp(log2_eighths(static_cast<uint64_t>(std::max<int64_t>(ratio256, 1))) - 64, -kAdaptMaxStep,
+                    kAdaptMaxStep);
+}
+
 inline int clamp_pred(int64_t v) { return static_cast<int>(std::clamp<int64_t>(v, 0, kMaxPred8)); }
 
 inline int64_t floor_div(int64_t a, int64_t b) {  // b > 0
@@ -85,6 +109,7 @@ void code_pixels(Coder& coder, uint8_t* planes, int C, int H, int W, const int32
   std::vector<int32_t> blend_err(static_cast<size_t>(C) * 3 * stride, 0);  // signed, of the blend
   std::vector<int32_t> sub_err(static_cast<size_t>(C) * kNumPredictors * 3 * stride, 0);
   std::vector<int32_t> residual(C);
+  std::vector<int64_t> cell_sum(static_cast<size_t>(C) * kCells, 0), cell_count(static_cast<size_t>(C) * kCells, 0);
   const uint32_t* inv_square = inverse_squares().data();
 
   for (int y = 0; y < H; ++y) {
@@ -145,7 +170,9 @@ void code_pixels(Coder& coder, uint8_t* planes, int C, int H, int W, const int32
         const int qb = c > 0 ? bucket(cross, kCrossEdges) : 0;
         const int spread = *std::max_element(pred, pred + kNumPredictors) - *std::min_element(pred, pred + kNumPredictors);
         const int qs = bucket(spread, kSpreadEdges);
-        const int s = std::clamp(scale_table[((c * kActivityBuckets + qa) * kCrossBuckets + qb) * kSpreadBuckets + qs] +
+        const size_t cell = static_cast<size_t>(c) * kCells + (qa * kCrossBuckets + qb) * kSpreadBuckets + qs;
+        const int base_index = std::clamp(scale_table[cell], 0, kNumScales - 1);
+        const int s = std::clamp(base_index + adapted_scale_step(cell_sum[cell], cell_count[cell], base_index) +
                                      params[static_cast<size_t>(c) * plane + at],
                                  0, kNumScales - 1);
 
@@ -154,6 +181,8 @@ void code_pixels(Coder& coder, uint8_t* planes, int C, int H, int W, const int32
         if constexpr (Decode) img[at] = static_cast<uint8_t>(v);
 
         residual[c] = 8 * v - m;
+        cell_sum[cell] += std::abs(residual[c]);
+        ++cell_count[cell];
         cross += std::abs(residual[c]);
         row_of(err, c, y)[x] = std::abs(residual[c]);
         row_of(blend_err, c, y)[x] = static_cast<int32_t>(8 * v - blend);

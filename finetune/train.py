@@ -116,7 +116,7 @@ def init_scale_table(model: UnzNet, batch: Batch) -> None:
     with few samples borrow from their activity bucket, so training starts from sensible scales."""
     x, blend = batch
     _, params = model(x.float())
-    mean8, cells = pixelmodel.pixel_contexts(x, params, blend)
+    mean8, cells, _ = pixelmodel.pixel_contexts(x, params, blend)
     mad = (8 * x - mean8).abs() / 8  # mean absolute deviation of a logistic is 2 ln 2 * scale
     table = model.log_scale_table.view(x.shape[1], -1)
     per_activity = table.shape[1] // pixelmodel.TABLE_SHAPE[0]

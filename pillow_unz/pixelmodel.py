@@ -19,6 +19,9 @@ ACTIVITY_EDGES = torch.tensor(_coder.ACTIVITY_EDGES, dtype=torch.int64)
 CROSS_EDGES = torch.tensor(_coder.CROSS_EDGES, dtype=torch.int64)
 SPREAD_EDGES = torch.tensor(_coder.SPREAD_EDGES, dtype=torch.int64)
 TABLE_SHAPE = (len(ACTIVITY_EDGES) + 1, len(CROSS_EDGES) + 1, len(SPREAD_EDGES) + 1)
+NUM_CELLS = TABLE_SHAPE[0] * TABLE_SHAPE[1] * TABLE_SHAPE[2]
+PRIOR_MAD = torch.tensor(_coder.PRIOR_MAD, dtype=torch.int64)
+LOG8_THRESHOLDS = torch.tensor(_coder.LOG8_THRESHOLDS, dtype=torch.int64)
 BETA_ONE = 2**_coder.BETA_FRAC_BITS
 
 
@@ -111,16 +114,19 @@ def discretized_logistic_bits(
 Blend = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def pixel_contexts(x: torch.Tensor, params: torch.Tensor, blend: Blend | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def pixel_contexts(
+    x: torch.Tensor, params: torch.Tensor, blend: Blend | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For every sample of x (B, C, H, W) int64, with network parameter planes `params`
-    (B, P, H, W): the prediction in eighths (differentiable in the coefficients of params) and
-    the flat index of its cell in each channel's scale table of shape TABLE_SHAPE.
+    (B, P, H, W): the prediction in eighths (differentiable in the coefficients of params), the
+    flat index of its cell in each channel's scale table of shape TABLE_SHAPE, and the
+    magnitude of its residual (int64, in eighths).
     `blend` is blended_prediction(x), which training computes once per image."""
     c_total = x.shape[1]
     blend, spread, feedback = blended_prediction(x) if blend is None else blend
     device = x.device
     qs = torch.bucketize(spread, SPREAD_EDGES.to(device), right=True)
-    means, cells, residuals = [], [], []
+    means, cells, residuals, magnitudes = [], [], [], []
     cross = torch.zeros_like(x[:, 0])
     for c in range(c_total):
         # params are in the coder's units: coefficients in 1/BETA_ONE
@@ -130,6 +136,7 @@ def pixel_contexts(x: torch.Tensor, params: torch.Tensor, blend: Blend | None = 
         mean8 = mean8.clamp(0, MAX_PRED8)
         residual = 8 * x[:, c] - mean8
         magnitude = residual.detach().abs().long()
+        magnitudes.append(magnitude)
         h, w = magnitude.shape[-2:]
         activity = (_causal_sum(magnitude, (2, 2, 1, 1)) + F.pad(magnitude, (2, 0, 0, 0))[..., :w]
                     + F.pad(magnitude, (0, 0, 2, 0))[..., :h, :])
@@ -138,19 +145,55 @@ def pixel_contexts(x: torch.Tensor, params: torch.Tensor, blend: Blend | None = 
         cells.append((qa * TABLE_SHAPE[1] + qb) * TABLE_SHAPE[2] + qs[:, c])
         means.append(mean8)
         residuals.append(residual)
-        cross = cross + residual.detach().abs().long()
-    return torch.stack(means, 1), torch.stack(cells, 1)
+        cross = cross + magnitude
+    return torch.stack(means, 1), torch.stack(cells, 1), torch.stack(magnitudes, 1)
+
+
+def _log2_eighths(v: torch.Tensor) -> torch.Tensor:
+    """round(8 * log2(v)) for int64 v >= 1, computed as csrc/pixel_model.h does."""
+    e = torch.floor(torch.log2(v.double())).long()
+    mantissa = torch.where(e >= 15, v >> (e - 15).clamp(min=0), v << (15 - e).clamp(min=0))
+    return 8 * e + (mantissa.unsqueeze(-1) >= LOG8_THRESHOLDS.to(v.device)).sum(-1)
+
+
+def _running_cell_sums(cells: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every sample (B, H, W), the sum and count of `values` of the earlier samples (in
+    raster order) of the same image and cell."""
+    batch = cells.shape[0]
+    key = (torch.arange(batch, device=cells.device).view(-1, 1, 1) * NUM_CELLS + cells).flatten()
+    order = torch.argsort(key, stable=True)  # stable: raster order within each cell
+    sorted_key, sorted_values = key[order], values.flatten()[order]
+    before = torch.cumsum(sorted_values, 0) - sorted_values
+    index = torch.arange(key.numel(), device=key.device)
+    first = torch.ones_like(sorted_key, dtype=torch.bool)
+    first[1:] = sorted_key[1:] != sorted_key[:-1]
+    start = torch.cummax(torch.where(first, index, 0), 0).values
+    sums, counts = torch.empty_like(before), torch.empty_like(index)
+    sums[order], counts[order] = before - before[start], index - start
+    return sums.view_as(cells), counts.view_as(cells)
+
+
+def adapted_scale_step(cells: torch.Tensor, magnitudes: torch.Tensor, base_index: torch.Tensor) -> torch.Tensor:
+    """csrc/pixel_model.h's adapted_scale_step for every sample of one channel (B, H, W)."""
+    sums, counts = _running_cell_sums(cells, magnitudes)
+    prior = PRIOR_MAD.to(cells.device)[base_index]
+    ratio = ((16 * sums + _coder.ADAPT_PRIOR * prior) << 8) // ((counts + _coder.ADAPT_PRIOR) * prior)
+    step = _log2_eighths(ratio.clamp(min=1)) - 64
+    return step.clamp(-_coder.ADAPT_MAX_STEP, _coder.ADAPT_MAX_STEP)
 
 
 def pixel_bits(x: torch.Tensor, params: torch.Tensor, scale_table: torch.Tensor, blend: Blend | None = None) -> torch.Tensor:
     """Bits of every sample of x (B, C, H, W) under the pixel model, with the scale-index table
     (C, *TABLE_SHAPE); returns (B, C, H, W)."""
     c_total = x.shape[1]
-    mean8, cells = pixel_contexts(x, params, blend)
+    mean8, cells, magnitudes = pixel_contexts(x, params, blend)
     table = scale_table.reshape(c_total, -1)
-    base = torch.stack([table[c][cells[:, c]] for c in range(c_total)], 1)
-    index = (base + params[:, :c_total]).clamp(0, _coder.NUM_SCALES - 1)
-    return discretized_logistic_bits(x, mean8, scale_of(index))
+    indexes = []
+    for c in range(c_total):
+        base = table[c][cells[:, c]].clamp(0, _coder.NUM_SCALES - 1)
+        step = adapted_scale_step(cells[:, c], magnitudes[:, c], base.detach().long())
+        indexes.append((base + step + params[:, c]).clamp(0, _coder.NUM_SCALES - 1))
+    return discretized_logistic_bits(x, mean8, scale_of(torch.stack(indexes, 1)))
 
 
 def latent_bits(z: torch.Tensor, scale_index: torch.Tensor, z_max: int) -> torch.Tensor:
