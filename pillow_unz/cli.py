@@ -37,76 +37,71 @@ def _outputs(inputs: list[Path], output: str | None, suffix: str) -> list[Path]:
     return [out / p.with_suffix(suffix).name for p in inputs]
 
 
-def _progress(items: list, desc: str):
+def _for_each(items: list, work, desc: str) -> int:
+    """work(*item) for every item, with a progress bar over several; a failure is reported and
+    the rest still run. Exit status: 1 if any failed."""
     from tqdm import tqdm
 
-    return tqdm(items, desc=desc, unit="file", disable=len(items) < 2, file=sys.stderr)
+    failures = 0
+    for item in tqdm(items, desc=desc, unit="file", disable=len(items) < 2, file=sys.stderr):
+        try:
+            work(*item)
+        except (OSError, ValueError, CliError) as e:
+            print(f"unz: error: {item[0]}: {e}", file=sys.stderr)
+            failures += 1
+    return 1 if failures else 0
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
+    def compress(src: Path, dst: Path) -> None:
+        _check_target(dst, args.force)
+        with Image.open(src) as img:
+            img.save(dst, format="UNZ")
+        with Image.open(dst) as coded:
+            w, h, mode = coded.width, coded.height, coded.mode
+        size = dst.stat().st_size
+        print(f"{src} -> {dst}: {size} bytes, {_bpsp(size, w, h, mode):.3f} bits/subpixel")
+
     inputs = [Path(p) for p in args.inputs]
-    failures = 0
-    for src, dst in _progress(list(zip(inputs, _outputs(inputs, args.output, ".unz"))), "compress"):
-        try:
-            _check_target(dst, args.force)
-            with Image.open(src) as img:
-                img.save(dst, format="UNZ")
-                w, h = img.size
-            with Image.open(dst) as coded:
-                mode = coded.mode
-            size = dst.stat().st_size
-            print(f"{src} -> {dst}: {size} bytes, {_bpsp(size, w, h, mode):.3f} bits/subpixel")
-        except (OSError, ValueError, CliError) as e:
-            print(f"unz: error: {src}: {e}", file=sys.stderr)
-            failures += 1
-    return 1 if failures else 0
+    return _for_each(list(zip(inputs, _outputs(inputs, args.output, ".unz"))), compress, "compress")
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
+    def decompress(src: Path, dst: Path) -> None:
+        _check_target(dst, args.force)
+        with Image.open(src, formats=["UNZ"]) as img:
+            img.load()
+            img.save(dst, exif=img.info.get("exif", b""))
+        print(f"{src} -> {dst}")
+
     inputs = [Path(p) for p in args.inputs]
-    failures = 0
-    for src, dst in _progress(list(zip(inputs, _outputs(inputs, args.output, ".png"))), "decompress"):
-        try:
-            _check_target(dst, args.force)
-            with Image.open(src, formats=["UNZ"]) as img:
-                img.load()
-                img.save(dst, exif=img.info.get("exif", b""))
-            print(f"{src} -> {dst}")
-        except (OSError, ValueError, CliError) as e:
-            print(f"unz: error: {src}: {e}", file=sys.stderr)
-            failures += 1
-    return 1 if failures else 0
+    return _for_each(list(zip(inputs, _outputs(inputs, args.output, ".png"))), decompress, "decompress")
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    failures = 0
-    for name in args.inputs:
-        try:
-            with open(name, "rb") as f:
-                unz = fmt.read(f)
-            h = unz.header
-            total = Path(name).stat().st_size
-            print(f"{name}: UNZ version {fmt.VERSION}, {h.width}x{h.height} {h.mode}")
-            print(f"  model {h.model_id.hex()}, pixel hash {h.pixel_hash.hex()}")
-            for key, value in unz.metadata.items():
-                print(f"  {key}: {len(value)} bytes")
-            if unz.adapter is not None:
-                print(f"  adapter: {len(unz.adapter)} bytes")
-            for i, g in enumerate(unz.groups):
-                print(f"  planes {i}: z {'x'.join(map(str, g.latent_shape))} in {len(g.latent)} bytes, pixels {len(g.pixels)} bytes")
-            print(f"  {total} bytes, {_bpsp(total, h.width, h.height, h.mode):.3f} bits/subpixel")
-        except (OSError, ValueError) as e:
-            print(f"unz: error: {name}: {e}", file=sys.stderr)
-            failures += 1
-    return 1 if failures else 0
+    def info(name: str) -> None:
+        with open(name, "rb") as f:
+            unz = fmt.read(f)
+        h = unz.header
+        total = Path(name).stat().st_size
+        print(f"{name}: UNZ version {fmt.VERSION}, {h.width}x{h.height} {h.mode}")
+        print(f"  model {h.model_id.hex()}, pixel hash {h.pixel_hash.hex()}")
+        for key, value in unz.metadata.items():
+            print(f"  {key}: {len(value)} bytes")
+        if unz.adapter is not None:
+            print(f"  adapter: {len(unz.adapter)} bytes")
+        for i, g in enumerate(unz.groups):
+            print(f"  planes {i}: z {'x'.join(map(str, g.latent_shape))} in {len(g.latent)} bytes, pixels {len(g.pixels)} bytes")
+        print(f"  {total} bytes, {_bpsp(total, h.width, h.height, h.mode):.3f} bits/subpixel")
+
+    return _for_each([(name,) for name in args.inputs], info, "info")
 
 
 def cmd_roundtrip(args: argparse.Namespace) -> int:
     """Compress, decompress and compare, in memory: the README's first command."""
     import io
 
-    failures = 0
-    for name in args.inputs:
+    def roundtrip(name: str) -> None:
         with Image.open(name) as img:
             img.load()
         buf = io.BytesIO()
@@ -126,8 +121,10 @@ def cmd_roundtrip(args: argparse.Namespace) -> int:
             f"{_bpsp(size, img.width, img.height, reference.mode):.3f} bits/subpixel, "
             f"encode {t1 - t0:.2f} s, decode {t2 - t1:.2f} s: {'identical' if same else 'DIFFERENT'}"
         )
-        failures += not same
-    return 1 if failures else 0
+        if not same:
+            raise CliError("decoded pixels differ")
+
+    return _for_each([(name,) for name in args.inputs], roundtrip, "roundtrip")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
