@@ -1,6 +1,6 @@
 // The sequential half of pillow-unz's pixel model: in raster order, each sample is predicted
-// from its causal neighbours (for the second and third channel: of their difference to the
-// first) by an error-weighted blend of six classical predictors, corrected
+// from its causal neighbours (for the second and third channel: of their difference to the mean
+// of the channels before them) by an error-weighted blend of six classical predictors, corrected
 // by the residuals of the channels already coded at that pixel, and coded with a discretized
 // logistic whose scale comes from a learned table indexed by local activity.
 //
@@ -120,10 +120,16 @@ void code_pixels(Coder& coder, uint8_t* planes, int C, int H, int W, const int32
       for (int c = 0; c < C; ++c) {
         uint8_t* img = planes + c * plane;
         // The first channel is predicted from its own neighbours; the others from the neighbours
-        // of their difference to the first, added to the first's value here: colour differences
-        // are smoother than the channels (camera noise and JPEG history sit mostly in luma).
-        const auto sample = [&](size_t i) { return c > 0 ? img[i] - planes[i] : int{img[i]}; };
-        const int base = c > 0 ? 8 * planes[at] : 0;
+        // of their difference to the mean of the channels before them, added to that mean here:
+        // colour differences are smoother than the channels (camera noise and JPEG history sit
+        // mostly in luma).
+        const auto reference = [&](size_t i) {
+          int sum = 0;
+          for (int j = 0; j < c; ++j) sum += planes[j * plane + i];
+          return c > 0 ? sum / c : 0;
+        };
+        const auto sample = [&](size_t i) { return img[i] - reference(i); };
+        const int base = 8 * reference(at);
         const int w_ = x > 0 ? sample(at - 1) : (y > 0 ? sample(at - W) : (c > 0 ? 0 : 128));
         const int n_ = y > 0 ? sample(at - W) : w_;
         const int nw = (y > 0 && x > 0) ? sample(at - W - 1) : n_;

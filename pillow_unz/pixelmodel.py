@@ -68,15 +68,18 @@ def _causal_sum(e: torch.Tensor, weights: tuple[int, int, int, int]) -> torch.Te
 
 def blended_prediction(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The blend of the classical predictors (for channels after the first: of their difference
-    to the first, plus the first), each weighted by the inverse square of its error
+    to the mean of the earlier channels, plus that mean), each weighted by the inverse square of its error
     summed over N, W, NW, NE, WW and NN plus twice its error on the earlier channels of the same
     pixel; their spread (max - min); and the blend's signed errors summed over the causal
     neighbours (2N + 2W + NW + NE), all in eighths. x: (B, C, H, W) int64. Everything here
     depends on the pixels alone, so training computes it once per image."""
-    # Channels after the first are predicted through their difference to the first.
-    first = x[:, :1]
-    diff = torch.cat([first, x[:, 1:] - first], dim=1)
-    base = (8 * torch.cat([torch.zeros_like(first), first.expand_as(x[:, 1:])], dim=1)).unsqueeze(2)
+    # Channels after the first are predicted through their difference to the (floor) mean of
+    # the channels before them.
+    earlier = torch.cumsum(x, dim=1) - x
+    count = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
+    reference = torch.where(count > 0, earlier // count.clamp(min=1), 0)
+    diff = x - reference
+    base = (8 * reference).unsqueeze(2)
     origin = torch.tensor([128] + [0] * (x.shape[1] - 1), device=x.device).view(1, -1, 1, 1)
     west, north, nw, ne = _neighbours(diff, origin)
     raw = torch.stack(
