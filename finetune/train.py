@@ -34,7 +34,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pillow_unz import _coder, codec, pixelmodel
-from pillow_unz.model import ModelConfig, UnzNet
+from pillow_unz.model import Z_MAX, ModelConfig, UnzNet
 from pillow_unz.weights import MODEL_KEYS, read_models, serialize_models
 
 REDUCTIONS = (2, 3, 4)
@@ -106,7 +106,7 @@ def bits_per_subpixel(model: UnzNet, x: torch.Tensor, blend: pixelmodel.Blend | 
     """The training loss: pixel-model plus z code length, per subpixel."""
     z, params = model(x.float())
     bits = pixelmodel.pixel_bits(x, params, model.scale_table_index(), blend).sum()
-    bits = bits + pixelmodel.latent_bits(z, model.z_scale_index(), codec.Z_MAX).sum()
+    bits = bits + pixelmodel.latent_bits(z, model.z_scale_index(), Z_MAX).sum()
     return bits / x.numel()
 
 

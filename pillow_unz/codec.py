@@ -14,7 +14,7 @@ import torch
 
 from . import _coder
 from .pixelmodel import coding_order
-from .model import Z_MAX, UnzNet, num_levels  # noqa: F401  (Z_MAX: part of this API)
+from .model import Z_MAX, UnzNet, num_levels
 
 # No symbol costs less than -log2((2**16 - 255) / 2**16) bits, so a stream of n bytes holds at
 # most this many samples; a header that claims more is corrupt, and is refused before any
@@ -35,7 +35,7 @@ def latent_shape(model: UnzNet, height: int, width: int) -> tuple[int, int, int]
     return model.config.latent, height, width
 
 
-def _exact_params(model: UnzNet, z: torch.Tensor, height: int, width: int) -> np.ndarray:
+def parameter_planes(model: UnzNet, z: torch.Tensor, height: int, width: int) -> np.ndarray:
     """The decoder half in float64: integer parameter planes, identical on every machine."""
     with torch.no_grad(), torch.backends.cudnn.flags(enabled=False):
         params = model.decode(z.to(torch.float64), height, width)[0]
@@ -67,7 +67,7 @@ def encode_planes(model: UnzNet, planes: np.ndarray) -> CodedPlanes:
     mean8, scale = _latent_code_params(model, shape)
     symbols = np.ascontiguousarray((z.cpu().numpy().reshape(-1) + Z_MAX).astype(np.int32))
     latent = _coder.encode_logistic(symbols, mean8, scale, 2 * Z_MAX + 1)
-    params = _exact_params(model, z, h, w)
+    params = parameter_planes(model, z, h, w)
     pixels = _coder.encode_pixels(np.ascontiguousarray(planes), params, scale_table(model))
     return CodedPlanes(shape, latent, pixels)
 
@@ -84,6 +84,6 @@ def decode_planes(model: UnzNet, coded: CodedPlanes, height: int, width: int) ->
     symbols = _coder.decode_logistic(coded.latent, mean8, scale, 2 * Z_MAX + 1)
     device = next(model.parameters()).device
     z = torch.from_numpy(symbols.astype(np.float64) - Z_MAX).view(1, *expected).to(device)
-    params = _exact_params(model, z, height, width)
+    params = parameter_planes(model, z, height, width)
     planes = _coder.decode_pixels(coded.pixels, params, scale_table(model), channels)
     return np.ascontiguousarray(planes[np.argsort(coding_order(channels))])

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from pillow_unz import codec, pixelmodel
+from pillow_unz.model import Z_MAX
 from pillow_unz.weights import load_models
 
 
@@ -23,7 +24,7 @@ def test_training_loss_is_the_real_code_length(sample: Image.Image, mode: str) -
     with torch.no_grad():
         z, params = model(x.double())
         twin = pixelmodel.pixel_bits(x, params, model.scale_table_index()).sum().item()
-        twin += pixelmodel.latent_bits(z, model.z_scale_index(), codec.Z_MAX).sum().item()
+        twin += pixelmodel.latent_bits(z, model.z_scale_index(), Z_MAX).sum().item()
     real = 8 * (len(coded.pixels) + len(coded.latent))
     assert abs(twin - real) / real < 0.01
 
@@ -32,13 +33,13 @@ def test_exact_network_ignores_float_environment(sample: Image.Image) -> None:
     """The decoder's parameter planes do not change with thread count or oneDNN."""
     model = load_models().for_channels(3)
     z = torch.from_numpy(np.random.default_rng(0).integers(-5, 6, (1, 8, 15, 20))).double()
-    reference = codec._exact_params(model, z, 240, 320)
+    reference = codec.parameter_planes(model, z, 240, 320)
     threads, mkldnn = torch.get_num_threads(), torch.backends.mkldnn.enabled
     try:
         for n, onednn in ((1, True), (3, False)):
             torch.set_num_threads(n)
             torch.backends.mkldnn.enabled = onednn
-            assert np.array_equal(codec._exact_params(model, z, 240, 320), reference)
+            assert np.array_equal(codec.parameter_planes(model, z, 240, 320), reference)
     finally:
         torch.set_num_threads(threads)
         torch.backends.mkldnn.enabled = mkldnn
