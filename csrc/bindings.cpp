@@ -82,12 +82,14 @@ py::bytes encode_cdf(const py::array& cdf, const py::array& symbols, const py::o
   std::vector<uint8_t> out;
   {
     py::gil_scoped_release release;
-    RangeEncoder enc;
+    RangeEncoder enc(t.count);
     for (size_t i = 0; i < t.count; ++i) {
+      const int32_t s = sym[i];
+      if (s < 0 || s >= K) throw py::value_error("symbols: value out of range at " + std::to_string(i));
       const TableCdf c = t.at(i);
-      if (sym[i] < 0 || sym[i] >= K) throw py::value_error("symbols: value out of range at " + std::to_string(i));
-      if (c(sym[i] + 1) == c(sym[i])) throw py::value_error("symbols: zero-probability symbol at " + std::to_string(i));
-      code_symbol<false>(enc, c, K, sym[i]);
+      const uint32_t start = c(s), stop = c(s + 1);
+      if (stop == start) throw py::value_error("symbols: zero-probability symbol at " + std::to_string(i));
+      enc.encode(start, stop - start);
     }
     out = enc.finish();
   }

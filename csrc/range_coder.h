@@ -22,6 +22,8 @@ struct CorruptStream : std::runtime_error {
 
 class RangeEncoder {
  public:
+  explicit RangeEncoder(size_t expected_bytes = 0) { out_.reserve(expected_bytes + 8); }
+
   // Codes the interval [start, start + freq) out of kProbTotal; freq must be > 0.
   void encode(uint32_t start, uint32_t freq) {
     const uint32_t r = range_ >> kProbBits;

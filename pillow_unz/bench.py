@@ -19,7 +19,7 @@ from . import api
 class Codec:
     name: str
     encode: Callable[[np.ndarray, str], bytes]
-    decode: Callable[[bytes], np.ndarray]
+    decode: Callable[[bytes, str], np.ndarray]  # (data, mode of the original)
 
 
 @dataclass
@@ -46,12 +46,16 @@ def _pillow_codec(name: str, fmt: str, **options) -> Codec:
         Image.fromarray(pixels, mode).save(buf, format=fmt, **options)
         return buf.getvalue()
 
-    return Codec(name, encode, lambda data: np.asarray(Image.open(io.BytesIO(data))))
+    def decode(data: bytes, mode: str) -> np.ndarray:
+        # WebP has no grayscale: it stores L as RGB with equal channels, so take one back.
+        return np.asarray(Image.open(io.BytesIO(data)).convert(mode))
+
+    return Codec(name, encode, decode)
 
 
 def available_codecs() -> list[Codec]:
     codecs = [
-        Codec("pillow-unz", lambda p, m: api.compress(p, m), lambda d: api.decompress(d).pixels),
+        Codec("pillow-unz", lambda p, m: api.compress(p, m), lambda d, m: api.decompress(d).pixels),
         _pillow_codec("PNG (optimize)", "PNG", optimize=True),
         _pillow_codec("WebP lossless m6", "WEBP", lossless=True, method=6, quality=100, exact=True),
     ]
@@ -61,9 +65,10 @@ def available_codecs() -> list[Codec]:
         return codecs
     if ic.JPEGXL.available:
         for effort in (7, 9):
-            codecs.append(Codec(f"JPEG XL e{effort}", lambda p, m, e=effort: ic.jpegxl_encode(p, lossless=True, effort=e), ic.jpegxl_decode))
+            codecs.append(Codec(f"JPEG XL e{effort}", lambda p, m, e=effort: ic.jpegxl_encode(p, lossless=True, effort=e),
+                                lambda d, m: ic.jpegxl_decode(d)))
     if ic.JPEGLS.available:
-        codecs.append(Codec("JPEG-LS", lambda p, m: ic.jpegls_encode(p, level=0), ic.jpegls_decode))
+        codecs.append(Codec("JPEG-LS", lambda p, m: ic.jpegls_encode(p, level=0), lambda d, m: ic.jpegls_decode(d)))
     return codecs
 
 
@@ -92,7 +97,7 @@ def bench_images(folder: str | Path, repeat: int = 1, progress: bool = True) -> 
         pixels = np.asarray(img)
         for c in codecs:
             data, enc_s = _timed(c.encode, pixels, img.mode, repeat=repeat)
-            decoded, dec_s = _timed(c.decode, data, repeat=repeat)
+            decoded, dec_s = _timed(c.decode, data, img.mode, repeat=repeat)
             if not np.array_equal(np.asarray(decoded).reshape(pixels.shape), pixels):
                 raise AssertionError(f"{c.name} did not round-trip {f.name}")
             for group in ("all", img.mode):

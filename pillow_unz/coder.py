@@ -16,6 +16,8 @@ CorruptStream = _coder.CorruptStream  # a ValueError
 
 def _int32(a, name: str) -> np.ndarray:
     a = np.asarray(a)
+    if a.dtype == np.int32:
+        return np.ascontiguousarray(a)
     if a.dtype.kind not in "iu":
         raise ValueError(f"{name} must be an integer array, not {a.dtype}")
     if a.size and (a.min() < np.iinfo(np.int32).min or a.max() > np.iinfo(np.int32).max):
