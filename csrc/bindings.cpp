@@ -273,6 +273,8 @@ PYBIND11_MODULE(_coder, m) {
   m.attr("LOG8_THRESHOLDS") = as_tuple(kLog8Thresholds);
   m.attr("ADAPT_PRIOR") = kAdaptPrior;
   m.attr("ADAPT_MAX_STEP") = kAdaptMaxStep;
+  m.attr("BIAS_PRIOR") = kBiasPrior;
+  m.attr("PIXEL_MODEL_REVISION") = kPixelModelRevision;
   m.attr("INV_SCALE_ONE_LOG2") = kInvScaleOneLog2;
   m.attr("INV_SCALE") = as_tuple(kInvScale);
   m.attr("NUM_PREDICTORS") = kNumPredictors;

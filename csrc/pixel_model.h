@@ -19,6 +19,9 @@
 
 namespace unz {
 
+// Bump on any change to what this file computes: it is part of every file's model id, so a
+// file never decodes with a pixel model other than the one that coded it.
+constexpr int kPixelModelRevision = 1;
 constexpr int kNumPredictors = 6;
 constexpr int kMaxPred8 = 255 * 8;
 constexpr int kActivityBuckets = 16;
@@ -72,6 +75,7 @@ inline int log2_eighths(uint64_t v) {
 constexpr int kAdaptPrior = 32;
 constexpr int kAdaptMaxStep = 64;  // at most 8 doublings either way
 constexpr int kCells = kActivityBuckets * kCrossBuckets * kSpreadBuckets;
+constexpr int kBiasPrior = 16;
 
 inline int adapted_scale_step(int64_t residual_sum8, int64_t count, int base_index) {
   const int64_t prior = kPriorMad[base_index];  // in 1/128 sample; residual sums are in 1/8
@@ -110,6 +114,7 @@ void code_pixels(Coder& coder, uint8_t* planes, int C, int H, int W, const int32
   std::vector<int32_t> sub_err(static_cast<size_t>(C) * kNumPredictors * 3 * stride, 0);
   std::vector<int32_t> residual(C);
   std::vector<int64_t> cell_sum(static_cast<size_t>(C) * kCells, 0), cell_count(static_cast<size_t>(C) * kCells, 0);
+  std::vector<int64_t> cell_signed_sum(static_cast<size_t>(C) * kCells, 0);
   const uint32_t* inv_square = inverse_squares().data();
 
   for (int y = 0; y < H; ++y) {
@@ -182,11 +187,16 @@ void code_pixels(Coder& coder, uint8_t* planes, int C, int H, int W, const int32
                                      params[static_cast<size_t>(c) * plane + at],
                                  0, kNumScales - 1);
 
-        const LogisticCdf cdf(m, s, 256);
+        // Bias cancellation: the coded mean moves by the mean signed residual of the cell so far
+        // (shrunk towards zero by kBiasPrior samples). Every other statistic uses the residual
+        // of m, so the bias feeds nothing but itself.
+        const int coded_mean = clamp_pred(m + floor_div(cell_signed_sum[cell], cell_count[cell] + kBiasPrior));
+        const LogisticCdf cdf(coded_mean, s, 256);
         const int v = code_symbol<Decode>(coder, cdf, 256, img[at], cdf.mode());
         if constexpr (Decode) img[at] = static_cast<uint8_t>(v);
 
         residual[c] = 8 * v - m;
+        cell_signed_sum[cell] += residual[c];
         cell_sum[cell] += std::abs(residual[c]);
         ++cell_count[cell];
         cross += std::abs(residual[c]);

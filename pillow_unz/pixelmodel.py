@@ -185,18 +185,26 @@ def adapted_scale_step(cells: torch.Tensor, magnitudes: torch.Tensor, base_index
     return step.clamp(-_coder.ADAPT_MAX_STEP, _coder.ADAPT_MAX_STEP)
 
 
+def cell_bias(cells: torch.Tensor, residuals: torch.Tensor) -> torch.Tensor:
+    """csrc/pixel_model.h's bias cancellation for one channel (B, H, W): the mean signed residual
+    of the earlier samples of each cell, shrunk towards zero by BIAS_PRIOR samples."""
+    sums, counts = _running_cell_sums(cells, residuals)
+    return torch.div(sums, counts + _coder.BIAS_PRIOR, rounding_mode="floor")
+
+
 def pixel_bits(x: torch.Tensor, params: torch.Tensor, scale_table: torch.Tensor, blend: Blend | None = None) -> torch.Tensor:
     """Bits of every sample of x (B, C, H, W) under the pixel model, with the scale-index table
     (C, *TABLE_SHAPE); returns (B, C, H, W)."""
     c_total = x.shape[1]
     mean8, cells, magnitudes = pixel_contexts(x, params, blend)
     table = scale_table.reshape(c_total, -1)
-    indexes = []
+    indexes, coded_means = [], []
     for c in range(c_total):
         base = table[c][cells[:, c]].clamp(0, _coder.NUM_SCALES - 1)
         step = adapted_scale_step(cells[:, c], magnitudes[:, c], base.detach().long())
         indexes.append((base + step + params[:, c]).clamp(0, _coder.NUM_SCALES - 1))
-    return discretized_logistic_bits(x, mean8, scale_of(torch.stack(indexes, 1)))
+        coded_means.append((mean8[:, c] + cell_bias(cells[:, c], (8 * x[:, c] - mean8[:, c].detach()).long())).clamp(0, MAX_PRED8))
+    return discretized_logistic_bits(x, torch.stack(coded_means, 1), scale_of(torch.stack(indexes, 1)))
 
 
 def latent_bits(z: torch.Tensor, scale_index: torch.Tensor, z_max: int) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """The shipped models: one safetensors file holding a colour (RGB) and a grayscale model.
 
 Tensors are stored under "rgb." and "gray."; the metadata holds each model's config as JSON and
-how it was trained. The file's SHA-256 identifies the models in every .unz header, so a file
-never decodes with weights other than those that encoded it.
+how it was trained. The file's SHA-256, taken with the pixel model's revision, identifies the
+models in every .unz header, so a file never decodes with models other than those that coded it.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load, save
 
+from . import _coder
 from .model import ModelConfig, UnzNet
 
 DEFAULT_WEIGHTS = "unz-default.safetensors"
@@ -25,7 +26,7 @@ MODEL_KEYS = {3: "rgb", 1: "gray"}  # by number of colour channels
 @dataclass(frozen=True)
 class ModelSet:
     models: dict[int, UnzNet]  # by number of channels, float64, eval mode
-    model_id: bytes  # 8 bytes of the weights file's SHA-256
+    model_id: bytes  # model_id_of(the weights file)
     metadata: dict[str, str]
 
     def for_channels(self, channels: int) -> UnzNet:
@@ -33,7 +34,9 @@ class ModelSet:
 
 
 def model_id_of(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()[:8]
+    """What identifies the models in a file header: the weights and the pixel model's revision."""
+    revision = _coder.PIXEL_MODEL_REVISION.to_bytes(4, "little")
+    return hashlib.sha256(data + revision).digest()[:8]
 
 
 def read_models(data: bytes) -> tuple[dict[int, UnzNet], dict[str, str]]:
