@@ -92,8 +92,11 @@ Batch = tuple[torch.Tensor, pixelmodel.Blend]
 def sample_batch(images: list[TrainingImage], batch: int, crop: int, rng: random.Random) -> Batch:
     """Random crops, half of them mirrored: (samples, their blended_prediction) as int64."""
     parts: list[list[torch.Tensor]] = [[], [], [], []]
+    fitting = [img for img in images if min(img.shape[1:]) >= crop]
+    if not fitting:
+        raise ValueError(f"no training image is at least {crop}x{crop}: use a smaller --crop")
     for _ in range(batch):
-        img = rng.choice(images)
+        img = rng.choice(fitting)
         _, h, w = img.shape
         y, x = rng.randrange(h - crop + 1), rng.randrange(w - crop + 1)
         for part, t in zip(parts, img.versions[rng.random() < 0.5]):

@@ -50,3 +50,13 @@ def test_two_process_distributed_training(photos, tmp_path) -> None:
     models, meta = read_models((out / "model.safetensors").read_bytes())
     assert json.loads(meta["training"])["processes"] == 2 and json.loads(meta["training"])["steps_done"] == 3
     assert 3 in models
+
+
+def test_crops_come_only_from_images_large_enough(photos) -> None:
+    import random
+
+    images = train.load_training_set(train.image_files(photos), 3, progress=False)
+    x, blend = train.sample_batch(images, 4, 200, random.Random(0))  # only the 2x reductions fit
+    assert x.shape == (4, 3, 200, 200) and all(t.shape == x.shape for t in blend)
+    with pytest.raises(ValueError, match="smaller --crop"):
+        train.sample_batch(images, 1, 1000, random.Random(0))
