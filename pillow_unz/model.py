@@ -5,9 +5,9 @@ Encoder: a stem convolution, then one shared stride-2 convolution applied as man
 takes to bring the image within CORE x CORE (so one set of weights serves every size), then
 DoubleConv and self-attention at the core, down to `latent` channels: y, rounded to z.
 Decoder: DoubleConv, self-attention and DoubleConv at the core, then one shared ConvTranspose2d
-applied as many times back up to full size, and a 1x1 head: per pixel, a scale-index offset for
-each channel and the coefficients that predict each channel from the residuals of the earlier
-ones. The decoder is built from pillow_unz.fixedpoint layers, so it runs exactly in float64.
+applied as many times back up to full size, and a 1x1 head: per pixel and channel, a scale-index
+offset and an error-feedback coefficient, and the coefficients that predict each channel from
+the residuals of the earlier ones. The decoder is built from pillow_unz.fixedpoint layers, so it runs exactly in float64.
 """
 from __future__ import annotations
 

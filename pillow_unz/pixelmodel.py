@@ -1,10 +1,10 @@
 """The pixel model of csrc/pixel_model.h, computed for all pixels at once for training.
 
 With the true image at hand (teacher forcing) every causal quantity the C++ coder derives pixel by
-pixel can be computed in parallel: the four classical predictors, their error-weighted blend, the
-inter-channel correction and the activity contexts use the same integer formulas here. Only the
-probability differs slightly: float sigmoids instead of the coder's interpolated table, which the
-benchmark's real code lengths check.
+pixel can be computed in parallel: the six classical predictors, their error-weighted blend, the
+inter-channel correction, the activity contexts and the per-cell running statistics use the same
+integer formulas here. Only the probability differs slightly: float sigmoids instead of the
+coder's interpolated table (tests/test_pixelmodel.py holds the two within 1%).
 """
 from __future__ import annotations
 
@@ -58,12 +58,14 @@ def _neighbours(x: torch.Tensor, origin: torch.Tensor) -> tuple[torch.Tensor, ..
     return west, north, north_west, north_east
 
 
-def _causal_sum(e: torch.Tensor, weights: tuple[int, int, int, int]) -> torch.Tensor:
-    """weights . (e[N], e[W], e[NW], e[NE]) with zeros outside the image; e: (..., H, W)."""
+def _causal_sum(e: torch.Tensor, weights: tuple[int, int, int, int, int, int]) -> torch.Tensor:
+    """weights . (e[N], e[W], e[NW], e[NE], e[WW], e[NN]) with zeros outside the image;
+    e: (..., H, W)."""
     h, w = e.shape[-2:]
-    p = F.pad(e, (1, 1, 1, 0))  # row above, a column on each side
-    n, west, nw, ne = p[..., :h, 1 : w + 1], p[..., 1:, :w], p[..., :h, :w], p[..., :h, 2:]
-    return weights[0] * n + weights[1] * west + weights[2] * nw + weights[3] * ne
+    p = F.pad(e, (2, 1, 2, 0))  # two rows above, two columns left, one right
+    neighbours = (p[..., 1 : h + 1, 2 : w + 2], p[..., 2:, 1 : w + 1], p[..., 1 : h + 1, 1 : w + 1],
+                  p[..., 1 : h + 1, 3:], p[..., 2:, :w], p[..., :h, 2 : w + 2])
+    return sum(k * n for k, n in zip(weights, neighbours) if k)
 
 
 def blended_prediction(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -88,15 +90,12 @@ def blended_prediction(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tor
     )  # (B, C, K, H, W)
     preds = (base + raw).clamp(0, MAX_PRED8)
     errors = (8 * x.unsqueeze(2) - preds).abs()
-    h, w = x.shape[-2:]
-    west_west = F.pad(errors, (2, 0, 0, 0))[..., :w]
-    north_north = F.pad(errors, (0, 0, 2, 0))[..., :h, :]
     earlier_channels = torch.cumsum(errors, dim=1) - errors  # (B, C, K, H, W)
-    total = _causal_sum(errors, (1, 1, 1, 1)) + west_west + north_north + 2 * earlier_channels + 4
+    total = _causal_sum(errors, (1, 1, 1, 1, 1, 1)) + 2 * earlier_channels + 4
     weight = 2**30 // (total * total)
     spread = preds.amax(2) - preds.amin(2)
     blend = (weight * preds).sum(2) // weight.sum(2)
-    return blend, spread, _causal_sum(8 * x - blend, (2, 2, 1, 1))
+    return blend, spread, _causal_sum(8 * x - blend, (2, 2, 1, 1, 0, 0))
 
 
 def discretized_logistic_bits(
@@ -140,9 +139,7 @@ def pixel_contexts(
         residual = 8 * x[:, c] - mean8
         magnitude = residual.detach().abs().long()
         magnitudes.append(magnitude)
-        h, w = magnitude.shape[-2:]
-        activity = (_causal_sum(magnitude, (2, 2, 1, 1)) + F.pad(magnitude, (2, 0, 0, 0))[..., :w]
-                    + F.pad(magnitude, (0, 0, 2, 0))[..., :h, :])
+        activity = _causal_sum(magnitude, (2, 2, 1, 1, 1, 1))
         qa = torch.bucketize(activity, ACTIVITY_EDGES.to(device), right=True)
         qb = torch.bucketize(cross, CROSS_EDGES.to(device), right=True) if c > 0 else torch.zeros_like(qa)
         cells.append((qa * TABLE_SHAPE[1] + qb) * TABLE_SHAPE[2] + qs[:, c])
@@ -159,36 +156,41 @@ def _log2_eighths(v: torch.Tensor) -> torch.Tensor:
     return 8 * e + (mantissa.unsqueeze(-1) >= LOG8_THRESHOLDS.to(v.device)).sum(-1)
 
 
-def _running_cell_sums(cells: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For every sample (B, H, W), the sum and count of `values` of the earlier samples (in
-    raster order) of the same image and cell."""
+def running_cell_sums(cells: torch.Tensor, *values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """For every sample (B, H, W): the count of the earlier samples (in raster order) of the
+    same image and cell, and the sum of each of `values` over them. One sort serves all."""
     batch = cells.shape[0]
     key = (torch.arange(batch, device=cells.device).view(-1, 1, 1) * NUM_CELLS + cells).flatten()
     order = torch.argsort(key, stable=True)  # stable: raster order within each cell
-    sorted_key, sorted_values = key[order], values.flatten()[order]
-    before = torch.cumsum(sorted_values, 0) - sorted_values
+    sorted_key = key[order]
     index = torch.arange(key.numel(), device=key.device)
     first = torch.ones_like(sorted_key, dtype=torch.bool)
     first[1:] = sorted_key[1:] != sorted_key[:-1]
     start = torch.cummax(torch.where(first, index, 0), 0).values
-    sums, counts = torch.empty_like(before), torch.empty_like(index)
-    sums[order], counts[order] = before - before[start], index - start
-    return sums.view_as(cells), counts.view_as(cells)
+    counts = torch.empty_like(index)
+    counts[order] = index - start
+    results = [counts.view_as(cells)]
+    for v in values:
+        sorted_values = v.flatten()[order]
+        before = torch.cumsum(sorted_values, 0) - sorted_values
+        sums = torch.empty_like(before)
+        sums[order] = before - before[start]
+        results.append(sums.view_as(cells))
+    return tuple(results)
 
 
-def adapted_scale_step(cells: torch.Tensor, magnitudes: torch.Tensor, base_index: torch.Tensor) -> torch.Tensor:
-    """csrc/pixel_model.h's adapted_scale_step for every sample of one channel (B, H, W)."""
-    sums, counts = _running_cell_sums(cells, magnitudes)
-    prior = PRIOR_MAD.to(cells.device)[base_index]
+def adapted_scale_step(counts: torch.Tensor, sums: torch.Tensor, base_index: torch.Tensor) -> torch.Tensor:
+    """csrc/pixel_model.h's adapted_scale_step for every sample of one channel (B, H, W), from
+    the running count and sum of residual magnitudes of its cell."""
+    prior = PRIOR_MAD.to(counts.device)[base_index]
     ratio = ((16 * sums + _coder.ADAPT_PRIOR * prior) << 8) // ((counts + _coder.ADAPT_PRIOR) * prior)
     step = _log2_eighths(ratio.clamp(min=1)) - 64
     return step.clamp(-_coder.ADAPT_MAX_STEP, _coder.ADAPT_MAX_STEP)
 
 
-def cell_bias(cells: torch.Tensor, residuals: torch.Tensor) -> torch.Tensor:
-    """csrc/pixel_model.h's bias cancellation for one channel (B, H, W): the mean signed residual
-    of the earlier samples of each cell, shrunk towards zero by BIAS_PRIOR samples."""
-    sums, counts = _running_cell_sums(cells, residuals)
+def cell_bias(counts: torch.Tensor, sums: torch.Tensor) -> torch.Tensor:
+    """csrc/pixel_model.h's bias cancellation for one channel (B, H, W): the running mean signed
+    residual of its cell, shrunk towards zero by BIAS_PRIOR samples."""
     return torch.div(sums, counts + _coder.BIAS_PRIOR, rounding_mode="floor")
 
 
@@ -200,10 +202,12 @@ def pixel_bits(x: torch.Tensor, params: torch.Tensor, scale_table: torch.Tensor,
     table = scale_table.reshape(c_total, -1)
     indexes, coded_means = [], []
     for c in range(c_total):
+        signed = (8 * x[:, c] - mean8[:, c].detach()).long()
+        counts, magnitude_sums, signed_sums = running_cell_sums(cells[:, c], magnitudes[:, c], signed)
         base = table[c][cells[:, c]].clamp(0, _coder.NUM_SCALES - 1)
-        step = adapted_scale_step(cells[:, c], magnitudes[:, c], base.detach().long())
+        step = adapted_scale_step(counts, magnitude_sums, base.detach().long())
         indexes.append((base + step + params[:, c]).clamp(0, _coder.NUM_SCALES - 1))
-        coded_means.append((mean8[:, c] + cell_bias(cells[:, c], (8 * x[:, c] - mean8[:, c].detach()).long())).clamp(0, MAX_PRED8))
+        coded_means.append((mean8[:, c] + cell_bias(counts, signed_sums)).clamp(0, MAX_PRED8))
     return discretized_logistic_bits(x, torch.stack(coded_means, 1), scale_of(torch.stack(indexes, 1)))
 
 
