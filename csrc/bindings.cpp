@@ -243,6 +243,32 @@ py::array_t<uint8_t> decode_pixels(const py::bytes& data, const py::array& param
   return result;
 }
 
+// What the pixel model predicts for every sample before the network's correction (predictor.h):
+// (3, C, H, W) int32 planes of mean8, spread and feedback. Training computes it once per image.
+py::array_t<int32_t> classical_predictions(const py::array& planes) {
+  auto img = checked<uint8_t>(planes, "planes", 3);
+  const int C = static_cast<int>(img.shape(0)), H = static_cast<int>(img.shape(1)), W = static_cast<int>(img.shape(2));
+  if (C < 1 || C > kMaxChannels) throw py::value_error("channels must be 1..4");
+  py::array_t<int32_t> result({3, C, H, W});
+  int32_t* out = result.mutable_data();
+  {
+    py::gil_scoped_release release;
+    const size_t plane = static_cast<size_t>(H) * W, block = C * plane;
+    ClassicalPredictor predictor(img.data(), C, H, W);
+    for (int y = 0; y < H; ++y)
+      for (int x = 0; x < W; ++x)
+        for (int c = 0; c < C; ++c) {
+          const Prediction p = predictor.predict(c, y, x);
+          const size_t at = c * plane + static_cast<size_t>(y) * W + x;
+          out[at] = p.mean8;
+          out[block + at] = p.spread;
+          out[2 * block + at] = p.feedback;
+          predictor.update(c, y, x);
+        }
+  }
+  return result;
+}
+
 template <size_t N>
 py::tuple as_tuple(const int32_t (&v)[N]) {
   py::tuple t(N);
@@ -262,6 +288,7 @@ PYBIND11_MODULE(_coder, m) {
         py::arg("num_symbols"));
   m.def("decode_logistic", &decode_logistic, py::arg("data"), py::arg("mean8"), py::arg("scale_index"),
         py::arg("num_symbols"));
+  m.def("classical_predictions", &classical_predictions, py::arg("planes"));
   m.def("encode_pixels", &encode_pixels, py::arg("planes"), py::arg("params"), py::arg("scale_table"));
   m.def("decode_pixels", &decode_pixels, py::arg("data"), py::arg("params"), py::arg("scale_table"),
         py::arg("channels"));

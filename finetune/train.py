@@ -70,8 +70,8 @@ class TrainingImage:
         self.versions = []
         for version in (planes, np.ascontiguousarray(planes[:, :, ::-1])):
             x = torch.from_numpy(version).long()[None]
-            blend = pixelmodel.blended_prediction(x)
-            self.versions.append((x[0].to(torch.uint8), *(t[0].to(torch.int16) for t in blend)))
+            classical = pixelmodel.classical_prediction(x)
+            self.versions.append((x[0].to(torch.uint8), *(t[0].to(torch.int16) for t in classical)))
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -86,11 +86,11 @@ def load_training_set(files: list[Path], channels: int, progress: bool = True) -
     return images
 
 
-Batch = tuple[torch.Tensor, pixelmodel.Blend]
+Batch = tuple[torch.Tensor, pixelmodel.Classical]
 
 
 def sample_batch(images: list[TrainingImage], batch: int, crop: int, rng: random.Random) -> Batch:
-    """Random crops, half of them mirrored: (samples, their blended_prediction) as int64."""
+    """Random crops, half of them mirrored: (samples, their classical_prediction) as int64."""
     parts: list[list[torch.Tensor]] = [[], [], [], []]
     fitting = [img for img in images if min(img.shape[1:]) >= crop]
     if not fitting:
@@ -101,14 +101,14 @@ def sample_batch(images: list[TrainingImage], batch: int, crop: int, rng: random
         y, x = rng.randrange(h - crop + 1), rng.randrange(w - crop + 1)
         for part, t in zip(parts, img.versions[rng.random() < 0.5]):
             part.append(t[:, y : y + crop, x : x + crop])
-    x, *blend = (torch.stack(p).long() for p in parts)
-    return x, tuple(blend)
+    x, *classical = (torch.stack(p).long() for p in parts)
+    return x, tuple(classical)
 
 
-def bits_per_subpixel(model: UnzNet, x: torch.Tensor, blend: pixelmodel.Blend | None = None) -> torch.Tensor:
+def bits_per_subpixel(model: UnzNet, x: torch.Tensor, classical: pixelmodel.Classical | None = None) -> torch.Tensor:
     """The training loss: pixel-model plus z code length, per subpixel."""
     z, params = model(x.float())
-    bits = pixelmodel.pixel_bits(x, params, model.scale_table_index(), blend).sum()
+    bits = pixelmodel.pixel_bits(x, params, model.scale_table_index(), classical).sum()
     bits = bits + pixelmodel.latent_bits(z, model.z_scale_index(), Z_MAX).sum()
     return bits / x.numel()
 
@@ -117,9 +117,9 @@ def bits_per_subpixel(model: UnzNet, x: torch.Tensor, blend: pixelmodel.Blend | 
 def init_scale_table(model: UnzNet, batch: Batch) -> None:
     """Start each context cell at the logistic scale that fits its residuals in `batch`: cells
     with few samples borrow from their activity bucket, so training starts from sensible scales."""
-    x, blend = batch
+    x, classical = batch
     _, params = model(x.float())
-    mean8, cells, _ = pixelmodel.pixel_contexts(x, params, blend)
+    mean8, cells, _ = pixelmodel.pixel_contexts(x, params, classical)
     mad = (8 * x - mean8).abs() / 8  # mean absolute deviation of a logistic is 2 ln 2 * scale
     table = model.log_scale_table.view(x.shape[1], -1)
     per_activity = table.shape[1] // pixelmodel.TABLE_SHAPE[0]
@@ -156,8 +156,8 @@ class CodeLength(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor, blend: pixelmodel.Blend) -> torch.Tensor:
-        return bits_per_subpixel(self.model, x, blend)
+    def forward(self, x: torch.Tensor, classical: pixelmodel.Classical) -> torch.Tensor:
+        return bits_per_subpixel(self.model, x, classical)
 
 
 def setup_distributed(device: str) -> tuple[int, int]:
@@ -234,8 +234,8 @@ def train(args: argparse.Namespace) -> None:
         lr = args.lr * ((step + 1) / args.warmup if warm else 0.5 * (1 + math.cos(math.pi * step / args.steps)))
         for g in optimizer.param_groups:
             g["lr"] = lr * g["lr_scale"]
-        x, blend = sample_batch(images, args.batch, args.crop, rng)
-        loss = objective(x.to(device), tuple(t.to(device) for t in blend))
+        x, classical = sample_batch(images, args.batch, args.crop, rng)
+        loss = objective(x.to(device), tuple(t.to(device) for t in classical))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

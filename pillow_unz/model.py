@@ -6,8 +6,7 @@ takes to bring the image within CORE x CORE (so one set of weights serves every 
 DoubleConv and self-attention at the core, down to `latent` channels: y, rounded to z.
 Decoder: DoubleConv, self-attention and DoubleConv at the core, then one shared ConvTranspose2d
 applied as many times back up to full size, and a 1x1 head: per pixel and channel, a scale-index
-offset and an error-feedback coefficient, and the coefficients that predict each channel from
-the residuals of the earlier ones. The decoder is built from pillow_unz.fixedpoint layers, so it runs exactly in float64.
+offset and an error-feedback coefficient. The decoder is built from pillow_unz.fixedpoint layers, so it runs exactly in float64.
 """
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ CORE = 16
 Z_MAX = 31  # z is clamped to [-Z_MAX, Z_MAX] and coded as 2 * Z_MAX + 1 symbols
 OFFSET_LIMIT = 2.0  # per-pixel scale offsets, in binary-log units (16 scale steps)
 SCALE_STEPS = 8  # scale indices per doubling: scale = 2**(index / 8 + SCALE_LOG2_MIN)
-BETA_LIMIT = 2.0  # feedback and residual coefficients
+BETA_LIMIT = 2.0  # feedback coefficients
 
 
 def num_levels(height: int, width: int) -> int:
@@ -38,9 +37,8 @@ def num_levels(height: int, width: int) -> int:
 
 
 def num_param_planes(channels: int) -> int:
-    """Per channel a scale offset and an error-feedback coefficient; per (channel, earlier
-    channel) a residual coefficient."""
-    return 2 * channels + channels * (channels - 1) // 2
+    """Per channel a scale offset and an error-feedback coefficient."""
+    return 2 * channels
 
 
 @dataclass(frozen=True)
@@ -89,7 +87,7 @@ class UnzNet(nn.Module):
         self._init_head()
 
     def _init_head(self) -> None:
-        # Start from the plain pixel model: no scale offsets, no residual coefficients.
+        # Start from the plain pixel model: no scale offsets, no error feedback.
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 

@@ -1,13 +1,14 @@
 """The pixel model of csrc/pixel_model.h, computed for all pixels at once for training.
 
 With the true image at hand (teacher forcing) every causal quantity the C++ coder derives pixel by
-pixel can be computed in parallel: the six classical predictors, their error-weighted blend, the
-inter-channel correction, the activity contexts and the per-cell running statistics use the same
-integer formulas here. Only the probability differs slightly: float sigmoids instead of the
-coder's interpolated table (tests/test_pixelmodel.py holds the two within 1%).
+pixel can be computed in parallel. The classical prediction depends on the pixels alone and comes
+from the coder's own code (csrc/predictor.h), run once per image; the network's error feedback,
+the activity contexts and the per-cell running statistics use the same integer formulas here.
+Only the probability differs slightly: float sigmoids instead of the coder's interpolated table (tests/test_pixelmodel.py holds the two within 1%).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -41,23 +42,6 @@ def coding_order(channels: int) -> list[int]:
     return [1, 0, 2] if channels == 3 else list(range(channels))
 
 
-def _neighbours(x: torch.Tensor, origin: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """W, N, NW, NE of every sample with the coder's border rules; x: (B, C, H, W) int64, origin:
-    each channel's value where a sample has no neighbour at all, broadcastable to x."""
-    h, w = x.shape[-2:]
-    rows = torch.arange(h, device=x.device).view(h, 1)
-    cols = torch.arange(w, device=x.device).view(1, w)
-    up = F.pad(x, (0, 0, 1, 0))[..., :h, :]
-    left = F.pad(x, (1, 0, 0, 0))[..., :, :w]
-    west = torch.where(cols > 0, left, torch.where(rows > 0, up, origin.expand_as(x)))
-    north = torch.where(rows > 0, up, west)
-    up_left = F.pad(x, (1, 0, 1, 0))[..., :h, :w]
-    north_west = torch.where((rows > 0) & (cols > 0), up_left, north)
-    up_right = F.pad(up, (0, 1, 0, 0))[..., :, 1:]
-    north_east = torch.where((rows > 0) & (cols < w - 1), up_right, north)
-    return west, north, north_west, north_east
-
-
 def _causal_sum(e: torch.Tensor, weights: tuple[int, int, int, int, int, int]) -> torch.Tensor:
     """weights . (e[N], e[W], e[NW], e[NE], e[WW], e[NN]) with zeros outside the image;
     e: (..., H, W)."""
@@ -68,34 +52,15 @@ def _causal_sum(e: torch.Tensor, weights: tuple[int, int, int, int, int, int]) -
     return sum(k * n for k, n in zip(weights, neighbours) if k)
 
 
-def blended_prediction(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The blend of the classical predictors (for channels after the first: of their difference
-    to the mean of the earlier channels, plus that mean), each weighted by the inverse square of its error
-    summed over N, W, NW, NE, WW and NN plus twice its error on the earlier channels of the same
-    pixel; their spread (max - min); and the blend's signed errors summed over the causal
-    neighbours (2N + 2W + NW + NE), all in eighths. x: (B, C, H, W) int64. Everything here
-    depends on the pixels alone, so training computes it once per image."""
-    # Channels after the first are predicted through their difference to the (floor) mean of
-    # the channels before them.
-    earlier = torch.cumsum(x, dim=1) - x
-    count = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
-    reference = torch.where(count > 0, earlier // count.clamp(min=1), 0)
-    diff = x - reference
-    base = (8 * reference).unsqueeze(2)
-    origin = torch.tensor([128] + [0] * (x.shape[1] - 1), device=x.device).view(1, -1, 1, 1)
-    west, north, nw, ne = _neighbours(diff, origin)
-    raw = torch.stack(
-        [8 * (north + west - nw), 8 * west, 8 * north, 8 * (west + ne - north), 4 * (west + north), 4 * (north + ne)],
-        dim=2,
-    )  # (B, C, K, H, W)
-    preds = (base + raw).clamp(0, MAX_PRED8)
-    errors = (8 * x.unsqueeze(2) - preds).abs()
-    earlier_channels = torch.cumsum(errors, dim=1) - errors  # (B, C, K, H, W)
-    total = _causal_sum(errors, (1, 1, 1, 1, 1, 1)) + 2 * earlier_channels + 4
-    weight = 2**30 // (total * total)
-    spread = preds.amax(2) - preds.amin(2)
-    blend = (weight * preds).sum(2) // weight.sum(2)
-    return blend, spread, _causal_sum(8 * x - blend, (2, 2, 1, 1, 0, 0))
+def classical_prediction(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """csrc/predictor.h for every sample of x (B, C, H, W) int64: the prediction before the
+    network's correction, the spread of the difference predictors, and the blend's signed errors
+    summed over the causal neighbours (2N + 2W + NW + NE), all in eighths, int64. They depend on
+    the pixels alone, so training computes them once per image, with the coder's own code."""
+    planes = x.to(torch.uint8).cpu().numpy()
+    out = torch.from_numpy(np.stack([_coder.classical_predictions(np.ascontiguousarray(p)) for p in planes], 1))
+    mean8, spread, feedback = out.long().to(x.device)
+    return mean8, spread, feedback
 
 
 def discretized_logistic_bits(
@@ -113,38 +78,34 @@ def discretized_logistic_bits(
     return torch.log2(PROB_ONE / mass)
 
 
-Blend = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+Classical = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def pixel_contexts(
-    x: torch.Tensor, params: torch.Tensor, blend: Blend | None = None
+    x: torch.Tensor, params: torch.Tensor, classical: Classical | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For every sample of x (B, C, H, W) int64, with network parameter planes `params`
-    (B, P, H, W): the prediction in eighths (differentiable in the coefficients of params), the
+    (B, P, H, W): the prediction in eighths (differentiable in the feedback coefficients), the
     flat index of its cell in each channel's scale table of shape TABLE_SHAPE, and the
     magnitude of its residual (int64, in eighths).
-    `blend` is blended_prediction(x), which training computes once per image."""
+    `classical` is classical_prediction(x), which training computes once per image."""
     c_total = x.shape[1]
-    blend, spread, feedback = blended_prediction(x) if blend is None else blend
+    prediction, spread, feedback = classical_prediction(x) if classical is None else classical
     device = x.device
     qs = torch.bucketize(spread, SPREAD_EDGES.to(device), right=True)
-    means, cells, residuals, magnitudes = [], [], [], []
+    means, cells, magnitudes = [], [], []
     cross = torch.zeros_like(x[:, 0])
     for c in range(c_total):
         # params are in the coder's units: coefficients in 1/BETA_ONE
-        mean8 = blend[:, c].to(params.dtype) + _floor(params[:, c_total + c] * feedback[:, c] / (8 * BETA_ONE))
-        for j in range(c):
-            mean8 = mean8 + _floor(params[:, 2 * c_total + c * (c - 1) // 2 + j] * residuals[j] / BETA_ONE)
+        mean8 = prediction[:, c].to(params.dtype) + _floor(params[:, c_total + c] * feedback[:, c] / (8 * BETA_ONE))
         mean8 = mean8.clamp(0, MAX_PRED8)
-        residual = 8 * x[:, c] - mean8
-        magnitude = residual.detach().abs().long()
+        magnitude = (8 * x[:, c] - mean8).detach().abs().long()
         magnitudes.append(magnitude)
         activity = _causal_sum(magnitude, (2, 2, 1, 1, 1, 1))
         qa = torch.bucketize(activity, ACTIVITY_EDGES.to(device), right=True)
         qb = torch.bucketize(cross, CROSS_EDGES.to(device), right=True) if c > 0 else torch.zeros_like(qa)
         cells.append((qa * TABLE_SHAPE[1] + qb) * TABLE_SHAPE[2] + qs[:, c])
         means.append(mean8)
-        residuals.append(residual)
         cross = cross + magnitude
     return torch.stack(means, 1), torch.stack(cells, 1), torch.stack(magnitudes, 1)
 
@@ -194,11 +155,11 @@ def cell_bias(counts: torch.Tensor, sums: torch.Tensor) -> torch.Tensor:
     return torch.div(sums, counts + _coder.BIAS_PRIOR, rounding_mode="floor")
 
 
-def pixel_bits(x: torch.Tensor, params: torch.Tensor, scale_table: torch.Tensor, blend: Blend | None = None) -> torch.Tensor:
+def pixel_bits(x: torch.Tensor, params: torch.Tensor, scale_table: torch.Tensor, classical: Classical | None = None) -> torch.Tensor:
     """Bits of every sample of x (B, C, H, W) under the pixel model, with the scale-index table
     (C, *TABLE_SHAPE); returns (B, C, H, W)."""
     c_total = x.shape[1]
-    mean8, cells, magnitudes = pixel_contexts(x, params, blend)
+    mean8, cells, magnitudes = pixel_contexts(x, params, classical)
     table = scale_table.reshape(c_total, -1)
     indexes, coded_means = [], []
     for c in range(c_total):

@@ -43,3 +43,26 @@ def test_exact_network_ignores_float_environment(sample: Image.Image) -> None:
     finally:
         torch.set_num_threads(threads)
         torch.backends.mkldnn.enabled = mkldnn
+
+
+def test_least_squares_learns_an_image_correlation() -> None:
+    """On a texture that none of the fixed predictors fits (each sample is about half NN plus
+    half WW, with noise), the classical prediction comes close to the true one: the
+    least-squares predictor learns the image's own weights."""
+    rng = np.random.default_rng(0)
+    h, w = 96, 128
+    a = np.zeros((h + 2, w + 2))
+    noise = rng.normal(0, 2, a.shape)
+    for y in range(2, h + 2):
+        for x in range(2, w + 2):
+            a[y, x] = 0.49 * a[y - 2, x] + 0.49 * a[y, x - 2] + noise[y, x]
+    p = np.clip(np.round(a + 128), 0, 255)
+    truth = 0.49 * p[:-2, 2:] + 0.49 * p[2:, :-2] + 0.02 * 128  # (h, w): NN and WW of every sample
+    p = p[2:, 2:]
+    x = torch.from_numpy(p.astype(np.uint8)).long()[None, None]
+    mean8, _, _ = pixelmodel.classical_prediction(x)
+    settled = (slice(h // 2, None), slice(2, -2))  # once the fit has seen half the image
+    learned = np.abs(p - mean8[0, 0].numpy() / 8)[settled].mean()
+    best_possible = np.abs(p - truth)[settled].mean()
+    west_north = np.abs(p[1:, 1:] - (p[:-1, 1:] + p[1:, :-1]) / 2)[settled].mean()  # (N + W) / 2
+    assert learned < 1.1 * best_possible < 0.8 * west_north

@@ -1,0 +1,198 @@
+// The classical half of pillow-unz's pixel model: the prediction of every sample from the samples
+// coded before it, which depends on the pixels alone. The coder (pixel_model.h) runs it sample
+// by sample; training runs the same code over whole images once (bindings: classical_predictions).
+//
+// A sample is predicted by an error-weighted blend of eleven predictors:
+// - six classical ones (N+W-NW, W, N, W+NE-N, (W+N)/2, (N+NE)/2) of the channel's difference to
+//   the floor mean of the channels coded before it at the pixel (colour differences are smoother
+//   than the channels: camera noise and JPEG history sit mostly in luma);
+// - for the second and later channels, the first four again on the plain channel: where the
+//   channels do not move together, the blend turns to these;
+// - an online least-squares predictor over twelve causal neighbours and the gradients of the
+//   earlier channels at the pixel, which learns the image's own correlations as it goes.
+// Each is weighted by the inverse square of its recent error (at N, W, NW, NE, WW, NN, plus twice
+// its error on the channels already coded at the pixel); the least-squares predictor's error
+// counts half. A second online least-squares fit then predicts the blend's residual from the
+// residuals of the earlier channels at the pixel.
+#pragma once
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "least_squares.h"
+#include "logistic.h"
+
+namespace unz {
+
+constexpr int kMaxChannels = 4;
+constexpr int kMaxPred8 = 255 * 8;
+constexpr int kDifferencePredictors = 6;
+constexpr int kPlainPredictors = 4;
+constexpr int kLeastSquaresPredictor = kDifferencePredictors + kPlainPredictors;
+constexpr int kNumPredictors = kLeastSquaresPredictor + 1;
+// Causal neighbours (dy, dx) of the least-squares predictor, besides W, which it is centred on.
+constexpr int kNeighbourInputs = 11;
+constexpr int kNeighbourOffsets[kNeighbourInputs][2] = {{1, 0},  {1, 1},  {1, -1}, {0, 2},  {2, 0}, {2, -1},
+                                                          {1, 2},  {2, 1},  {1, -2}, {2, 2},  {2, -2}};
+constexpr int kGradientInputs = 3;  // per earlier channel: its sample here minus W, N, NW
+constexpr int kMaxInputs = kNeighbourInputs + kGradientInputs * (kMaxChannels - 1);
+
+inline int clamp_pred(int64_t v) { return static_cast<int>(std::clamp<int64_t>(v, 0, kMaxPred8)); }
+
+// 2**30 / s**2 for every error sum s a blend can meet (six neighbours' errors, twice those of
+// up to three earlier channels, each at most 2040, plus 4): a table read instead of a division
+// per predictor and sample.
+constexpr int kMaxErrorSum = (6 + 2 * (kMaxChannels - 1)) * kMaxPred8 + 4;
+inline const std::vector<uint32_t>& inverse_squares() {
+  static const std::vector<uint32_t> table = [] {
+    std::vector<uint32_t> t(kMaxErrorSum + 1, 0);
+    for (int64_t s = 1; s <= kMaxErrorSum; ++s) t[s] = static_cast<uint32_t>((int64_t{1} << 30) / (s * s));
+    return t;
+  }();
+  return table;
+}
+
+struct Prediction {
+  int32_t mean8;     // in eighths of a sample, not yet clamped
+  int32_t spread;    // max - min of the six difference predictors, in eighths
+  int32_t feedback;  // 2 W + 2 N + NW + NE of the blend's signed errors, in eighths
+};
+
+class ClassicalPredictor {
+ public:
+  // planes: (C, H, W), read only at samples already coded.
+  ClassicalPredictor(const uint8_t* planes, int C, int H, int W)
+      : planes_(planes), C_(C), H_(H), W_(W), plane_(static_cast<size_t>(H) * W), stride_(W + kPad + 1),
+        sub_err_(static_cast<size_t>(C) * kNumPredictors * 3 * stride_, 0),
+        blend_err_(static_cast<size_t>(C) * 3 * stride_, 0) {
+    for (int c = 0; c < C; ++c) {
+      neighbours_.emplace_back(kNeighbourInputs + kGradientInputs * c);
+      residual_fit_.emplace_back(std::max(c, 1));
+    }
+  }
+
+  // Sample (c, y, x), calls in coding order: every pixel before (y, x), and channels 0..c-1 at it,
+  // are known; update(c, y, x) follows before the next call.
+  Prediction predict(int c, int y, int x) {
+    const size_t at = static_cast<size_t>(y) * W_ + x;
+    const uint8_t* img = planes_ + c * plane_;
+    const auto reference = [&](size_t i) {
+      int sum = 0;
+      for (int j = 0; j < c; ++j) sum += planes_[j * plane_ + i];
+      return c > 0 ? sum / c : 0;
+    };
+    const auto sample = [&](size_t i) { return img[i] - reference(i); };
+    const int origin = c > 0 ? 0 : 128;  // where a sample has no neighbour at all
+    base_ = 8 * reference(at);
+    const int w_ = x > 0 ? sample(at - 1) : (y > 0 ? sample(at - W_) : origin);
+    const int n_ = y > 0 ? sample(at - W_) : w_;
+    const int nw = (y > 0 && x > 0) ? sample(at - W_ - 1) : n_;
+    const int ne = (y > 0 && x + 1 < W_) ? sample(at - W_ + 1) : n_;
+    const int pw = x > 0 ? img[at - 1] : (y > 0 ? img[at - W_] : 128);
+    const int pn = y > 0 ? img[at - W_] : pw;
+    const int pnw = (y > 0 && x > 0) ? img[at - W_ - 1] : pn;
+    const int pne = (y > 0 && x + 1 < W_) ? img[at - W_ + 1] : pn;
+
+    // Least-squares inputs, centred on W: the neighbours (beyond the borders, the nearest causal
+    // sample), then the earlier channels' gradients here.
+    centre_ = w_;
+    int n_inputs = 0;
+    for (const auto& d : kNeighbourOffsets) {
+      const int yy = std::max(y - d[0], 0);
+      const int xx = std::clamp(x - d[1], 0, W_ - 1);
+      int v;
+      if (yy < y || xx < x) v = sample(static_cast<size_t>(yy) * W_ + xx);
+      else v = w_;  // (0, x) itself or to its right on the first row
+      inputs_[n_inputs++] = v - w_;
+    }
+    for (int j = 0; j < c; ++j) {
+      const uint8_t* pj = planes_ + j * plane_;
+      const int v = pj[at];
+      inputs_[n_inputs++] = x > 0 ? v - pj[at - 1] : 0;
+      inputs_[n_inputs++] = y > 0 ? v - pj[at - W_] : 0;
+      inputs_[n_inputs++] = y > 0 && x > 0 ? v - pj[at - W_ - 1] : 0;
+    }
+    const int64_t fitted = neighbours_[c].predict(inputs_.data());
+    constexpr int kBits = OnlineLeastSquares<kMaxInputs>::kWeightBits;
+
+    pred_ = {clamp_pred(base_ + 8 * (n_ + w_ - nw)), clamp_pred(base_ + 8 * w_),
+             clamp_pred(base_ + 8 * n_),             clamp_pred(base_ + 8 * (w_ + ne - n_)),
+             clamp_pred(base_ + 4 * (w_ + n_)),      clamp_pred(base_ + 4 * (n_ + ne)),
+             clamp_pred(8 * (pn + pw - pnw)),        clamp_pred(8 * pw),
+             clamp_pred(8 * pn),                     clamp_pred(8 * (pw + pne - pn)),
+             clamp_pred(base_ + 8 * w_ + floor_shift(8 * fitted + (int64_t{1} << (kBits - 1)), kBits))};
+
+    if (c == 0) here_err_.fill(0);
+    const uint32_t* inv_square = inverse_squares().data();
+    int64_t num = 0, den = 0;
+    for (int k = 0; k < kNumPredictors; ++k) {
+      // On the first channel the plain predictors are the difference ones.
+      if (c == 0 && k >= kDifferencePredictors && k < kLeastSquaresPredictor) continue;
+      const size_t series = static_cast<size_t>(c) * kNumPredictors + k;
+      const int32_t* e0 = row(sub_err_, series, y);
+      const int32_t* e1 = row(sub_err_, series, y + 2);  // y - 1
+      const int32_t* e2 = row(sub_err_, series, y + 1);  // y - 2
+      int64_t sum = (y > 0 ? e1[x] + e1[x - 1] + e1[x + 1] : 0) + (y > 1 ? e2[x] : 0) + e0[x - 1] + e0[x - 2] +
+                    2 * here_err_[k] + 4;
+      if (k == kLeastSquaresPredictor) sum = sum / 2 + 1;
+      const int64_t weight = inv_square[sum];
+      num += weight * pred_[k];
+      den += weight;
+    }
+    blend_ = static_cast<int32_t>(num / den);
+
+    // The blend's residual, predicted from the earlier channels' blend residuals here.
+    int64_t correction = 0;
+    for (int j = 0; j < c; ++j) residual_inputs_[j] = blend_residual_[j];
+    if (c > 0) correction = floor_shift(residual_fit_[c].predict(residual_inputs_.data()) + (int64_t{1} << (kBits - 1)), kBits);
+
+    const int32_t* bc = row(blend_err_, c, y);
+    const int32_t* bp = row(blend_err_, c, y + 2);
+    const int32_t feedback = 2 * bc[x - 1] + (y > 0 ? 2 * bp[x] + bp[x - 1] + bp[x + 1] : 0);
+    const int spread = *std::max_element(pred_.begin(), pred_.begin() + kDifferencePredictors) -
+                       *std::min_element(pred_.begin(), pred_.begin() + kDifferencePredictors);
+    return {static_cast<int32_t>(blend_ + correction), spread, feedback};
+  }
+
+  void update(int c, int y, int x) {
+    const int v = planes_[c * plane_ + static_cast<size_t>(y) * W_ + x];
+    for (int k = 0; k < kNumPredictors; ++k) {
+      const int32_t e = std::abs(8 * v - pred_[k]);
+      row(sub_err_, static_cast<size_t>(c) * kNumPredictors + k, y)[x] = e;
+      here_err_[k] += e;
+    }
+    const int32_t residual = 8 * v - blend_;
+    row(blend_err_, c, y)[x] = residual;
+    neighbours_[c].update(inputs_.data(), (8 * v - base_) / 8 - centre_);
+    if (c > 0) residual_fit_[c].update(residual_inputs_.data(), residual);
+    blend_residual_[c] = residual;
+  }
+
+ private:
+  // Error rows carry two zero columns on the left and one on the right; three rolling rows
+  // (y-2, y-1, y) per series.
+  static constexpr int kPad = 2;
+  int32_t* row(std::vector<int32_t>& buf, size_t series, int y) const {
+    return buf.data() + (series * 3 + static_cast<size_t>(y % 3)) * stride_ + kPad;
+  }
+
+  const uint8_t* planes_;
+  int C_, H_, W_;
+  size_t plane_;
+  int stride_;
+  std::vector<int32_t> sub_err_;    // |error| of each predictor
+  std::vector<int32_t> blend_err_;  // signed error of the blend
+  std::vector<OnlineLeastSquares<kMaxInputs>> neighbours_;
+  std::vector<OnlineLeastSquares<kMaxChannels - 1>> residual_fit_;
+  // State of the sample between predict and update.
+  std::array<int, kNumPredictors> pred_{};
+  std::array<int32_t, kNumPredictors> here_err_{};  // each predictor's errors on the earlier channels here
+  std::array<int32_t, kMaxInputs> inputs_{};
+  std::array<int32_t, kMaxChannels> residual_inputs_{};
+  std::array<int32_t, kMaxChannels> blend_residual_{};
+  int base_ = 0, centre_ = 0;
+  int32_t blend_ = 0;
+};
+
+}  // namespace unz
