@@ -9,7 +9,8 @@ setup(
             ["csrc/bindings.cpp"],
             include_dirs=["csrc"],
             cxx_std=17,
-            extra_compile_args=["-O3"],
+            extra_compile_args=["-O3", "-pthread"],
+            extra_link_args=["-pthread"],  # bands are coded on threads of their own
         )
     ]
 )

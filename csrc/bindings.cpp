@@ -4,7 +4,12 @@
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
+#include <atomic>
+#include <exception>
 #include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
 
 #include "logistic.h"
 #include "pixel_model.h"
@@ -213,39 +218,86 @@ struct PixelArgs {
   }
 };
 
-py::bytes encode_pixels(const py::array& planes, const py::array& params, const py::array& table) {
+// Runs job(i) for i in [0, n) on up to `threads` threads; rethrows the first exception.
+template <class Job>
+void parallel_for(int n, int threads, const Job& job) {
+  std::atomic<int> next{0};
+  std::vector<std::exception_ptr> errors(n);
+  const auto worker = [&] {
+    for (int i; (i = next++) < n;) {
+      try {
+        job(i);
+      } catch (...) {
+        errors[i] = std::current_exception();
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < std::min(threads, n); ++t) pool.emplace_back(worker);
+  worker();
+  for (auto& t : pool) t.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+// The rows [first, last) of band `band` of an image of height H.
+struct Band {
+  int first, rows;
+  Band(int H, int band) : first(band_start(H, band)), rows(band_start(H, band + 1) - first) {}
+};
+
+// One range-coded stream per band (pixel_model.h: num_bands).
+py::list encode_pixels(const py::array& planes, const py::array& params, const py::array& table, int threads) {
   auto img = checked<uint8_t>(planes, "planes", 3);
   const PixelArgs a(params, table, static_cast<int>(img.shape(0)));
   if (img.shape(1) != a.H || img.shape(2) != a.W) throw py::value_error("planes and params differ in size");
   uint8_t* data = const_cast<uint8_t*>(img.data());  // read only: Decode=false never writes
-  std::vector<uint8_t> out;
+  const int bands = num_bands(a.H);
+  std::vector<std::vector<uint8_t>> out(bands);
   {
     py::gil_scoped_release release;
-    RangeEncoder enc;
-    code_pixels<false>(enc, data, a.C, a.H, a.W, a.params, a.table);
-    out = enc.finish();
+    const size_t plane = static_cast<size_t>(a.H) * a.W;
+    parallel_for(bands, threads, [&](int i) {
+      const Band b(a.H, i);
+      const size_t offset = static_cast<size_t>(b.first) * a.W;
+      RangeEncoder enc;
+      code_pixels<false>(enc, data + offset, a.params + offset, plane, a.C, b.rows, a.W, a.table);
+      out[i] = enc.finish();
+    });
   }
-  return to_bytes(out);
+  py::list streams;
+  for (const auto& o : out) streams.append(to_bytes(o));
+  return streams;
 }
 
-py::array_t<uint8_t> decode_pixels(const py::bytes& data, const py::array& params, const py::array& table,
-                                   int channels) {
+py::array_t<uint8_t> decode_pixels(const py::list& streams, const py::array& params, const py::array& table,
+                                   int channels, int threads) {
   const PixelArgs a(params, table, channels);
-  const std::string_view buf(data);
+  const int bands = num_bands(a.H);
+  if (static_cast<int>(streams.size()) != bands)
+    throw py::value_error("expected " + std::to_string(bands) + " pixel streams, got " + std::to_string(streams.size()));
+  std::vector<std::string_view> buffers;
+  for (const auto& s : streams) buffers.push_back(s.cast<std::string_view>());  // the list holds the bytes
   py::array_t<uint8_t> result({a.C, a.H, a.W});
   uint8_t* out = result.mutable_data();
   {
     py::gil_scoped_release release;
-    RangeDecoder dec(reinterpret_cast<const uint8_t*>(buf.data()), buf.size());
-    code_pixels<true>(dec, out, a.C, a.H, a.W, a.params, a.table);
-    dec.finish();
+    const size_t plane = static_cast<size_t>(a.H) * a.W;
+    parallel_for(bands, threads, [&](int i) {
+      const Band b(a.H, i);
+      const size_t offset = static_cast<size_t>(b.first) * a.W;
+      RangeDecoder dec(reinterpret_cast<const uint8_t*>(buffers[i].data()), buffers[i].size());
+      code_pixels<true>(dec, out + offset, a.params + offset, plane, a.C, b.rows, a.W, a.table);
+      dec.finish();
+    });
   }
   return result;
 }
 
-// What the pixel model predicts for every sample before the network's correction (predictor.h):
-// (3, C, H, W) int32 planes of mean8, spread and feedback. Training computes it once per image.
-py::array_t<int32_t> classical_predictions(const py::array& planes) {
+// What the pixel model predicts for every sample before the network's correction (predictor.h),
+// band by band as the coder does: (3, C, H, W) int32 planes of mean8, spread and feedback.
+// Training computes it once per image.
+py::array_t<int32_t> classical_predictions(const py::array& planes, int threads) {
   auto img = checked<uint8_t>(planes, "planes", 3);
   const int C = static_cast<int>(img.shape(0)), H = static_cast<int>(img.shape(1)), W = static_cast<int>(img.shape(2));
   if (C < 1 || C > kMaxChannels) throw py::value_error("channels must be 1..4");
@@ -254,17 +306,21 @@ py::array_t<int32_t> classical_predictions(const py::array& planes) {
   {
     py::gil_scoped_release release;
     const size_t plane = static_cast<size_t>(H) * W, block = C * plane;
-    ClassicalPredictor predictor(img.data(), C, H, W);
-    for (int y = 0; y < H; ++y)
-      for (int x = 0; x < W; ++x)
-        for (int c = 0; c < C; ++c) {
-          const Prediction p = predictor.predict(c, y, x);
-          const size_t at = c * plane + static_cast<size_t>(y) * W + x;
-          out[at] = p.mean8;
-          out[block + at] = p.spread;
-          out[2 * block + at] = p.feedback;
-          predictor.update(c, y, x);
-        }
+    parallel_for(num_bands(H), threads, [&](int i) {
+      const Band b(H, i);
+      const size_t offset = static_cast<size_t>(b.first) * W;
+      ClassicalPredictor predictor(img.data() + offset, plane, C, W);
+      for (int y = 0; y < b.rows; ++y)
+        for (int x = 0; x < W; ++x)
+          for (int c = 0; c < C; ++c) {
+            const Prediction p = predictor.predict(c, y, x);
+            const size_t at = c * plane + offset + static_cast<size_t>(y) * W + x;
+            out[at] = p.mean8;
+            out[block + at] = p.spread;
+            out[2 * block + at] = p.feedback;
+            predictor.update(c, y, x);
+          }
+    });
   }
   return result;
 }
@@ -288,10 +344,11 @@ PYBIND11_MODULE(_coder, m) {
         py::arg("num_symbols"));
   m.def("decode_logistic", &decode_logistic, py::arg("data"), py::arg("mean8"), py::arg("scale_index"),
         py::arg("num_symbols"));
-  m.def("classical_predictions", &classical_predictions, py::arg("planes"));
-  m.def("encode_pixels", &encode_pixels, py::arg("planes"), py::arg("params"), py::arg("scale_table"));
-  m.def("decode_pixels", &decode_pixels, py::arg("data"), py::arg("params"), py::arg("scale_table"),
-        py::arg("channels"));
+  m.def("classical_predictions", &classical_predictions, py::arg("planes"), py::arg("threads") = 1);
+  m.def("encode_pixels", &encode_pixels, py::arg("planes"), py::arg("params"), py::arg("scale_table"),
+        py::arg("threads") = 1);
+  m.def("decode_pixels", &decode_pixels, py::arg("streams"), py::arg("params"), py::arg("scale_table"),
+        py::arg("channels"), py::arg("threads") = 1);
 
   m.attr("PROB_BITS") = kProbBits;
   m.attr("NUM_SCALES") = kNumScales;
@@ -309,4 +366,5 @@ PYBIND11_MODULE(_coder, m) {
   m.attr("CROSS_EDGES") = as_tuple(kCrossEdges);
   m.attr("SPREAD_EDGES") = as_tuple(kSpreadEdges);
   m.attr("BETA_FRAC_BITS") = kBetaFracBits;
+  m.attr("BAND_ROWS") = kBandRows;
 }

@@ -13,10 +13,11 @@ namespace unz {
 constexpr int kTShift = 14;
 constexpr int kMeanFracBits = 3;  // means are given in units of 1/8 symbol
 
-inline int64_t floor_shift(int64_t v, int bits) {
-  // Arithmetic shift, spelled out: the floor of v / 2**bits for negative v too.
-  return v >= 0 ? v >> bits : -((-v + (int64_t{1} << bits) - 1) >> bits);
-}
+// The floor of v / 2**bits, negative v too. C++20 defines >> of a negative value as exactly
+// that (an arithmetic shift); C++17 leaves it to the compiler, so check that it does the same.
+// Without a branch: these shifts sit in the inner loops, where the sign is a coin toss.
+static_assert((int64_t{-5} >> 1) == -3, "the compiler's >> must be an arithmetic shift");
+inline int64_t floor_shift(int64_t v, int bits) { return v >> bits; }
 
 // 2**24 * sigmoid(t), t in fixed point, linearly interpolated between table entries.
 inline int64_t sigmoid_fx(int64_t t) {

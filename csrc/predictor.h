@@ -61,9 +61,9 @@ struct Prediction {
 
 class ClassicalPredictor {
  public:
-  // planes: (C, H, W), read only at samples already coded.
-  ClassicalPredictor(const uint8_t* planes, int C, int H, int W)
-      : planes_(planes), C_(C), H_(H), W_(W), plane_(static_cast<size_t>(H) * W), stride_(W + kPad + 1),
+  // planes: C planes of rows of W samples, plane_stride apart; read only at samples already coded.
+  ClassicalPredictor(const uint8_t* planes, size_t plane_stride, int C, int W)
+      : planes_(planes), W_(W), plane_(plane_stride), stride_(W + kPad + 1),
         sub_err_(static_cast<size_t>(C) * kNumPredictors * 3 * stride_, 0),
         blend_err_(static_cast<size_t>(C) * 3 * stride_, 0) {
     for (int c = 0; c < C; ++c) {
@@ -178,7 +178,7 @@ class ClassicalPredictor {
   }
 
   const uint8_t* planes_;
-  int C_, H_, W_;
+  int W_;
   size_t plane_;
   int stride_;
   std::vector<int32_t> sub_err_;    // |error| of each predictor

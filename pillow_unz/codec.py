@@ -26,7 +26,37 @@ _MIN_BITS_PER_SAMPLE = -math.log2((2**16 - 255) / 2**16)
 class CodedPlanes:
     latent_shape: tuple[int, int, int]  # (channels, height, width) of z
     latent: bytes  # z, range coded
-    pixels: bytes  # the samples, range coded
+    pixels: bytes  # the samples: one range-coded stream per band of rows, framed by join_streams
+
+
+def num_bands(height: int) -> int:
+    """How many bands of rows (coded as independent streams, decoded in parallel) an image has."""
+    return max(1, -(-height // _coder.BAND_ROWS))
+
+
+def join_streams(streams: list[bytes]) -> bytes:
+    """The lengths of all streams but the last (u32 little-endian), then the streams."""
+    return b"".join(len(s).to_bytes(4, "little") for s in streams[:-1]) + b"".join(streams)
+
+
+def split_streams(payload: bytes, count: int) -> list[bytes]:
+    """Inverse of join_streams; ValueError where the lengths do not fit the payload."""
+    start = 4 * (count - 1)
+    if len(payload) < start:
+        raise ValueError("pixel data too short for its band table: truncated or corrupt")
+    streams = []
+    for i in range(count - 1):
+        length = int.from_bytes(payload[4 * i : 4 * i + 4], "little")
+        if start + length > len(payload):
+            raise ValueError("pixel band extends past its chunk: truncated or corrupt")
+        streams.append(payload[start : start + length])
+        start += length
+    return streams + [payload[start:]]
+
+
+def _threads() -> int:
+    """Bands are coded on as many threads as torch is allowed (the results never depend on it)."""
+    return max(1, torch.get_num_threads())
 
 
 def latent_shape(model: UnzNet, height: int, width: int) -> tuple[int, int, int]:
@@ -68,8 +98,8 @@ def encode_planes(model: UnzNet, planes: np.ndarray) -> CodedPlanes:
     symbols = np.ascontiguousarray((z.cpu().numpy().reshape(-1) + Z_MAX).astype(np.int32))
     latent = _coder.encode_logistic(symbols, mean8, scale, 2 * Z_MAX + 1)
     params = parameter_planes(model, z, h, w)
-    pixels = _coder.encode_pixels(np.ascontiguousarray(planes), params, scale_table(model))
-    return CodedPlanes(shape, latent, pixels)
+    streams = _coder.encode_pixels(np.ascontiguousarray(planes), params, scale_table(model), _threads())
+    return CodedPlanes(shape, latent, join_streams(streams))
 
 
 def decode_planes(model: UnzNet, coded: CodedPlanes, height: int, width: int) -> np.ndarray:
@@ -78,12 +108,14 @@ def decode_planes(model: UnzNet, coded: CodedPlanes, height: int, width: int) ->
     if coded.latent_shape != expected:
         raise ValueError(f"latent shape {coded.latent_shape} does not fit a {width}x{height} image ({expected})")
     channels = model.config.channels
-    if channels * height * width > (8 * len(coded.pixels) + 64) / _MIN_BITS_PER_SAMPLE:
+    bands = num_bands(height)
+    if channels * height * width > (8 * len(coded.pixels) + 64 * bands) / _MIN_BITS_PER_SAMPLE:
         raise ValueError("pixel stream is too short for the image size: truncated or corrupt")
+    streams = split_streams(coded.pixels, bands)
     mean8, scale = _latent_code_params(model, expected)
     symbols = _coder.decode_logistic(coded.latent, mean8, scale, 2 * Z_MAX + 1)
     device = next(model.parameters()).device
     z = torch.from_numpy(symbols.astype(np.float64) - Z_MAX).view(1, *expected).to(device)
     params = parameter_planes(model, z, height, width)
-    planes = _coder.decode_pixels(coded.pixels, params, scale_table(model), channels)
+    planes = _coder.decode_pixels(streams, params, scale_table(model), channels, _threads())
     return np.ascontiguousarray(planes[np.argsort(coding_order(channels))])

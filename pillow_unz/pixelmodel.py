@@ -58,7 +58,8 @@ def classical_prediction(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, t
     summed over the causal neighbours (2N + 2W + NW + NE), all in eighths, int64. They depend on
     the pixels alone, so training computes them once per image, with the coder's own code."""
     planes = x.to(torch.uint8).cpu().numpy()
-    out = torch.from_numpy(np.stack([_coder.classical_predictions(np.ascontiguousarray(p)) for p in planes], 1))
+    threads = torch.get_num_threads()
+    out = torch.from_numpy(np.stack([_coder.classical_predictions(np.ascontiguousarray(p), threads) for p in planes], 1))
     mean8, spread, feedback = out.long().to(x.device)
     return mean8, spread, feedback
 
