@@ -89,6 +89,20 @@ def test_corruption_behind_valid_crcs_reaches_decoder_and_raises(coded: bytes) -
     assert raised >= 90
 
 
+def test_damaged_band_table_raises(small: Image.Image) -> None:
+    """An image taller than a band has a table of stream lengths in PIXL; lengths that do not fit
+    the chunk, or that move the band boundaries, raise."""
+    tall = small.convert("L").resize((24, 2 * pillow_unz._coder.BAND_ROWS + 20))
+    buf = io.BytesIO()
+    tall.save(buf, format="UNZ")
+    coded = buf.getvalue()
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(coded))), np.asarray(tall))
+    for first_length in (0, 1, 2**32 - 1):
+        broken = _rewrite_chunk(coded, b"PIXL", lambda p: struct.pack("<I", first_length) + p[4:])
+        with pytest.raises(ValueError):
+            open_and_load(broken)
+
+
 def _header(width: int, height: int, mode: int = 3, version: int = 1) -> bytes:
     head = struct.pack("<4sBBHII8s8s", fmt.MAGIC, version, mode, 0, width, height, b"\0" * 8, b"\0" * 8)
     return head + struct.pack("<I", zlib.crc32(head))
