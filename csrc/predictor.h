@@ -73,7 +73,7 @@ class ClassicalPredictor {
         blend_err_(static_cast<size_t>(C) * 3 * stride_, 0) {
     for (int c = 0; c < C; ++c) {
       neighbours_.emplace_back(c > 0 ? kLaterChannelNeighbours + kGradientInputs : kNeighbourInputs);
-      residual_fit_.emplace_back(std::max(c, 1));
+      residual_fit_.emplace_back(c);
     }
   }
 
@@ -169,7 +169,7 @@ class ClassicalPredictor {
     }
     const int32_t residual = 8 * v - blend_;
     row(blend_err_, c, y)[x] = residual;
-    neighbours_[c].update(inputs_.data(), (8 * v - base_) / 8 - centre_);
+    neighbours_[c].update(inputs_.data(), v - base_ / 8 - centre_);  // the sample's difference, relative to W
     if (c > 0) residual_fit_[c].update(residual_inputs_.data(), residual);
     blend_residual_[c] = residual;
   }
