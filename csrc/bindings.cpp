@@ -240,10 +240,12 @@ void parallel_for(int n, int threads, const Job& job) {
     if (e) std::rethrow_exception(e);
 }
 
-// The rows [first, last) of band `band` of an image of height H.
+// Band `band` of an image of H rows of W samples: its rows, and where its first sample lies.
 struct Band {
   int first, rows;
-  Band(int H, int band) : first(band_start(H, band)), rows(band_start(H, band + 1) - first) {}
+  size_t offset;
+  Band(int H, int W, int band)
+      : first(band_start(H, band)), rows(band_start(H, band + 1) - first), offset(static_cast<size_t>(first) * W) {}
 };
 
 // One range-coded stream per band (pixel_model.h: num_bands).
@@ -258,10 +260,9 @@ py::list encode_pixels(const py::array& planes, const py::array& params, const p
     py::gil_scoped_release release;
     const size_t plane = static_cast<size_t>(a.H) * a.W;
     parallel_for(bands, threads, [&](int i) {
-      const Band b(a.H, i);
-      const size_t offset = static_cast<size_t>(b.first) * a.W;
+      const Band b(a.H, a.W, i);
       RangeEncoder enc;
-      code_pixels<false>(enc, data + offset, a.params + offset, plane, a.C, b.rows, a.W, a.table);
+      code_pixels<false>(enc, data + b.offset, a.params + b.offset, plane, a.C, b.rows, a.W, a.table);
       out[i] = enc.finish();
     });
   }
@@ -284,10 +285,9 @@ py::array_t<uint8_t> decode_pixels(const py::list& streams, const py::array& par
     py::gil_scoped_release release;
     const size_t plane = static_cast<size_t>(a.H) * a.W;
     parallel_for(bands, threads, [&](int i) {
-      const Band b(a.H, i);
-      const size_t offset = static_cast<size_t>(b.first) * a.W;
+      const Band b(a.H, a.W, i);
       RangeDecoder dec(reinterpret_cast<const uint8_t*>(buffers[i].data()), buffers[i].size());
-      code_pixels<true>(dec, out + offset, a.params + offset, plane, a.C, b.rows, a.W, a.table);
+      code_pixels<true>(dec, out + b.offset, a.params + b.offset, plane, a.C, b.rows, a.W, a.table);
       dec.finish();
     });
   }
@@ -307,14 +307,13 @@ py::array_t<int32_t> classical_predictions(const py::array& planes, int threads)
     py::gil_scoped_release release;
     const size_t plane = static_cast<size_t>(H) * W, block = C * plane;
     parallel_for(num_bands(H), threads, [&](int i) {
-      const Band b(H, i);
-      const size_t offset = static_cast<size_t>(b.first) * W;
-      ClassicalPredictor predictor(img.data() + offset, plane, C, W);
+      const Band b(H, W, i);
+      ClassicalPredictor predictor(img.data() + b.offset, plane, C, W);
       for (int y = 0; y < b.rows; ++y)
         for (int x = 0; x < W; ++x)
           for (int c = 0; c < C; ++c) {
             const Prediction p = predictor.predict(c, y, x);
-            const size_t at = c * plane + offset + static_cast<size_t>(y) * W + x;
+            const size_t at = c * plane + b.offset + static_cast<size_t>(y) * W + x;
             out[at] = p.mean8;
             out[block + at] = p.spread;
             out[2 * block + at] = p.feedback;
@@ -344,6 +343,7 @@ PYBIND11_MODULE(_coder, m) {
         py::arg("num_symbols"));
   m.def("decode_logistic", &decode_logistic, py::arg("data"), py::arg("mean8"), py::arg("scale_index"),
         py::arg("num_symbols"));
+  m.def("num_bands", &num_bands, py::arg("height"), "How many bands of rows (independent streams) an image has");
   m.def("classical_predictions", &classical_predictions, py::arg("planes"), py::arg("threads") = 1);
   m.def("encode_pixels", &encode_pixels, py::arg("planes"), py::arg("params"), py::arg("scale_table"),
         py::arg("threads") = 1);

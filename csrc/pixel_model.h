@@ -85,20 +85,14 @@ inline int band_start(int H, int band) { return static_cast<int>(int64_t{band} *
 
 // One band of H rows of W samples, coded as a stream of its own: the prediction and every
 // adaptive statistic start afresh, so bands decode in parallel.
-// planes: C planes, plane_stride apart, read when encoding, written when decoding.
-// params: P = num_param_planes(C) planes of network outputs, plane_stride apart.
+// planes: C planes, `plane` samples apart, read when encoding, written when decoding.
+// params: P = num_param_planes(C) planes of network outputs, `plane` apart.
 // scale_table: (C, kActivityBuckets, kCrossBuckets, kSpreadBuckets) learned base scale indices.
 template <bool Decode, class Coder>
-void code_pixels(Coder& coder, uint8_t* planes, const int32_t* params, size_t plane_stride, int C, int H, int W,
+void code_pixels(Coder& coder, uint8_t* planes, const int32_t* params, size_t plane, int C, int H, int W,
                  const int32_t* scale_table) {
-  const size_t plane = plane_stride;
-  ClassicalPredictor predictor(planes, plane_stride, C, W);
-  // |final residual| rows per channel, three rolling rows (y-2, y-1, y) with two zero columns on
-  // the left and one on the right.
-  constexpr int kPad = 2;
-  const int stride = W + kPad + 1;
-  std::vector<int32_t> err(static_cast<size_t>(C) * 3 * stride, 0);
-  const auto err_row = [&](int c, int y) { return err.data() + (static_cast<size_t>(c) * 3 + y % 3) * stride + kPad; };
+  ClassicalPredictor predictor(planes, plane, C, W);
+  RollingRows err(C, W);  // |final residual| of each channel
   std::vector<int64_t> cell_sum(static_cast<size_t>(C) * kCells, 0), cell_count(static_cast<size_t>(C) * kCells, 0);
   std::vector<int64_t> cell_signed_sum(static_cast<size_t>(C) * kCells, 0);
 
@@ -112,11 +106,7 @@ void code_pixels(Coder& coder, uint8_t* planes, const int32_t* params, size_t pl
         const int32_t gamma = params[static_cast<size_t>(C + c) * plane + at];
         const int m = clamp_pred(p.mean8 + floor_div(int64_t{gamma} * p.feedback, 8 << kBetaFracBits));
 
-        const int32_t* ec = err_row(c, y);
-        const int32_t* ep = err_row(c, y + 2);   // y - 1
-        const int32_t* epp = err_row(c, y + 1);  // y - 2
-        const int32_t activity = 2 * ec[x - 1] + ec[x - 2] + (y > 0 ? 2 * ep[x] + ep[x - 1] + ep[x + 1] : 0) +
-                                 (y > 1 ? epp[x] : 0);
+        const int32_t activity = err.causal_sum(c, y, x, 2, 2, 1, 1, 1, 1);
         const int qa = bucket(activity, kActivityEdges);
         const int qb = c > 0 ? bucket(cross, kCrossEdges) : 0;
         const int qs = bucket(p.spread, kSpreadEdges);
@@ -140,7 +130,7 @@ void code_pixels(Coder& coder, uint8_t* planes, const int32_t* params, size_t pl
         cell_sum[cell] += std::abs(residual);
         ++cell_count[cell];
         cross += std::abs(residual);
-        err_row(c, y)[x] = std::abs(residual);
+        err.row(c, y)[x] = std::abs(residual);
       }
     }
   }

@@ -58,6 +58,26 @@ inline const std::vector<uint32_t>& inverse_squares() {
   return table;
 }
 
+// Per-sample values of the last three rows (y-2, y-1, y) of several series, with two zero
+// columns on the left and one on the right; rows above the image (or band) read as zeros.
+class RollingRows {
+ public:
+  RollingRows(size_t series, int W) : stride_(W + kPad + 1), data_(series * 3 * stride_, 0) {}
+  int32_t* row(size_t series, int y) { return data_.data() + (series * 3 + static_cast<size_t>(y % 3)) * stride_ + kPad; }
+  // wN N + wW W + wNW NW + wNE NE + wNN NN + wWW WW of the values around (y, x).
+  int32_t causal_sum(size_t series, int y, int x, int wN, int wW, int wNW, int wNE, int wNN, int wWW) {
+    const int32_t* here = row(series, y);
+    const int32_t* up = row(series, y + 2);    // y - 1
+    const int32_t* up2 = row(series, y + 1);   // y - 2
+    return wN * up[x] + wW * here[x - 1] + wNW * up[x - 1] + wNE * up[x + 1] + wNN * up2[x] + wWW * here[x - 2];
+  }
+
+ private:
+  static constexpr int kPad = 2;
+  int stride_;
+  std::vector<int32_t> data_;
+};
+
 struct Prediction {
   int32_t mean8;     // in eighths of a sample, not yet clamped
   int32_t spread;    // max - min of the six difference predictors, in eighths
@@ -68,9 +88,8 @@ class ClassicalPredictor {
  public:
   // planes: C planes of rows of W samples, plane_stride apart; read only at samples already coded.
   ClassicalPredictor(const uint8_t* planes, size_t plane_stride, int C, int W)
-      : planes_(planes), W_(W), plane_(plane_stride), stride_(W + kPad + 1),
-        sub_err_(static_cast<size_t>(C) * kNumPredictors * 3 * stride_, 0),
-        blend_err_(static_cast<size_t>(C) * 3 * stride_, 0) {
+      : planes_(planes), W_(W), plane_(plane_stride), sub_err_(static_cast<size_t>(C) * kNumPredictors, W),
+        blend_err_(C, W) {
     for (int c = 0; c < C; ++c) {
       neighbours_.emplace_back(c > 0 ? kLaterChannelNeighbours + kGradientInputs : kNeighbourInputs);
       residual_fit_.emplace_back(c);
@@ -135,11 +154,7 @@ class ClassicalPredictor {
       // On the first channel the plain predictors are the difference ones.
       if (c == 0 && k >= kDifferencePredictors && k < kLeastSquaresPredictor) continue;
       const size_t series = static_cast<size_t>(c) * kNumPredictors + k;
-      const int32_t* e0 = row(sub_err_, series, y);
-      const int32_t* e1 = row(sub_err_, series, y + 2);  // y - 1
-      const int32_t* e2 = row(sub_err_, series, y + 1);  // y - 2
-      int64_t sum = (y > 0 ? e1[x] + e1[x - 1] + e1[x + 1] : 0) + (y > 1 ? e2[x] : 0) + e0[x - 1] + e0[x - 2] +
-                    2 * here_err_[k] + 4;
+      int64_t sum = sub_err_.causal_sum(series, y, x, 1, 1, 1, 1, 1, 1) + 2 * here_err_[k] + 4;
       if (k == kLeastSquaresPredictor) sum = sum / 2 + 1;
       const int64_t weight = inv_square[sum];
       num += weight * pred_[k];
@@ -152,9 +167,7 @@ class ClassicalPredictor {
     for (int j = 0; j < c; ++j) residual_inputs_[j] = blend_residual_[j];
     if (c > 0) correction = floor_shift(residual_fit_[c].predict(residual_inputs_.data()) + (int64_t{1} << (kBits - 1)), kBits);
 
-    const int32_t* bc = row(blend_err_, c, y);
-    const int32_t* bp = row(blend_err_, c, y + 2);
-    const int32_t feedback = 2 * bc[x - 1] + (y > 0 ? 2 * bp[x] + bp[x - 1] + bp[x + 1] : 0);
+    const int32_t feedback = blend_err_.causal_sum(c, y, x, 2, 2, 1, 1, 0, 0);
     const int spread = *std::max_element(pred_.begin(), pred_.begin() + kDifferencePredictors) -
                        *std::min_element(pred_.begin(), pred_.begin() + kDifferencePredictors);
     return {static_cast<int32_t>(blend_ + correction), spread, feedback};
@@ -164,30 +177,22 @@ class ClassicalPredictor {
     const int v = planes_[c * plane_ + static_cast<size_t>(y) * W_ + x];
     for (int k = 0; k < kNumPredictors; ++k) {
       const int32_t e = std::abs(8 * v - pred_[k]);
-      row(sub_err_, static_cast<size_t>(c) * kNumPredictors + k, y)[x] = e;
+      sub_err_.row(static_cast<size_t>(c) * kNumPredictors + k, y)[x] = e;
       here_err_[k] += e;
     }
     const int32_t residual = 8 * v - blend_;
-    row(blend_err_, c, y)[x] = residual;
+    blend_err_.row(c, y)[x] = residual;
     neighbours_[c].update(inputs_.data(), v - base_ / 8 - centre_);  // the sample's difference, relative to W
     if (c > 0) residual_fit_[c].update(residual_inputs_.data(), residual);
     blend_residual_[c] = residual;
   }
 
  private:
-  // Error rows carry two zero columns on the left and one on the right; three rolling rows
-  // (y-2, y-1, y) per series.
-  static constexpr int kPad = 2;
-  int32_t* row(std::vector<int32_t>& buf, size_t series, int y) const {
-    return buf.data() + (series * 3 + static_cast<size_t>(y % 3)) * stride_ + kPad;
-  }
-
   const uint8_t* planes_;
   int W_;
   size_t plane_;
-  int stride_;
-  std::vector<int32_t> sub_err_;    // |error| of each predictor
-  std::vector<int32_t> blend_err_;  // signed error of the blend
+  RollingRows sub_err_;    // |error| of each predictor
+  RollingRows blend_err_;  // signed error of the blend
   std::vector<OnlineLeastSquares<kMaxInputs>> neighbours_;
   std::vector<OnlineLeastSquares<kMaxChannels - 1>> residual_fit_;
   // State of the sample between predict and update.

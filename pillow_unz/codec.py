@@ -29,11 +29,6 @@ class CodedPlanes:
     pixels: bytes  # the samples: one range-coded stream per band of rows, framed by join_streams
 
 
-def num_bands(height: int) -> int:
-    """How many bands of rows (coded as independent streams, decoded in parallel) an image has."""
-    return max(1, -(-height // _coder.BAND_ROWS))
-
-
 def join_streams(streams: list[bytes]) -> bytes:
     """The lengths of all streams but the last (u32 little-endian), then the streams."""
     return b"".join(len(s).to_bytes(4, "little") for s in streams[:-1]) + b"".join(streams)
@@ -108,7 +103,7 @@ def decode_planes(model: UnzNet, coded: CodedPlanes, height: int, width: int) ->
     if coded.latent_shape != expected:
         raise ValueError(f"latent shape {coded.latent_shape} does not fit a {width}x{height} image ({expected})")
     channels = model.config.channels
-    bands = num_bands(height)
+    bands = _coder.num_bands(height)
     if channels * height * width > (8 * len(coded.pixels) + 64 * bands) / _MIN_BITS_PER_SAMPLE:
         raise ValueError("pixel stream is too short for the image size: truncated or corrupt")
     streams = split_streams(coded.pixels, bands)
