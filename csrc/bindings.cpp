@@ -343,6 +343,7 @@ PYBIND11_MODULE(_coder, m) {
         py::arg("num_symbols"));
   m.def("decode_logistic", &decode_logistic, py::arg("data"), py::arg("mean8"), py::arg("scale_index"),
         py::arg("num_symbols"));
+  m.def("num_param_planes", &num_param_planes, py::arg("channels"), "Network parameter planes the pixel model takes");
   m.def("num_bands", &num_bands, py::arg("height"), "How many bands of rows (independent streams) an image has");
   m.def("classical_predictions", &classical_predictions, py::arg("planes"), py::arg("threads") = 1);
   m.def("encode_pixels", &encode_pixels, py::arg("planes"), py::arg("params"), py::arg("scale_table"),

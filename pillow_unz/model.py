@@ -6,7 +6,8 @@ takes to bring the image within CORE x CORE (so one set of weights serves every 
 DoubleConv and self-attention at the core, down to `latent` channels: y, rounded to z.
 Decoder: DoubleConv, self-attention and DoubleConv at the core, then one shared ConvTranspose2d
 applied as many times back up to full size, and a 1x1 head: per pixel and channel, a scale-index
-offset and an error-feedback coefficient. The decoder is built from pillow_unz.fixedpoint layers, so it runs exactly in float64.
+offset and an error-feedback coefficient. The decoder is built from pillow_unz.fixedpoint
+layers, so it runs exactly in float64.
 """
 from __future__ import annotations
 
@@ -37,8 +38,8 @@ def num_levels(height: int, width: int) -> int:
 
 
 def num_param_planes(channels: int) -> int:
-    """Per channel a scale offset and an error-feedback coefficient."""
-    return 2 * channels
+    """Per channel a scale offset and an error-feedback coefficient (csrc/pixel_model.h)."""
+    return _coder.num_param_planes(channels)
 
 
 @dataclass(frozen=True)
