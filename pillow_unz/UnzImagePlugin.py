@@ -3,6 +3,9 @@
 Modes L, LA, RGB and RGBA are stored as they are. Mode 1 is stored as L (0 and 255) and P and PA
 as RGB or RGBA (RGBA when the palette has transparency): lossless conversions, and the file
 opens in the converted mode. Other modes raise OSError: convert them first, choosing the loss.
+
+`save(..., lora=True)` tunes a per-image adapter first (pillow_unz/finetune/lora.py; needs the
+`lora` extra), with the options of `unz-finetune --lora`: rank, steps or seconds, device, targets.
 """
 from __future__ import annotations
 
@@ -75,7 +78,26 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
         exif = exif.tobytes()
     stored = _storable(im)
     stored.load()
-    fp.write(api.compress(np.asarray(stored), stored.mode, icc_profile or None, exif or None))
+    if info.get("lora"):
+        fp.write(_compress_with_lora(np.asarray(stored), stored.mode, icc_profile or None, exif or None, info))
+    else:
+        fp.write(api.compress(np.asarray(stored), stored.mode, icc_profile or None, exif or None))
+
+
+def _compress_with_lora(pixels: np.ndarray, mode: str, icc_profile: bytes | None, exif: bytes | None, info: dict) -> bytes:
+    """save(..., lora=True, rank=, steps=, seconds=, device=, targets=): `unz-finetune --lora`'s options."""
+    from .finetune import lora
+
+    defaults = lora.LoraSettings()
+    seconds = info.get("seconds")
+    settings = lora.LoraSettings(
+        rank=info.get("rank", defaults.rank),
+        steps=info.get("steps", None if seconds is not None else defaults.steps),
+        seconds=seconds,
+        device=info.get("device", defaults.device),
+        targets=tuple(info.get("targets", defaults.targets)),
+    )
+    return lora.compress(pixels, mode, icc_profile, exif, settings=settings).data
 
 
 Image.register_open(UnzImageFile.format, UnzImageFile, _accept)

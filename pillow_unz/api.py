@@ -8,7 +8,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from . import codec, format as fmt
+from . import adapter, codec, format as fmt
 from .weights import ModelSet, load_models
 
 
@@ -34,14 +34,9 @@ def _join(groups: list[np.ndarray]) -> np.ndarray:
     return planes[0] if len(planes) == 1 else np.ascontiguousarray(planes.transpose(1, 2, 0))
 
 
-def compress(
-    pixels: np.ndarray,
-    mode: str,
-    icc_profile: bytes | None = None,
-    exif: bytes | None = None,
-    models: ModelSet | None = None,
-) -> bytes:
-    """Encode an 8-bit image: pixels (H, W) for mode L, (H, W, C) for LA, RGB and RGBA."""
+def prepare(pixels: np.ndarray, mode: str, models: ModelSet) -> tuple[fmt.Header, list[np.ndarray]]:
+    """Check an 8-bit image, pixels (H, W) for mode L and (H, W, C) for LA, RGB and RGBA; return
+    its header and its plane groups (C, H, W), ready to code."""
     if mode not in fmt.GROUPS:
         raise ValueError(f"mode {mode!r} cannot be coded (supported: {', '.join(fmt.GROUPS)})")
     expected_ndim = 2 if mode == "L" else 3
@@ -49,12 +44,28 @@ def compress(
         raise ValueError(f"mode {mode} needs a uint8 array of shape {'(H, W)' if mode == 'L' else f'(H, W, {len(mode)})'}")
     height, width = pixels.shape[:2]
     fmt.check_size(width, height)
-    models = models or load_models()
     pixels = np.ascontiguousarray(pixels)
     header = fmt.Header(mode, width, height, models.model_id, fmt.pixel_hash(pixels.tobytes()))
-    groups = [codec.encode_planes(models.for_channels(len(g)), g) for g in _split(pixels, mode)]
-    metadata = {k: v for k, v in (("icc_profile", icc_profile), ("exif", exif)) if v}
-    return fmt.to_bytes(fmt.UnzFile(header, metadata, None, groups))
+    return header, _split(pixels, mode)
+
+
+def metadata_of(icc_profile: bytes | None, exif: bytes | None) -> dict[str, bytes]:
+    return {k: v for k, v in (("icc_profile", icc_profile), ("exif", exif)) if v}
+
+
+def compress(
+    pixels: np.ndarray,
+    mode: str,
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+    models: ModelSet | None = None,
+) -> bytes:
+    """Encode an 8-bit image: pixels (H, W) for mode L, (H, W, C) for LA, RGB and RGBA.
+    (pillow_unz.finetune.lora.compress does the same with a per-image adapter.)"""
+    models = models or load_models()
+    header, groups = prepare(pixels, mode, models)
+    coded = [codec.encode_planes(models.for_channels(len(g)), g) for g in groups]
+    return fmt.to_bytes(fmt.UnzFile(header, metadata_of(icc_profile, exif), None, coded))
 
 
 def decode_body(f: BinaryIO, header: fmt.Header, metadata: dict[str, bytes], models: ModelSet | None = None) -> np.ndarray:
@@ -65,12 +76,14 @@ def decode_body(f: BinaryIO, header: fmt.Header, metadata: dict[str, bytes], mod
         raise fmt.UnzFormatError(
             f"file was coded with model {header.model_id.hex()}, this pillow-unz has {models.model_id.hex()}"
         )
+    group_models = [models.for_channels(n) for n in fmt.GROUPS[header.mode]]
     if unz.adapter is not None:
-        raise fmt.UnzFormatError("file carries a per-image adapter, which this version cannot apply")
-    groups = [
-        codec.decode_planes(models.for_channels(n), coded, header.height, header.width)
-        for n, coded in zip(fmt.GROUPS[header.mode], unz.groups)
-    ]
+        try:
+            group_adapters = adapter.decode(unz.adapter, group_models)
+        except ValueError as e:
+            raise fmt.UnzFormatError(f"corrupt adapter chunk: {e}") from e
+        group_models = [adapter.apply(m, a) if a else m for m, a in zip(group_models, group_adapters)]
+    groups = [codec.decode_planes(m, coded, header.height, header.width) for m, coded in zip(group_models, unz.groups)]
     pixels = _join(groups)
     if fmt.pixel_hash(pixels.tobytes()) != header.pixel_hash:
         raise fmt.ChecksumError("decoded pixels do not match the file's checksum: corrupt file or decoder mismatch")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import _coder
+from . import _coder, coder
 from .pixelmodel import coding_order
 from .model import Z_MAX, UnzNet, num_levels
 
@@ -27,6 +27,11 @@ class CodedPlanes:
     latent_shape: tuple[int, int, int]  # (channels, height, width) of z
     latent: bytes  # z, range coded
     pixels: bytes  # the samples: one range-coded stream per band of rows, framed by join_streams
+
+    @property
+    def size(self) -> int:
+        """Coded bytes (without the container's framing)."""
+        return len(self.latent) + len(self.pixels)
 
 
 def join_streams(streams: list[bytes]) -> bytes:
@@ -67,12 +72,10 @@ def parameter_planes(model: UnzNet, z: torch.Tensor, height: int, width: int) ->
         return np.ascontiguousarray(params.cpu().numpy().astype(np.int32))
 
 
-def _latent_code_params(model: UnzNet, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    channels, h, w = shape
-    scale = model.z_scale_index().detach().cpu().numpy().astype(np.int32)
-    scale = np.ascontiguousarray(np.repeat(scale, h * w))
-    mean8 = np.full(channels * h * w, 8 * Z_MAX, dtype=np.int32)
-    return mean8, scale
+def _latent_scales(model: UnzNet, shape: tuple[int, int, int]) -> np.ndarray:
+    """z's scale index for every element: one per channel."""
+    _, h, w = shape
+    return np.repeat(model.z_scale_index().detach().cpu().numpy().astype(np.int32), h * w)
 
 
 def scale_table(model: UnzNet) -> np.ndarray:
@@ -89,9 +92,7 @@ def encode_planes(model: UnzNet, planes: np.ndarray) -> CodedPlanes:
     with torch.no_grad():
         z = torch.floor(model.encode(x) + 0.5).clamp(-Z_MAX, Z_MAX)
     shape = tuple(z.shape[1:])
-    mean8, scale = _latent_code_params(model, shape)
-    symbols = np.ascontiguousarray((z.cpu().numpy().reshape(-1) + Z_MAX).astype(np.int32))
-    latent = _coder.encode_logistic(symbols, mean8, scale, 2 * Z_MAX + 1)
+    latent = coder.encode_centered(z.cpu().numpy().reshape(-1).astype(np.int32), _latent_scales(model, shape), Z_MAX)
     params = parameter_planes(model, z, h, w)
     streams = _coder.encode_pixels(np.ascontiguousarray(planes), params, scale_table(model), _threads())
     return CodedPlanes(shape, latent, join_streams(streams))
@@ -107,10 +108,9 @@ def decode_planes(model: UnzNet, coded: CodedPlanes, height: int, width: int) ->
     if channels * height * width > (8 * len(coded.pixels) + 64 * bands) / _MIN_BITS_PER_SAMPLE:
         raise ValueError("pixel stream is too short for the image size: truncated or corrupt")
     streams = split_streams(coded.pixels, bands)
-    mean8, scale = _latent_code_params(model, expected)
-    symbols = _coder.decode_logistic(coded.latent, mean8, scale, 2 * Z_MAX + 1)
+    symbols = coder.decode_centered(coded.latent, _latent_scales(model, expected), Z_MAX)
     device = next(model.parameters()).device
-    z = torch.from_numpy(symbols.astype(np.float64) - Z_MAX).view(1, *expected).to(device)
+    z = torch.from_numpy(symbols.astype(np.float64)).view(1, *expected).to(device)
     params = parameter_planes(model, z, height, width)
     planes = _coder.decode_pixels(streams, params, scale_table(model), channels, _threads())
     return np.ascontiguousarray(planes[np.argsort(coding_order(channels))])

@@ -37,3 +37,20 @@ def decode_cdf(cdf, data: bytes, indexes=None) -> np.ndarray:
         raise ValueError("data must be bytes")
     idx = None if indexes is None else _int32(indexes, "indexes")
     return _coder.decode_cdf(_int32(cdf, "cdf"), bytes(data), idx)
+
+
+def encode_centered(values, scale_index, limit: int) -> bytes:
+    """Range-code integers in [-limit, limit] (N,), each under a zero-mean discretized logistic
+    whose scale is scale_index (N,) in the coder's scale table: how z and adapters are stored."""
+    values = np.asarray(values)
+    if values.size and np.abs(values).max() > limit:
+        raise ValueError(f"values outside [-{limit}, {limit}]")
+    mean8 = np.full(values.size, 8 * limit, dtype=np.int32)
+    return _coder.encode_logistic(_int32(values + limit, "values"), mean8, _int32(scale_index, "scale_index"), 2 * limit + 1)
+
+
+def decode_centered(data: bytes, scale_index, limit: int) -> np.ndarray:
+    """The integers (int32) that encode_centered coded into `data` with the same scales."""
+    scale_index = _int32(scale_index, "scale_index")
+    mean8 = np.full(scale_index.size, 8 * limit, dtype=np.int32)
+    return _coder.decode_logistic(bytes(data), mean8, scale_index, 2 * limit + 1) - limit

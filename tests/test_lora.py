@@ -1,0 +1,160 @@
+"""Per-image LoRA adapters: tuned files decode exactly (here and in other processes), and
+corrupted adapter chunks raise Python exceptions."""
+from __future__ import annotations
+
+import io
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import pillow_unz
+from pillow_unz import adapter, api, codec, format as fmt
+from pillow_unz.weights import load_models
+
+from .conftest import with_alpha
+
+lora = pytest.importorskip("pillow_unz.finetune.lora", reason="the lora extra (PEFT) is not installed")
+
+
+def adapted_file(img: Image.Image, steps: int = 3) -> tuple[bytes, list[adapter.Adapter]]:
+    """img coded with adapters tuned for a few steps, stored whether or not they pay for
+    themselves (lora.compress would drop them on so small an image)."""
+    models = load_models()
+    header, groups = api.prepare(np.asarray(img), img.mode, models)
+    settings = lora.LoraSettings(steps=steps)
+    tuned = [lora.tune(models.for_channels(len(g)), g, settings)[0] for g in groups]
+    coded = [
+        codec.encode_planes(adapter.apply(models.for_channels(len(g)), a), g) for g, a in zip(groups, tuned)
+    ]
+    return fmt.to_bytes(fmt.UnzFile(header, {}, adapter.encode(tuned), coded)), tuned
+
+
+@pytest.fixture(scope="module")
+def rgba_adapted(small: Image.Image) -> tuple[Image.Image, bytes, list[adapter.Adapter]]:
+    img = with_alpha(small)
+    return (img, *adapted_file(img))
+
+
+def decoded(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img)
+
+
+def test_adapted_file_decodes_exactly(rgba_adapted) -> None:
+    img, data, tuned = rgba_adapted
+    assert all(tuned), "a few steps of training should change both groups' models"
+    assert {layer.name for a in tuned for layer in a} <= set(lora.DEFAULT_TARGETS)
+    assert np.array_equal(decoded(data), np.asarray(img))
+    # the adapter really is applied: the same streams under the plain model cannot decode
+    unz = fmt.read(io.BytesIO(data))
+    unz.adapter = None
+    with pytest.raises(ValueError):
+        decoded(fmt.to_bytes(unz))
+
+
+def test_adapter_chunk_roundtrip(rgba_adapted) -> None:
+    _, data, tuned = rgba_adapted
+    models = [load_models().for_channels(n) for n in fmt.GROUPS["RGBA"]]
+    back = adapter.decode(fmt.read(io.BytesIO(data)).adapter, models)
+    for a, b in zip(tuned, back):
+        assert [layer.name for layer in a] == [layer.name for layer in b]
+        for la, lb in zip(a, b):
+            for fa, fb in zip(la.factors(), lb.factors()):
+                assert np.array_equal(fa, fb)
+
+
+DECODE = """
+import sys, hashlib, torch
+torch.set_num_threads(int(sys.argv[1]))
+import numpy as np
+from PIL import Image
+import pillow_unz
+with Image.open(sys.argv[2]) as img:
+    print(hashlib.sha256(np.asarray(img).tobytes()).hexdigest())
+"""
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_adapted_file_decodes_in_other_process(rgba_adapted, tmp_path, threads: int) -> None:
+    import hashlib
+
+    img, data, _ = rgba_adapted
+    path = tmp_path / "adapted.unz"
+    path.write_bytes(data)
+    result = subprocess.run([sys.executable, "-c", DECODE, str(threads), str(path)], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == hashlib.sha256(np.asarray(img).tobytes()).hexdigest()
+
+
+def test_save_with_lora(small: Image.Image) -> None:
+    gray = small.convert("L")
+    for img in (small, gray):
+        buf = io.BytesIO()
+        img.save(buf, format="UNZ", lora=True, steps=2, rank=2)
+        assert np.array_equal(decoded(buf.getvalue()), np.asarray(img))
+    # an adapter only goes into the file when it pays for itself
+    result = lora.compress(np.asarray(gray), "L", settings=lora.LoraSettings(steps=2))
+    (group,) = result.groups
+    stored = fmt.read(io.BytesIO(result.data)).adapter is not None
+    assert stored == group.kept == (group.adapted_bytes + group.adapter_bytes < group.base_bytes)
+    plain = api.compress(np.asarray(gray), "L")
+    assert len(result.data) < len(plain) if group.kept else result.data == plain
+
+
+def test_bad_settings_are_refused(small: Image.Image) -> None:
+    with pytest.raises(ValueError, match="targets"):
+        small.save(io.BytesIO(), format="UNZ", lora=True, steps=1, targets=("stem",))
+    with pytest.raises(ValueError, match="rank"):
+        small.save(io.BytesIO(), format="UNZ", lora=True, steps=1, rank=0)
+
+
+def test_finetune_command(small: Image.Image, tmp_path) -> None:
+    from pillow_unz.finetune import cli
+
+    src = tmp_path / "small.png"
+    small.save(src)
+    assert cli.main(["--lora", str(src), "--steps", "2"]) == 0
+    assert np.array_equal(decoded((tmp_path / "small.unz").read_bytes()), np.asarray(small))
+    assert cli.main(["--lora", str(src), "--steps", "2"]) == 1  # exists: needs -f
+    assert cli.main(["--lora", str(src), "--seconds", "0.5", "-f", "-o", str(tmp_path / "t.unz")]) == 0
+
+
+def with_adapter_payload(data: bytes, payload: bytes) -> bytes:
+    """data with its ADPT chunk's payload replaced (and a valid CRC, so the adapter parser is tested)."""
+    start = data.index(b"ADPT")
+    (length,) = struct.unpack("<I", data[start + 4 : start + 8])
+    chunk = b"ADPT" + struct.pack("<I", len(payload)) + payload + struct.pack("<I", zlib.crc32(b"ADPT" + payload))
+    return data[:start] + chunk + data[start + 8 + length + 4 :]
+
+
+def test_corrupt_adapter_chunks_raise(rgba_adapted) -> None:
+    _, data, tuned = rgba_adapted
+    payload = fmt.read(io.BytesIO(data)).adapter
+    name = tuned[0][0].name.encode()
+    hostile = {
+        "truncated": payload[: len(payload) // 2],
+        "empty": b"",
+        "unknown layer": payload.replace(name, b"x" * len(name), 1),
+        "encoder layer": b"\x01\x04stem\x01\x00\x00\x00\x00",
+        "rank too big": bytes([1, len(name)]) + name + bytes([200]) + payload[3 + len(name) :],
+        "scale out of range": bytes([1, len(name)]) + name + bytes([payload[2 + len(name)], 255]) + payload[4 + len(name) :],
+        "trailing bytes": bytes(len(fmt.GROUPS["RGBA"])) + b"junk",
+    }
+    for what, bad in hostile.items():
+        with pytest.raises(ValueError):
+            decoded(with_adapter_payload(data, bad))
+    # flipped bits inside the coded factors: an exception, never wrong pixels
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        bad = bytearray(payload)
+        pos = int(rng.integers(len(payload) // 2, len(payload)))
+        bad[pos] ^= 1 << int(rng.integers(8))
+        try:
+            pixels = decoded(with_adapter_payload(data, bytes(bad)))
+        except ValueError:
+            continue
+        assert np.array_equal(pixels, np.asarray(rgba_adapted[0]))  # the flip changed nothing that mattered
