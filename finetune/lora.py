@@ -56,13 +56,10 @@ class GroupReport:
     channels: int
     base_bytes: int  # the plane group coded with the shipped model
     adapted_bytes: int  # ... with the adapted model
-    adapter_bytes: int  # the adapter's share of the ADPT chunk
+    adapter_bytes: int  # the adapter, coded alone
     steps: int
     seconds: float
-
-    @property
-    def kept(self) -> bool:
-        return self.adapted_bytes + self.adapter_bytes < self.base_bytes
+    kept: bool = False  # whether the file holds it
 
 
 @dataclass
@@ -225,19 +222,24 @@ def compress(
     settings = settings or LoraSettings()
     models = models or load_models()
     header, groups = api.prepare(pixels, mode, models)
-    kept, coded, reports = [], [], []
+    tuned, plain, adapted, reports = [], [], [], []
     for planes in groups:
         model = models.for_channels(len(planes))
         start = time.monotonic()
         adapter, steps = tune(model, planes, settings, progress)
-        base = codec.encode_planes(model, planes)
-        adapted = codec.encode_planes(adapters.apply(model, adapter), planes) if adapter else base
-        report = GroupReport(
-            len(planes), base.size, adapted.size, len(adapters.encode([adapter])) - 1, steps, time.monotonic() - start
-        )
-        reports.append(report)
-        kept.append(adapter if report.kept else [])
-        coded.append(adapted if report.kept else base)
-    payload = adapters.encode(kept) if any(kept) else None
+        plain.append(codec.encode_planes(model, planes))
+        adapted.append(codec.encode_planes(adapters.apply(model, adapter), planes) if adapter else plain[-1])
+        cost = len(adapters.encode([adapter]))
+        reports.append(GroupReport(len(planes), plain[-1].size, adapted[-1].size, cost, steps, time.monotonic() - start))
+        worth = adapted[-1].size + reports[-1].adapter_bytes < plain[-1].size
+        tuned.append(adapter if worth else [])
     metadata = api.metadata_of(icc_profile, exif)
-    return LoraResult(fmt.to_bytes(fmt.UnzFile(header, metadata, payload, coded)), reports)
+    without = fmt.to_bytes(fmt.UnzFile(header, metadata, None, plain))
+    if any(tuned):  # the last word is the whole file's size, chunk framing included
+        coded = [a if t else p for a, p, t in zip(adapted, plain, tuned)]
+        data = fmt.to_bytes(fmt.UnzFile(header, metadata, adapters.encode(tuned), coded))
+        if len(data) < len(without):
+            for report, t in zip(reports, tuned):
+                report.kept = bool(t)
+            return LoraResult(data, reports)
+    return LoraResult(without, reports)

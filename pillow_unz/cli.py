@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import UnzImagePlugin, api, format as fmt  # noqa: F401  (the plugin registers .unz)
+from . import UnzImagePlugin, adapter, api, format as fmt  # noqa: F401  (the plugin registers .unz)
+from .weights import load_models
 
 
 class CliError(Exception):
@@ -90,6 +91,9 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(f"  {key}: {len(value)} bytes")
         if unz.adapter is not None:
             print(f"  adapter: {len(unz.adapter)} bytes")
+            models = [load_models().for_channels(n) for n in fmt.GROUPS[h.mode]]
+            for i, layers in enumerate(adapter.decode(unz.adapter, models)):
+                print(f"    planes {i}: " + (", ".join(f"{a.name} rank {a.rank}" for a in layers) or "not adapted"))
         for i, g in enumerate(unz.groups):
             print(f"  planes {i}: z {'x'.join(map(str, g.latent_shape))} in {len(g.latent)} bytes, pixels {len(g.pixels)} bytes")
         print(f"  {total} bytes, {_bpsp(total, h.width, h.height, h.mode):.3f} bits/subpixel")
