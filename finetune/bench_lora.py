@@ -2,9 +2,8 @@
 several training budgets, and proof that every adapted file decodes exactly elsewhere.
 
 For each budget, every image is coded with and without an adapter and the totals compared
-(adapter bytes included: they are in the files). The files of the last budget are then decoded
-through Image.open in a separate process, with a different thread count, and compared with the
-originals.
+(adapter bytes included: they are in the files). Every file is then decoded through
+Image.open in a separate process, with a different thread count, and compared with its original.
 """
 from __future__ import annotations
 
@@ -59,7 +58,7 @@ def run(folder: str, budgets: list[int], rank: int, targets: tuple[str, ...]) ->
         start = time.monotonic()
         for path, pixels, mode in loaded:
             result = lora.compress(pixels, mode, settings=settings)
-            (out / path.with_suffix(".unz").name).write_bytes(result.data)
+            (out / f"{path.stem}-{steps}.unz").write_bytes(result.data)
             total += len(result.data)
             kept += result.kept
         seconds = (time.monotonic() - start) / len(loaded)
@@ -69,8 +68,8 @@ def run(folder: str, budgets: list[int], rank: int, targets: tuple[str, ...]) ->
             flush=True,
         )
     threads = 1 if torch.get_num_threads() > 1 else 2
-    pairs = [str(a) for path, _, _ in loaded for a in (out / path.with_suffix(".unz").name, path)]
-    print(f"decoding the {budgets[-1]}-step files through Image.open in a new process with {threads} thread(s):")
+    pairs = [str(a) for steps in budgets for path, _, _ in loaded for a in (out / f"{path.stem}-{steps}.unz", path)]
+    print(f"decoding every file through Image.open in a new process with {threads} thread(s):")
     check = subprocess.run([sys.executable, "-c", _DECODE_CHECK, str(threads), *pairs], text=True, capture_output=True)
     print(check.stdout + check.stderr, end="")
     return check.returncode
