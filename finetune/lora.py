@@ -139,7 +139,11 @@ def wrap(model: UnzNet, rank: int, targets: tuple[str, ...]) -> UnzNet:
         r=rank, lora_alpha=rank, target_modules=list(layers), rank_pattern=capped, alpha_pattern=capped
     )
     config._register_custom_module({QConv2d: ExactLoraLayer, QConvTranspose2d: ExactLoraLayer})
-    with warnings.catch_warnings():  # PEFT warns of the transposed convolution, which ExactLoraLayer handles
+    # PEFT draws the A factors from torch's global generator: seed it here, and only here, so
+    # that the same image gives the same file.
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        torch.manual_seed(0)
+        # PEFT warns of the transposed convolution, which ExactLoraLayer handles
         warnings.filterwarnings("ignore", "Unsupported layer type", UserWarning)
         return inject_adapter_in_model(config, model, adapter_name=ADAPTER)
 
