@@ -188,7 +188,7 @@ def tune(
     x = torch.from_numpy(np.ascontiguousarray(planes[pixelmodel.coding_order(c)])).long().to(device)[None]
     classical = pixelmodel.classical_prediction(x)
     with torch.no_grad():
-        z = torch.floor(tuned.encode(x.float()) + 0.5).clamp(-Z_MAX, Z_MAX)
+        z = tuned.latent(x.float())
         z_bits = pixelmodel.latent_bits(z, tuned.z_scale_index(), Z_MAX).sum()
     rows = min(h, max(1, STEP_PIXELS // w))
     rng = random.Random(0)

@@ -90,7 +90,7 @@ def encode_planes(model: UnzNet, planes: np.ndarray) -> CodedPlanes:
     device = next(model.parameters()).device
     x = torch.tensor(planes, dtype=torch.float64, device=device)[None]
     with torch.no_grad():
-        z = torch.floor(model.encode(x) + 0.5).clamp(-Z_MAX, Z_MAX)
+        z = model.latent(x)
     shape = tuple(z.shape[1:])
     latent = coder.encode_centered(z.cpu().numpy().reshape(-1).astype(np.int32), _latent_scales(model, shape), Z_MAX)
     params = parameter_planes(model, z, h, w)

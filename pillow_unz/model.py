@@ -116,6 +116,10 @@ class UnzNet(nn.Module):
         units = quantize(torch.cat(bands, dim=-2)[..., :height, :] * self.param_steps, 0, math.inf)
         return units.clamp(-self.param_limits, self.param_limits)
 
+    def latent(self, x: torch.Tensor) -> torch.Tensor:
+        """z: the encoder's y rounded to integers in [-Z_MAX, Z_MAX] (straight through in training)."""
+        return quantize(self.encode(x), 0, Z_MAX)
+
     def z_scale_index(self) -> torch.Tensor:
         return _scale_index(self.z_log_scale)
 
@@ -124,5 +128,5 @@ class UnzNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Training pass: (z, params) with z rounded straight-through."""
-        z = quantize(self.encode(x), 0, Z_MAX)
+        z = self.latent(x)
         return z, self.decode(z, *x.shape[-2:])
