@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import _coder, coder
+from . import _coder, coder, pixelmodel
 from .fixedpoint import WEIGHT_BITS, quantize
 from .model import UnzNet
 
@@ -97,18 +97,13 @@ def apply(model: UnzNet, adapter: Adapter) -> UnzNet:
 
 
 def best_scale_index(values: np.ndarray) -> int:
-    """The scale index under which encode_centered codes `values` in the fewest bits."""
-    counts = np.bincount(np.abs(values).ravel(), minlength=FACTOR_LIMIT + 1).astype(np.float64)
-    v = np.arange(FACTOR_LIMIT + 1, dtype=np.float64)
-    best, best_bits = 0, math.inf
-    for index in range(_coder.NUM_SCALES):
-        s = 2.0 ** (index / 8 + _coder.SCALE_LOG2_MIN)
-        cdf = lambda t: 0.5 + 0.5 * np.tanh(t / (2 * s))  # noqa: E731  (the logistic, without overflow)
-        mass = (cdf(v + 0.5) - cdf(v - 0.5)) / (cdf(FACTOR_LIMIT + 0.5) - cdf(-FACTOR_LIMIT - 0.5))
-        bits = -(counts * np.log2(np.maximum(mass, 2.0**-16))).sum()
-        if bits < best_bits:
-            best, best_bits = index, bits
-    return best
+    """The scale index under which encode_centered codes `values` in the fewest bits: every
+    possible value's code length under every scale (pixelmodel.latent_bits, the coder's own
+    model), weighted by how often it occurs."""
+    counts = np.bincount(np.asarray(values).ravel() + FACTOR_LIMIT, minlength=2 * FACTOR_LIMIT + 1)
+    symbols = torch.arange(-FACTOR_LIMIT, FACTOR_LIMIT + 1).expand(_coder.NUM_SCALES, -1)
+    bits = pixelmodel.latent_bits(symbols[None, :, None], torch.arange(_coder.NUM_SCALES), FACTOR_LIMIT)[0, :, 0]
+    return int((bits * torch.from_numpy(counts).double()).sum(1).argmin())
 
 
 # ADPT payload (docs/FORMAT.md): per plane group, the number of adapted layers, then per layer
