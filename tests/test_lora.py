@@ -102,6 +102,7 @@ def test_save_with_lora(small: Image.Image) -> None:
     (group,) = result.groups
     stored = fmt.read(io.BytesIO(result.data)).adapter is not None
     assert stored == group.kept
+    assert np.array_equal(decoded(result.data), np.asarray(gray))
     plain = api.compress(np.asarray(gray), "L")
     assert len(result.data) < len(plain) if group.kept else result.data == plain
 
@@ -122,6 +123,7 @@ def test_finetune_command(small: Image.Image, tmp_path) -> None:
     assert np.array_equal(decoded((tmp_path / "small.unz").read_bytes()), np.asarray(small))
     assert cli.main(["--lora", str(src), "--steps", "2"]) == 1  # exists: needs -f
     assert cli.main(["--lora", str(src), "--seconds", "0.5", "-f", "-o", str(tmp_path / "t.unz")]) == 0
+    assert np.array_equal(decoded((tmp_path / "t.unz").read_bytes()), np.asarray(small))
 
 
 def with_adapter_payload(data: bytes, payload: bytes) -> bytes:
@@ -167,3 +169,4 @@ def test_same_image_same_file(small: Image.Image) -> None:
     first = lora.compress(gray, "L", settings=settings).data
     torch.rand(3)  # torch's global generator moves on; the adapter's initialisation must not
     assert lora.compress(gray, "L", settings=settings).data == first
+    assert np.array_equal(decoded(first), gray)
