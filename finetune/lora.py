@@ -200,7 +200,7 @@ def tune(
     ):
         top = rng.randrange(h - rows + 1)
         band = slice(top, top + rows)
-        param_planes = tuned.decode(z, h, w)[..., band, :]
+        param_planes = tuned.decode(z, h, w, range(top, top + rows))
         pixel_bits = pixelmodel.pixel_bits(x[..., band, :], param_planes, tuned.scale_table_index(), tuple(t[..., band, :].contiguous() for t in classical)).sum()
         # Per subpixel: the band's pixels stand for the image's, z and the adapter are the whole's.
         loss = pixel_bits / (c * rows * w) + (z_bits + adapter_bits(tuned).to(device)) / planes.size

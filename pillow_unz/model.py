@@ -99,21 +99,27 @@ class UnzNet(nn.Module):
             h = self.down.forward_in_bands(h).relu_()
         return self.encode_core(h)
 
-    def decode(self, z: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, height: int, width: int, rows: range | None = None) -> torch.Tensor:
         """z (B, latent, h, w) -> integer parameter planes (B, P, height, width) in the pixel
-        model's units: scale steps for the offsets, 1/64 for the coefficients."""
+        model's units: scale steps for the offsets, 1/64 for the coefficients. With `rows`, only
+        those rows of the planes (the same numbers as the full planes' rows)."""
         core = self.decode_core(z)
         levels = num_levels(height, width)
+        rows = rows if rows is not None else range(height)
         # Below the core every output pixel depends on one pixel of each coarser level, so the
-        # full-resolution path runs in bands of core rows: the same numbers, bounded memory.
-        rows = max(1, (1 << 20) // max(1, core.shape[-1] << (2 * levels)))
+        # full-resolution path runs only over the core rows that `rows` need, in bands of them:
+        # the same numbers, bounded memory.
+        first, last = rows.start >> levels, ((rows.stop - 1) >> levels) + 1
+        band_rows = max(1, (1 << 20) // max(1, core.shape[-1] << (2 * levels)))
         bands = []
-        for top in range(0, core.shape[-2], rows):
-            h = core[..., top : top + rows, :]
+        for top in range(first, last, band_rows):
+            h = core[..., top : min(top + band_rows, last), :]
             for _ in range(levels):
                 h = self.up(h).relu_()
-            bands.append(self.head(h[..., : width]))
-        units = quantize(torch.cat(bands, dim=-2)[..., :height, :] * self.param_steps, 0, math.inf)
+            bands.append(self.head(h[..., :width]))
+        skip = rows.start - (first << levels)
+        planes = torch.cat(bands, dim=-2)[..., skip : skip + len(rows), :]
+        units = quantize(planes * self.param_steps, 0, math.inf)
         return units.clamp(-self.param_limits, self.param_limits)
 
     def latent(self, x: torch.Tensor) -> torch.Tensor:

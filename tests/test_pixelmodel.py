@@ -45,6 +45,17 @@ def test_exact_network_ignores_float_environment(sample: Image.Image) -> None:
         torch.backends.mkldnn.enabled = mkldnn
 
 
+def test_decoding_some_rows_gives_those_rows_of_the_planes() -> None:
+    """LoRA tuning decodes only the rows of its band; they must be the full planes' rows (the
+    1000x1500 size makes the full-resolution path run in two bands of core rows)."""
+    model = load_models().for_channels(3).double()
+    z = torch.from_numpy(np.random.default_rng(1).integers(-5, 6, (1, 8, 8, 12))).double()
+    with torch.no_grad():
+        full = model.decode(z, 1000, 1500)
+        for rows in (range(0, 1000), range(77, 700), range(128, 256), range(999, 1000)):
+            assert torch.equal(model.decode(z, 1000, 1500, rows), full[..., rows.start : rows.stop, :])
+
+
 def test_least_squares_learns_an_image_correlation() -> None:
     """On a texture that none of the fixed predictors fits (each sample is about half NN plus
     half WW, with noise), the classical prediction comes close to the true one: the
