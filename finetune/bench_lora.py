@@ -43,7 +43,7 @@ def run(folder: str, budgets: list[int], rank: int, targets: tuple[str, ...]) ->
     loaded = []
     for path in images:
         with Image.open(path) as img:
-            stored = UnzImagePlugin._storable(img)
+            stored = UnzImagePlugin.storable(img)
             stored.load()
         loaded.append((path, np.asarray(stored), stored.mode))
     samples = sum(p.size for _, p, _ in loaded)

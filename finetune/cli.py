@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         with Image.open(src) as img:
             icc_profile, exif = img.info.get("icc_profile"), img.info.get("exif")
-            stored = UnzImagePlugin._storable(img)
+            stored = UnzImagePlugin.storable(img)
             stored.load()
         bar = tqdm(total=settings.steps, desc="tuning", unit="step", file=sys.stderr)
 

@@ -50,6 +50,15 @@ class LoraSettings:
     device: str = "cpu"  # where training runs; coding is exact on any device
     targets: tuple[str, ...] = DEFAULT_TARGETS  # names of pillow_unz.adapter.adaptable_layers
 
+    def __post_init__(self) -> None:
+        # Refused here, before any tuning starts, with a message instead of torch's traceback.
+        if (self.steps is not None and self.steps < 0) or (self.seconds is not None and self.seconds < 0):
+            raise ValueError("LoRA steps and seconds must not be negative")
+        try:
+            torch.empty(0, device=self.device)
+        except (RuntimeError, AssertionError) as e:
+            raise ValueError(f"cannot train on device {self.device!r}: {e}") from None
+
 
 @dataclass
 class GroupReport:

@@ -56,8 +56,9 @@ class UnzImageFile(ImageFile.ImageFile):
         super().verify()
 
 
-# Modes outside fmt.GROUPS that convert to one of them without loss.
-def _storable(im: Image.Image) -> Image.Image:
+def storable(im: Image.Image) -> Image.Image:
+    """im as the mode a .unz file stores it in (what Image.open gives back): modes outside
+    fmt.GROUPS convert to one of them without loss; others raise OSError."""
     if im.mode in fmt.GROUPS:
         return im
     if im.mode == "1":
@@ -76,7 +77,7 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     exif = info.get("exif", im.info.get("exif"))
     if isinstance(exif, Image.Exif):
         exif = exif.tobytes()
-    stored = _storable(im)
+    stored = storable(im)
     stored.load()
     if info.get("lora"):
         fp.write(_compress_with_lora(np.asarray(stored), stored.mode, icc_profile or None, exif or None, info))

@@ -116,7 +116,7 @@ def cmd_roundtrip(args: argparse.Namespace) -> int:
         back = Image.open(buf)
         back.load()
         t2 = time.perf_counter()
-        reference = UnzImagePlugin._storable(img)
+        reference = UnzImagePlugin.storable(img)
         same = back.mode == reference.mode and np.array_equal(np.asarray(back), np.asarray(reference))
         size = len(buf.getvalue())
         print(

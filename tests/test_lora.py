@@ -112,6 +112,10 @@ def test_bad_settings_are_refused(small: Image.Image) -> None:
         small.save(io.BytesIO(), format="UNZ", lora=True, steps=1, targets=("stem",))
     with pytest.raises(ValueError, match="rank"):
         small.save(io.BytesIO(), format="UNZ", lora=True, steps=1, rank=0)
+    with pytest.raises(ValueError, match="negative"):
+        small.save(io.BytesIO(), format="UNZ", lora=True, steps=-1)
+    with pytest.raises(ValueError, match="device"):
+        small.save(io.BytesIO(), format="UNZ", lora=True, steps=1, device="no-such-device")
 
 
 def test_finetune_command(small: Image.Image, tmp_path) -> None:
