@@ -174,3 +174,13 @@ def test_same_image_same_file(small: Image.Image) -> None:
     torch.rand(3)  # torch's global generator moves on; the adapter's initialisation must not
     assert lora.compress(gray, "L", settings=settings).data == first
     assert np.array_equal(decoded(first), gray)
+
+
+def test_bound_starts_from_the_codec(small: Image.Image) -> None:
+    """The bound measures with the coder itself: untuned, its size is the codec's pixel stream."""
+    from pillow_unz.finetune import bound
+
+    model = load_models().for_channels(3)
+    planes = np.ascontiguousarray(np.asarray(small).transpose(2, 0, 1))
+    base, tuned = bound.bound(model, planes, block=8, steps=0)
+    assert base == tuned == len(codec.encode_planes(model, planes).pixels)
