@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--block", type=int, default=16, help="side of the blocks the free planes are constant over")
     p.add_argument("--steps", type=int, default=200, help="Adam steps per image")
     args = p.parse_args(argv)
+    if args.block < 1 or args.steps < 0:
+        p.error("--block must be at least 1 and --steps not negative")
     models = load_models()
     total_base = total_tuned = 0
     print(f"free parameter planes in {args.block}x{args.block} blocks, {args.steps} steps, pixel bytes only")
