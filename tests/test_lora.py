@@ -130,6 +130,16 @@ def test_finetune_command(small: Image.Image, tmp_path) -> None:
     assert np.array_equal(decoded((tmp_path / "t.unz").read_bytes()), np.asarray(small))
 
 
+def test_bench_command_decodes_what_it_writes(small: Image.Image, tmp_path, capsys) -> None:
+    """--bench codes the folder and decodes every file in another process (exit 0: all identical)."""
+    from pillow_unz.finetune import cli
+
+    small.save(tmp_path / "small.png")
+    assert cli.main(["--bench", str(tmp_path), "--steps", "1,2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" identical") == 2 and "DIFFERENT" not in out
+
+
 def with_adapter_payload(data: bytes, payload: bytes) -> bytes:
     """data with its ADPT chunk's payload replaced (and a valid CRC, so the adapter parser is tested)."""
     start = data.index(b"ADPT")
