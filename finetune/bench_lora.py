@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from pillow_unz import UnzImagePlugin, api
 
@@ -42,9 +41,7 @@ def run(folder: str, budgets: list[int], rank: int, targets: tuple[str, ...]) ->
         raise ValueError(f"no .png images in {folder}")
     loaded = []
     for path in images:
-        with Image.open(path) as img:
-            stored = UnzImagePlugin.storable(img)
-            stored.load()
+        stored = UnzImagePlugin.open_storable(path)
         loaded.append((path, np.asarray(stored), stored.mode))
     samples = sum(p.size for _, p, _ in loaded)
     base = sum(len(api.compress(p, m)) for _, p, m in loaded)

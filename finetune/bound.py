@@ -16,18 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from pillow_unz import UnzImagePlugin, _coder, api, codec, pixelmodel
+from pillow_unz import UnzImagePlugin, api, codec, pixelmodel
 from pillow_unz.model import UnzNet
 from pillow_unz.weights import load_models
 
 
 def pixel_bytes(model: UnzNet, ordered: np.ndarray, params: torch.Tensor) -> int:
     """Coded size of the samples (planes in coding order) with the given parameter planes."""
-    planes = np.ascontiguousarray(params.round().numpy().astype(np.int32))
-    streams = _coder.encode_pixels(ordered, planes, codec.scale_table(model), max(1, torch.get_num_threads()))
-    return len(codec.join_streams(streams))
+    return len(codec.encode_samples(model, ordered, np.ascontiguousarray(params.round().numpy().astype(np.int32))))
 
 
 def bound(model: UnzNet, planes: np.ndarray, block: int, steps: int, lr: float = 0.5) -> tuple[int, int]:
@@ -69,9 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     total_base = total_tuned = 0
     print(f"free parameter planes in {args.block}x{args.block} blocks, {args.steps} steps, pixel bytes only")
     for path in sorted(Path(args.folder).glob("*.png")):
-        with Image.open(path) as img:
-            stored = UnzImagePlugin.storable(img)
-            stored.load()
+        stored = UnzImagePlugin.open_storable(path)
         _, groups = api.prepare(np.asarray(stored), stored.mode, models)
         for group in groups:
             base, tuned = bound(models.for_channels(len(group)), group, args.block, args.steps)

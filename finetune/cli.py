@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from pillow_unz import UnzImagePlugin
@@ -60,15 +59,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{dst} exists (use -f to overwrite)")
         settings = lora.LoraSettings(
             rank=args.rank,
-            steps=None if args.seconds is not None else int(args.steps or lora.DEFAULT_STEPS),
+            steps=int(args.steps) if args.steps else None,
             seconds=args.seconds,
             device=args.device,
             targets=targets,
         )
-        with Image.open(src) as img:
-            icc_profile, exif = img.info.get("icc_profile"), img.info.get("exif")
-            stored = UnzImagePlugin.storable(img)
-            stored.load()
+        stored = UnzImagePlugin.open_storable(src)
+        icc_profile, exif = stored.info.get("icc_profile"), stored.info.get("exif")
         bar = tqdm(total=settings.steps, desc="tuning", unit="step", file=sys.stderr)
 
         def progress(step: int, bpsp: float) -> None:

@@ -45,12 +45,14 @@ ADAPTER = "unz"
 @dataclass
 class LoraSettings:
     rank: int = DEFAULT_RANK
-    steps: int | None = DEFAULT_STEPS  # stop after this many steps ...
+    steps: int | None = None  # stop after this many steps ...
     seconds: float | None = None  # ... or this many seconds, whichever comes first
     device: str = "cpu"  # where training runs; coding is exact on any device
     targets: tuple[str, ...] = DEFAULT_TARGETS  # names of pillow_unz.adapter.adaptable_layers
 
     def __post_init__(self) -> None:
+        if self.steps is None and self.seconds is None:  # a time budget alone replaces the steps
+            self.steps = DEFAULT_STEPS
         # Refused here, before any tuning starts, with a message instead of torch's traceback.
         if (self.steps is not None and self.steps < 0) or (self.seconds is not None and self.seconds < 0):
             raise ValueError("LoRA steps and seconds must not be negative")

@@ -10,6 +10,7 @@ opens in the converted mode. Other modes raise OSError: convert them first, choo
 from __future__ import annotations
 
 from io import BytesIO
+from pathlib import Path
 from typing import IO
 
 import numpy as np
@@ -71,6 +72,15 @@ def storable(im: Image.Image) -> Image.Image:
     raise OSError(msg)
 
 
+def open_storable(path: str | Path) -> Image.Image:
+    """The image file at `path`, loaded, as storable() gives it (its info, ICC profile and Exif
+    included, comes along)."""
+    with Image.open(path) as img:
+        stored = storable(img)
+        stored.load()
+    return stored
+
+
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     info = im.encoderinfo
     icc_profile = info.get("icc_profile", im.info.get("icc_profile"))
@@ -89,16 +99,10 @@ def _compress_with_lora(pixels: np.ndarray, mode: str, icc_profile: bytes | None
     """save(..., lora=True, rank=, steps=, seconds=, device=, targets=): `unz-finetune --lora`'s options."""
     from .finetune import lora
 
-    defaults = lora.LoraSettings()
-    seconds = info.get("seconds")
-    settings = lora.LoraSettings(
-        rank=info.get("rank", defaults.rank),
-        steps=info.get("steps", None if seconds is not None else defaults.steps),
-        seconds=seconds,
-        device=info.get("device", defaults.device),
-        targets=tuple(info.get("targets", defaults.targets)),
-    )
-    return lora.compress(pixels, mode, icc_profile, exif, settings=settings).data
+    options = {k: info[k] for k in ("rank", "steps", "seconds", "device", "targets") if k in info}
+    if "targets" in options:
+        options["targets"] = tuple(options["targets"])
+    return lora.compress(pixels, mode, icc_profile, exif, settings=lora.LoraSettings(**options)).data
 
 
 Image.register_open(UnzImageFile.format, UnzImageFile, _accept)

@@ -83,6 +83,12 @@ def scale_table(model: UnzNet) -> np.ndarray:
     return np.ascontiguousarray(table.astype(np.int32))
 
 
+def encode_samples(model: UnzNet, ordered: np.ndarray, params: np.ndarray) -> bytes:
+    """The pixel streams of planes (C, H, W) uint8, already in coding order, under the pixel
+    model with the integer parameter planes `params` and the model's scale table."""
+    return join_streams(_coder.encode_pixels(np.ascontiguousarray(ordered), params, scale_table(model), _threads()))
+
+
 def encode_planes(model: UnzNet, planes: np.ndarray) -> CodedPlanes:
     """planes: (C, H, W) uint8 with C = model.config.channels."""
     c, h, w = planes.shape
@@ -94,8 +100,7 @@ def encode_planes(model: UnzNet, planes: np.ndarray) -> CodedPlanes:
     shape = tuple(z.shape[1:])
     latent = coder.encode_centered(z.cpu().numpy().reshape(-1).astype(np.int32), _latent_scales(model, shape), Z_MAX)
     params = parameter_planes(model, z, h, w)
-    streams = _coder.encode_pixels(np.ascontiguousarray(planes), params, scale_table(model), _threads())
-    return CodedPlanes(shape, latent, join_streams(streams))
+    return CodedPlanes(shape, latent, encode_samples(model, planes, params))
 
 
 def decode_planes(model: UnzNet, coded: CodedPlanes, height: int, width: int) -> np.ndarray:
