@@ -193,4 +193,6 @@ def test_bound_starts_from_the_codec(small: Image.Image) -> None:
     model = load_models().for_channels(3)
     planes = np.ascontiguousarray(np.asarray(small).transpose(2, 0, 1))
     base, tuned = bound.bound(model, planes, block=8, steps=0)
-    assert base == tuned == len(codec.encode_planes(model, planes).pixels)
+    coded = codec.encode_planes(model, planes)
+    assert np.array_equal(codec.decode_planes(model, coded, small.height, small.width), planes)
+    assert base == tuned == len(coded.pixels)
