@@ -324,6 +324,36 @@ py::array_t<int32_t> classical_predictions(const py::array& planes, int threads)
   return result;
 }
 
+// The learned model's context of every sample (ClassicalPredictor::context), band by band as the
+// coder computes it: (kContextSize, C, H, W) int16, clamped to +-32767. For training.
+py::array_t<int16_t> classical_contexts(const py::array& planes, int threads) {
+  auto img = checked<uint8_t>(planes, "planes", 3);
+  const int C = static_cast<int>(img.shape(0)), H = static_cast<int>(img.shape(1)), W = static_cast<int>(img.shape(2));
+  if (C < 1 || C > kMaxChannels) throw py::value_error("channels must be 1..4");
+  py::array_t<int16_t> result({kContextSize, C, H, W});
+  int16_t* out = result.mutable_data();
+  {
+    py::gil_scoped_release release;
+    const size_t plane = static_cast<size_t>(H) * W, block = C * plane;
+    parallel_for(num_bands(H), threads, [&](int i) {
+      const Band b(H, W, i);
+      ClassicalPredictor predictor(img.data() + b.offset, plane, C, W);
+      int32_t ctx[kContextSize];
+      for (int y = 0; y < b.rows; ++y)
+        for (int x = 0; x < W; ++x)
+          for (int c = 0; c < C; ++c) {
+            predictor.predict(c, y, x);
+            predictor.context(c, y, x, ctx);
+            const size_t at = c * plane + b.offset + static_cast<size_t>(y) * W + x;
+            for (int k = 0; k < kContextSize; ++k)
+              out[k * block + at] = static_cast<int16_t>(std::clamp<int32_t>(ctx[k], -32767, 32767));
+            predictor.update(c, y, x);
+          }
+    });
+  }
+  return result;
+}
+
 template <size_t N>
 py::tuple as_tuple(const int32_t (&v)[N]) {
   py::tuple t(N);
@@ -346,6 +376,7 @@ PYBIND11_MODULE(_coder, m) {
   m.def("num_param_planes", &num_param_planes, py::arg("channels"), "Network parameter planes the pixel model takes");
   m.def("num_bands", &num_bands, py::arg("height"), "How many bands of rows (independent streams) an image has");
   m.def("classical_predictions", &classical_predictions, py::arg("planes"), py::arg("threads") = 1);
+  m.def("classical_contexts", &classical_contexts, py::arg("planes"), py::arg("threads") = 1);
   m.def("encode_pixels", &encode_pixels, py::arg("planes"), py::arg("params"), py::arg("scale_table"),
         py::arg("threads") = 1);
   m.def("decode_pixels", &decode_pixels, py::arg("streams"), py::arg("params"), py::arg("scale_table"),

@@ -78,6 +78,13 @@ class RollingRows {
   std::vector<int32_t> data_;
 };
 
+// The causal window of ClassicalPredictor::context, (dy, dx): the samples whose blend residuals
+// the rolling rows still hold (two rows up, two columns left, one right).
+constexpr int kWindow = 10;
+constexpr int kWindowOffsets[kWindow][2] = {{0, -1},  {0, -2},  {-1, -2}, {-1, -1}, {-1, 0},
+                                            {-1, 1},  {-2, -2}, {-2, -1}, {-2, 0},  {-2, 1}};
+constexpr int kContextSize = 2 * kWindow + kNumPredictors + 2 + (kMaxChannels - 1);
+
 struct Prediction {
   int32_t mean8;     // in eighths of a sample, not yet clamped
   int32_t spread;    // max - min of the six difference predictors, in eighths
@@ -166,11 +173,40 @@ class ClassicalPredictor {
     int64_t correction = 0;
     for (int j = 0; j < c; ++j) residual_inputs_[j] = blend_residual_[j];
     if (c > 0) correction = floor_shift(residual_fit_[c].predict(residual_inputs_.data()) + (int64_t{1} << (kBits - 1)), kBits);
+    correction_ = static_cast<int32_t>(correction);
 
     const int32_t feedback = blend_err_.causal_sum(c, y, x, 2, 2, 1, 1, 0, 0);
     const int spread = *std::max_element(pred_.begin(), pred_.begin() + kDifferencePredictors) -
                        *std::min_element(pred_.begin(), pred_.begin() + kDifferencePredictors);
+    spread_ = spread;
     return {static_cast<int32_t>(blend_ + correction), spread, feedback};
+  }
+
+  // The context the learned part of the model reads at sample (c, y, x), between predict and
+  // update, in eighths: the causal window's samples relative to the prediction (in the channel's
+  // difference domain), the blend's signed residuals there, each predictor's disagreement with
+  // the blend, the residual fit's correction, the spread, and the blend residuals of the earlier
+  // channels at this pixel. Outside the image (or band), window entries are zero.
+  void context(int c, int y, int x, int32_t* out) {
+    const uint8_t* img = planes_ + c * plane_;
+    const auto reference = [&](size_t i) {
+      int sum = 0;
+      for (int j = 0; j < c; ++j) sum += planes_[j * plane_ + i];
+      return c > 0 ? sum / c : 0;
+    };
+    for (int k = 0; k < kWindow; ++k) {
+      const int yy = y + kWindowOffsets[k][0], xx = x + kWindowOffsets[k][1];
+      const bool inside = yy >= 0 && xx >= 0 && xx < W_;
+      const size_t i = static_cast<size_t>(yy) * W_ + xx;
+      out[k] = inside ? 8 * (img[i] - reference(i)) + base_ - blend_ : 0;
+      out[kWindow + k] = inside ? blend_err_.row(c, yy)[xx] : 0;
+    }
+    int32_t* rest = out + 2 * kWindow;
+    for (int k = 0; k < kNumPredictors; ++k) rest[k] = pred_[k] - blend_;
+    if (c == 0) std::fill(rest + kDifferencePredictors, rest + kLeastSquaresPredictor, 0);
+    rest[kNumPredictors] = correction_;
+    rest[kNumPredictors + 1] = spread_;
+    for (int j = 0; j < kMaxChannels - 1; ++j) rest[kNumPredictors + 2 + j] = j < c ? blend_residual_[j] : 0;
   }
 
   void update(int c, int y, int x) {
@@ -202,7 +238,7 @@ class ClassicalPredictor {
   std::array<int32_t, kMaxChannels> residual_inputs_{};
   std::array<int32_t, kMaxChannels> blend_residual_{};
   int base_ = 0, centre_ = 0;
-  int32_t blend_ = 0;
+  int32_t blend_ = 0, correction_ = 0, spread_ = 0;
 };
 
 }  // namespace unz

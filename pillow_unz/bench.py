@@ -12,7 +12,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from . import api
+from . import api, codec
+from .pixelmodel import coding_order
 
 
 @dataclass
@@ -111,6 +112,100 @@ def bench_images(folder: str | Path, repeat: int = 1, progress: bool = True) -> 
     return {name: {g: t.row() for g, t in groups.items()} for name, groups in results.items()}
 
 
+@dataclass
+class _AblationGroup:
+    """One plane group of one image: its samples in coding order, the network's parameter planes
+    for it, and its usual coded size."""
+
+    planes: np.ndarray
+    params: np.ndarray
+    usual_bytes: int
+
+
+def _constant_planes(constants: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    return np.ascontiguousarray(np.broadcast_to(constants[:, None, None], (len(constants), *shape)), dtype=np.int32)
+
+
+def _fit_constants(model, groups: list[_AblationGroup]) -> tuple[np.ndarray, int]:
+    """The best constant per network output for these groups, by real coded bytes: from the
+    pixel-weighted mean of each parameter plane, a coordinate search over integers (steps of one
+    scale step for offsets, 2/64 for coefficients) that keeps every move that saves bytes."""
+
+    def cost(constants: np.ndarray) -> int:
+        return sum(len(codec.encode_samples(model, g.planes, _constant_planes(constants, g.planes.shape[1:])))
+                   for g in groups)
+
+    weights = np.array([g.params[0].size for g in groups], np.float64)
+    means = sum(w * g.params.reshape(len(g.params), -1).mean(1) for w, g in zip(weights, groups)) / weights.sum()
+    best = np.rint(means).astype(np.int32)
+    best_cost = cost(best)
+    channels = model.config.channels
+    for i in range(len(best)):
+        step = 1 if i < channels else 2
+        for direction in (1, -1):
+            while True:
+                trial = best.copy()
+                trial[i] += direction * step
+                trial_cost = cost(trial)
+                if trial_cost >= best_cost:
+                    break
+                best, best_cost = trial, trial_cost
+    return best, best_cost
+
+
+def bench_ablation(folder: str | Path, progress: bool = True) -> dict:
+    """The network's share of the ratio on the PNG images of folder: every plane group coded as
+    usual and with the network's outputs (its parameter planes) replaced by the best constant per
+    output, fitted on the same images by coded size; both codings are decoded and compared.
+    network_share = 1 - usual bytes / ablated bytes (the coded planes, z included in usual)."""
+    from tqdm import tqdm
+
+    from .weights import load_models
+
+    files = sorted(Path(folder).glob("*.png"))
+    if not files:
+        raise FileNotFoundError(f"no .png images in {folder}")
+    models = load_models()
+    by_model: dict[int, list[_AblationGroup]] = {}
+    for f in tqdm(files, desc="usual", disable=not progress):
+        img = Image.open(f)
+        _, groups = api.prepare(np.asarray(img), img.mode, models)
+        for planes in groups:
+            model = models.for_channels(len(planes))
+            coded = codec.encode_planes(model, planes)
+            ordered = np.ascontiguousarray(planes[coding_order(len(planes))])
+            params = codec.decode_latent_params(model, coded, *planes.shape[1:])
+            if not np.array_equal(codec.decode_planes(model, coded, *planes.shape[1:]), planes):
+                raise AssertionError(f"pillow-unz did not round-trip {f.name}")
+            by_model.setdefault(len(planes), []).append(_AblationGroup(ordered, params, coded.size))
+    result: dict = {"images": len(files), "models": {}}
+    for channels, groups in tqdm(by_model.items(), desc="ablated", disable=not progress):
+        model = models.for_channels(channels)
+        constants, ablated = _fit_constants(model, groups)
+        for g in groups:
+            params = _constant_planes(constants, g.planes.shape[1:])
+            stream = codec.encode_samples(model, g.planes, params)
+            if not np.array_equal(codec.decode_samples(model, stream, params), g.planes):
+                raise AssertionError("the ablated coding did not round-trip")
+        usual = sum(g.usual_bytes for g in groups)
+        result["models"][channels] = {"usual_bytes": usual, "ablated_bytes": ablated,
+                                      "network_share": round(1 - usual / ablated, 5), "constants": constants.tolist()}
+    usual = sum(m["usual_bytes"] for m in result["models"].values())
+    ablated = sum(m["ablated_bytes"] for m in result["models"].values())
+    result.update(usual_bytes=usual, ablated_bytes=ablated, network_share=round(1 - usual / ablated, 5))
+    return result
+
+
+def format_ablation(result: dict) -> str:
+    lines = [f"ablation over {result['images']} images: the network's outputs replaced by the best constant per output",
+             f"{'model':<10} {'usual bytes':>12} {'ablated bytes':>14} {'network share':>14}"]
+    names = {1: "gray", 3: "colour"}
+    for channels, m in result["models"].items():
+        lines.append(f"{names.get(int(channels), channels):<10} {m['usual_bytes']:>12,} {m['ablated_bytes']:>14,} {m['network_share']:>13.2%}")
+    lines.append(f"{'all':<10} {result['usual_bytes']:>12,} {result['ablated_bytes']:>14,} {result['network_share']:>13.2%}")
+    return "\n".join(lines)
+
+
 def bench_coder(n: int = 1_000_000, seed: int = 0) -> dict:
     """Msymbols/s of pillow_unz.coder and constriction's range coder, one 256-entry table."""
     from . import coder
@@ -166,7 +261,12 @@ def format_coder(result: dict) -> str:
     return "\n".join(lines)
 
 
-def run(folder: str | None, coder_only: bool, as_json: bool, repeat: int) -> str:
+def run(folder: str | None, coder_only: bool, as_json: bool, repeat: int, ablation: bool = False) -> str:
+    if ablation:
+        if not folder:
+            raise ValueError("--ablation needs a folder of images")
+        result = bench_ablation(folder, progress=not as_json)
+        return json.dumps(result, indent=1) if as_json else format_ablation(result)
     out = {}
     if folder and not coder_only:
         out["images"] = bench_images(folder, repeat, progress=not as_json)

@@ -134,7 +134,7 @@ def cmd_roundtrip(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
-    print(bench.run(args.folder, args.coder, args.json, args.repeat))
+    print(bench.run(args.folder, args.coder, args.json, args.repeat, args.ablation))
     return 0
 
 
@@ -161,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("folder", nargs="?", help="folder of .png images")
     b.add_argument("--coder", action="store_true", help="only the range-coder benchmark")
     b.add_argument("--json", action="store_true", help="machine-readable output")
+    b.add_argument("--ablation", action="store_true",
+                   help="the network's share: code every image as usual and with its outputs replaced by constants")
     b.add_argument("--repeat", type=int, default=1, help="time each codec this many times, keep the best")
     b.set_defaults(func=cmd_bench)
     return p

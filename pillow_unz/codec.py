@@ -103,19 +103,35 @@ def encode_planes(model: UnzNet, planes: np.ndarray) -> CodedPlanes:
     return CodedPlanes(shape, latent, encode_samples(model, planes, params))
 
 
+def _check_stream_length(pixels: bytes, channels: int, height: int, width: int) -> None:
+    if channels * height * width > (8 * len(pixels) + 64 * _coder.num_bands(height)) / _MIN_BITS_PER_SAMPLE:
+        raise ValueError("pixel stream is too short for the image size: truncated or corrupt")
+
+
+def decode_samples(model: UnzNet, pixels: bytes, params: np.ndarray) -> np.ndarray:
+    """Inverse of encode_samples: planes (C, H, W) uint8 in coding order, from the pixel streams
+    and the parameter planes (P, H, W) they were coded with."""
+    channels = model.config.channels
+    height, width = params.shape[1:]
+    _check_stream_length(pixels, channels, height, width)
+    streams = split_streams(pixels, _coder.num_bands(height))
+    return _coder.decode_pixels(streams, params, scale_table(model), channels, _threads())
+
+
 def decode_planes(model: UnzNet, coded: CodedPlanes, height: int, width: int) -> np.ndarray:
     """Inverse of encode_planes; raises ValueError for streams that cannot be this model's."""
     expected = latent_shape(model, height, width)
     if coded.latent_shape != expected:
         raise ValueError(f"latent shape {coded.latent_shape} does not fit a {width}x{height} image ({expected})")
     channels = model.config.channels
-    bands = _coder.num_bands(height)
-    if channels * height * width > (8 * len(coded.pixels) + 64 * bands) / _MIN_BITS_PER_SAMPLE:
-        raise ValueError("pixel stream is too short for the image size: truncated or corrupt")
-    streams = split_streams(coded.pixels, bands)
-    symbols = coder.decode_centered(coded.latent, _latent_scales(model, expected), Z_MAX)
-    device = next(model.parameters()).device
-    z = torch.from_numpy(symbols.astype(np.float64)).view(1, *expected).to(device)
-    params = parameter_planes(model, z, height, width)
-    planes = _coder.decode_pixels(streams, params, scale_table(model), channels, _threads())
+    _check_stream_length(coded.pixels, channels, height, width)  # before any allocation of the image's size
+    planes = decode_samples(model, coded.pixels, decode_latent_params(model, coded, height, width))
     return np.ascontiguousarray(planes[np.argsort(coding_order(channels))])
+
+
+def decode_latent_params(model: UnzNet, coded: CodedPlanes, height: int, width: int) -> np.ndarray:
+    """The parameter planes of coded planes: z decoded, then the network's decoder half."""
+    symbols = coder.decode_centered(coded.latent, _latent_scales(model, coded.latent_shape), Z_MAX)
+    device = next(model.parameters()).device
+    z = torch.from_numpy(symbols.astype(np.float64)).view(1, *coded.latent_shape).to(device)
+    return parameter_planes(model, z, height, width)

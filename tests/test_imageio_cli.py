@@ -57,3 +57,20 @@ def test_errors_give_messages_and_exit_codes(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as e:
         cli.main(["frobnicate"])
     assert e.value.code == 2
+
+
+def test_bench_ablation_reports_the_network_share(small: Image.Image, tmp_path, capsys) -> None:
+    """--ablation codes every image as usual and with constant network outputs, decodes both
+    (the command raises where either fails to round-trip) and reports the network's share."""
+    import json
+
+    small.save(tmp_path / "rgb.png")
+    small.convert("L").save(tmp_path / "gray.png")
+    assert cli.main(["bench", str(tmp_path), "--ablation", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == 2 and set(result["models"]) == {"1", "3"}
+    for m in result["models"].values():
+        assert m["network_share"] == round(1 - m["usual_bytes"] / m["ablated_bytes"], 5)
+    assert result["usual_bytes"] == sum(m["usual_bytes"] for m in result["models"].values())
+    assert cli.main(["bench", "--ablation"]) == 1  # needs a folder
+    assert "needs a folder" in capsys.readouterr().err
