@@ -4,8 +4,12 @@ Modes L, LA, RGB and RGBA are stored as they are. Mode 1 is stored as L (0 and 2
 as RGB or RGBA (RGBA when the palette has transparency): lossless conversions, and the file
 opens in the converted mode. Other modes raise OSError: convert them first, choosing the loss.
 
+`save(..., threads=N)` codes on N threads (default: torch's; the bytes never depend on it).
 `save(..., lora=True)` tunes a per-image adapter first (pillow_unz/finetune/lora.py; needs the
 `lora` extra), with the options of `unz-finetune --lora`: rank, steps or seconds, device, targets.
+`register_unz_opener(**defaults)` sets defaults for these options (threads also for decoding),
+as pillow-heif's register_heif_opener does, and registers `.unz` with imageio where it is
+installed, so that imageio goes straight to Pillow for it.
 """
 from __future__ import annotations
 
@@ -16,9 +20,11 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageFile
 
-from . import api, format as fmt
+from . import api, codec, format as fmt
 
 MIME = "image/x-unz"
+SAVE_OPTIONS = frozenset({"threads", "lora", "rank", "steps", "seconds", "device", "targets"})
+_defaults: dict = {}
 
 
 def _accept(prefix: bytes) -> bool:
@@ -42,7 +48,8 @@ class UnzImageFile(ImageFile.ImageFile):
     def load(self) -> Image.core.PixelAccess | None:
         if not self._decoded:
             assert self.fp is not None
-            pixels = api.decode_body(self.fp, self._header, self._metadata)
+            with codec.coding_threads(_defaults.get("threads")):
+                pixels = api.decode_body(self.fp, self._header, self._metadata)
             self._decoded = True
             if self._exclusive_fp:
                 self.fp.close()
@@ -53,7 +60,8 @@ class UnzImageFile(ImageFile.ImageFile):
     def verify(self) -> None:
         """Decode the whole file and check its pixel checksum (and every chunk's CRC)."""
         assert self.fp is not None
-        api.decode_body(self.fp, self._header, self._metadata)
+        with codec.coding_threads(_defaults.get("threads")):
+            api.decode_body(self.fp, self._header, self._metadata)
         super().verify()
 
 
@@ -82,7 +90,7 @@ def open_storable(path: str | Path) -> Image.Image:
 
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
-    info = im.encoderinfo
+    info = {**_defaults, **im.encoderinfo}
     icc_profile = info.get("icc_profile", im.info.get("icc_profile"))
     exif = info.get("exif", im.info.get("exif"))
     if isinstance(exif, Image.Exif):
@@ -92,7 +100,7 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     if info.get("lora"):
         fp.write(_compress_with_lora(np.asarray(stored), stored.mode, icc_profile or None, exif or None, info))
     else:
-        fp.write(api.compress(np.asarray(stored), stored.mode, icc_profile or None, exif or None))
+        fp.write(api.compress(np.asarray(stored), stored.mode, icc_profile or None, exif or None, threads=info.get("threads")))
 
 
 def _compress_with_lora(pixels: np.ndarray, mode: str, icc_profile: bytes | None, exif: bytes | None, info: dict) -> bytes:
@@ -102,10 +110,38 @@ def _compress_with_lora(pixels: np.ndarray, mode: str, icc_profile: bytes | None
     options = {k: info[k] for k in ("rank", "steps", "seconds", "device", "targets") if k in info}
     if "targets" in options:
         options["targets"] = tuple(options["targets"])
-    return lora.compress(pixels, mode, icc_profile, exif, settings=lora.LoraSettings(**options)).data
+    with codec.coding_threads(info.get("threads")):
+        return lora.compress(pixels, mode, icc_profile, exif, settings=lora.LoraSettings(**options)).data
 
 
-Image.register_open(UnzImageFile.format, UnzImageFile, _accept)
-Image.register_save(UnzImageFile.format, _save)
-Image.register_extension(UnzImageFile.format, ".unz")
-Image.register_mime(UnzImageFile.format, MIME)
+def _register_with_imageio() -> None:
+    """Tell imageio that .unz files are Pillow's (where imageio is installed), so that it tries
+    the pillow plugin first instead of probing every plugin it has."""
+    try:
+        from imageio.config import known_extensions
+        from imageio.config.extensions import FileExtension
+    except ImportError:
+        return
+    entries = known_extensions.setdefault(".unz", [])
+    if not any("pillow" in e.priority for e in entries):
+        entries.insert(0, FileExtension(name=UnzImageFile.format_description, extension=".unz", priority=["pillow"],
+                                        description="pillow-unz lossless images (pip install pillow-unz)"))
+
+
+def register_unz_opener(**defaults) -> None:
+    """Register .unz with Pillow and imageio (importing pillow_unz already does), and make
+    `defaults` the options of every later save() (threads also of decoding): threads, lora,
+    rank, steps, seconds, device, targets. Options given to save() still win."""
+    unknown = set(defaults) - SAVE_OPTIONS
+    if unknown:
+        raise TypeError(f"unknown .unz option(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(SAVE_OPTIONS))})")
+    codec.checked_threads(defaults.get("threads"))  # a bad count fails here, not at the first save
+    _defaults.update(defaults)
+    Image.register_open(UnzImageFile.format, UnzImageFile, _accept)
+    Image.register_save(UnzImageFile.format, _save)
+    Image.register_extension(UnzImageFile.format, ".unz")
+    Image.register_mime(UnzImageFile.format, MIME)
+    _register_with_imageio()
+
+
+register_unz_opener()

@@ -4,11 +4,12 @@
     img.save("photo.unz")
     Image.open("photo.unz")
 
-pillow_unz.compress / pillow_unz.decompress code numpy arrays directly.
+pillow_unz.compress / pillow_unz.decompress code numpy arrays directly;
+pillow_unz.register_unz_opener(threads=..., ...) sets default options of save().
 """
-from . import UnzImagePlugin  # noqa: F401  (registers the format with Pillow)
+from .UnzImagePlugin import register_unz_opener  # importing it registers the format with Pillow
 from .api import DecodedImage, compress, decompress
 from .format import ChecksumError, UnzFormatError
 
-__all__ = ["compress", "decompress", "DecodedImage", "UnzFormatError", "ChecksumError"]
+__all__ = ["compress", "decompress", "register_unz_opener", "DecodedImage", "UnzFormatError", "ChecksumError"]
 __version__ = "0.1.0"

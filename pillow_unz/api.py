@@ -59,12 +59,15 @@ def compress(
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
     models: ModelSet | None = None,
+    threads: int | None = None,
 ) -> bytes:
-    """Encode an 8-bit image: pixels (H, W) for mode L, (H, W, C) for LA, RGB and RGBA.
-    (pillow_unz.finetune.lora.compress does the same with a per-image adapter.)"""
+    """Encode an 8-bit image: pixels (H, W) for mode L, (H, W, C) for LA, RGB and RGBA, on
+    `threads` threads (default: torch's). (pillow_unz.finetune.lora.compress does the same
+    with a per-image adapter.)"""
     models = models or load_models()
     header, groups = prepare(pixels, mode, models)
-    coded = [codec.encode_planes(models.for_channels(len(g)), g) for g in groups]
+    with codec.coding_threads(threads):
+        coded = [codec.encode_planes(models.for_channels(len(g)), g) for g in groups]
     return fmt.to_bytes(fmt.UnzFile(header, metadata_of(icc_profile, exif), None, coded))
 
 
@@ -90,8 +93,9 @@ def decode_body(f: BinaryIO, header: fmt.Header, metadata: dict[str, bytes], mod
     return pixels
 
 
-def decompress(data: bytes | BinaryIO, models: ModelSet | None = None) -> DecodedImage:
-    """Decode .unz bytes (or a seekable binary file)."""
+def decompress(data: bytes | BinaryIO, models: ModelSet | None = None, threads: int | None = None) -> DecodedImage:
+    """Decode .unz bytes (or a seekable binary file) on `threads` threads (default: torch's)."""
     f = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
     header, metadata = fmt.read_header(f)
-    return DecodedImage(header.mode, decode_body(f, header, metadata, models), metadata)
+    with codec.coding_threads(threads):
+        return DecodedImage(header.mode, decode_body(f, header, metadata, models), metadata)

@@ -7,6 +7,9 @@ model codes the samples with them. Decoding repeats the last two steps from the 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,9 +57,28 @@ def split_streams(payload: bytes, count: int) -> list[bytes]:
     return streams + [payload[start:]]
 
 
+_THREADS: ContextVar[int | None] = ContextVar("pillow_unz_threads", default=None)
+
+
+def checked_threads(threads: int | None) -> int | None:
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    return threads
+
+
+@contextmanager
+def coding_threads(threads: int | None) -> Iterator[None]:
+    """Within the block, code bands on `threads` threads (None: as many as torch is allowed).
+    The bytes and pixels never depend on it."""
+    token = _THREADS.set(checked_threads(threads))
+    try:
+        yield
+    finally:
+        _THREADS.reset(token)
+
+
 def _threads() -> int:
-    """Bands are coded on as many threads as torch is allowed (the results never depend on it)."""
-    return max(1, torch.get_num_threads())
+    return _THREADS.get() or max(1, torch.get_num_threads())
 
 
 def latent_shape(model: UnzNet, height: int, width: int) -> tuple[int, int, int]:
