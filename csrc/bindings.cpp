@@ -262,7 +262,7 @@ py::list encode_pixels(const py::array& planes, const py::array& params, const p
     parallel_for(bands, threads, [&](int i) {
       const Band b(a.H, a.W, i);
       RangeEncoder enc;
-      code_pixels<false>(enc, data + b.offset, a.params + b.offset, plane, a.C, b.rows, a.W, a.table);
+      code_pixels<false>(enc, data + b.offset, a.params + b.offset, plane, plane, a.C, b.rows, a.W, a.table);
       out[i] = enc.finish();
     });
   }
@@ -271,23 +271,26 @@ py::list encode_pixels(const py::array& planes, const py::array& params, const p
   return streams;
 }
 
+// The first len(streams) bands of an image of `height` rows (all of them, or those a truncated
+// file still holds); params cover exactly their rows. Rows past them stay zero.
 py::array_t<uint8_t> decode_pixels(const py::list& streams, const py::array& params, const py::array& table,
-                                   int channels, int threads) {
+                                   int channels, int threads, int height) {
   const PixelArgs a(params, table, channels);
-  const int bands = num_bands(a.H);
-  if (static_cast<int>(streams.size()) != bands)
-    throw py::value_error("expected " + std::to_string(bands) + " pixel streams, got " + std::to_string(streams.size()));
+  const int count = static_cast<int>(streams.size());
+  if (height < 1 || count > num_bands(height) || a.H != band_start(height, count))
+    throw py::value_error("params must cover the rows of the " + std::to_string(count) + " bands to decode");
   std::vector<std::string_view> buffers;
   for (const auto& s : streams) buffers.push_back(s.cast<std::string_view>());  // the list holds the bytes
-  py::array_t<uint8_t> result({a.C, a.H, a.W});
+  py::array_t<uint8_t> result({a.C, height, a.W});
   uint8_t* out = result.mutable_data();
   {
     py::gil_scoped_release release;
-    const size_t plane = static_cast<size_t>(a.H) * a.W;
-    parallel_for(bands, threads, [&](int i) {
-      const Band b(a.H, a.W, i);
+    const size_t plane = static_cast<size_t>(height) * a.W, params_plane = static_cast<size_t>(a.H) * a.W;
+    for (int c = 0; c < a.C; ++c) std::fill(out + c * plane + params_plane, out + (c + 1) * plane, uint8_t{0});
+    parallel_for(count, threads, [&](int i) {
+      const Band b(height, a.W, i);
       RangeDecoder dec(reinterpret_cast<const uint8_t*>(buffers[i].data()), buffers[i].size());
-      code_pixels<true>(dec, out + b.offset, a.params + b.offset, plane, a.C, b.rows, a.W, a.table);
+      code_pixels<true>(dec, out + b.offset, a.params + b.offset, plane, params_plane, a.C, b.rows, a.W, a.table);
       dec.finish();
     });
   }
@@ -375,12 +378,13 @@ PYBIND11_MODULE(_coder, m) {
         py::arg("num_symbols"));
   m.def("num_param_planes", &num_param_planes, py::arg("channels"), "Network parameter planes the pixel model takes");
   m.def("num_bands", &num_bands, py::arg("height"), "How many bands of rows (independent streams) an image has");
+  m.def("band_start", &band_start, py::arg("height"), py::arg("band"), "The first row of a band (band_start(H, num_bands(H)) == H)");
   m.def("classical_predictions", &classical_predictions, py::arg("planes"), py::arg("threads") = 1);
   m.def("classical_contexts", &classical_contexts, py::arg("planes"), py::arg("threads") = 1);
   m.def("encode_pixels", &encode_pixels, py::arg("planes"), py::arg("params"), py::arg("scale_table"),
         py::arg("threads") = 1);
   m.def("decode_pixels", &decode_pixels, py::arg("streams"), py::arg("params"), py::arg("scale_table"),
-        py::arg("channels"), py::arg("threads") = 1);
+        py::arg("channels"), py::arg("threads"), py::arg("height"));
 
   m.attr("PROB_BITS") = kProbBits;
   m.attr("NUM_SCALES") = kNumScales;

@@ -86,11 +86,11 @@ inline int band_start(int H, int band) { return static_cast<int>(int64_t{band} *
 // One band of H rows of W samples, coded as a stream of its own: the prediction and every
 // adaptive statistic start afresh, so bands decode in parallel.
 // planes: C planes, `plane` samples apart, read when encoding, written when decoding.
-// params: P = num_param_planes(C) planes of network outputs, `plane` apart.
+// params: P = num_param_planes(C) planes of network outputs, `params_plane` apart.
 // scale_table: (C, kActivityBuckets, kCrossBuckets, kSpreadBuckets) learned base scale indices.
 template <bool Decode, class Coder>
-void code_pixels(Coder& coder, uint8_t* planes, const int32_t* params, size_t plane, int C, int H, int W,
-                 const int32_t* scale_table) {
+void code_pixels(Coder& coder, uint8_t* planes, const int32_t* params, size_t plane, size_t params_plane, int C,
+                 int H, int W, const int32_t* scale_table) {
   ClassicalPredictor predictor(planes, plane, C, W);
   RollingRows err(C, W);  // |final residual| of each channel
   std::vector<int64_t> cell_sum(static_cast<size_t>(C) * kCells, 0), cell_count(static_cast<size_t>(C) * kCells, 0);
@@ -103,7 +103,7 @@ void code_pixels(Coder& coder, uint8_t* planes, const int32_t* params, size_t pl
       for (int c = 0; c < C; ++c) {
         uint8_t* img = planes + c * plane;
         const Prediction p = predictor.predict(c, y, x);
-        const int32_t gamma = params[static_cast<size_t>(C + c) * plane + at];
+        const int32_t gamma = params[static_cast<size_t>(C + c) * params_plane + at];
         const int m = clamp_pred(p.mean8 + floor_div(int64_t{gamma} * p.feedback, 8 << kBetaFracBits));
 
         const int32_t activity = err.causal_sum(c, y, x, 2, 2, 1, 1, 1, 1);
@@ -113,7 +113,7 @@ void code_pixels(Coder& coder, uint8_t* planes, const int32_t* params, size_t pl
         const size_t cell = static_cast<size_t>(c) * kCells + (qa * kCrossBuckets + qb) * kSpreadBuckets + qs;
         const int base_index = std::clamp(scale_table[cell], 0, kNumScales - 1);
         const int s = std::clamp(base_index + adapted_scale_step(cell_sum[cell], cell_count[cell], base_index) +
-                                     params[static_cast<size_t>(c) * plane + at],
+                                     params[static_cast<size_t>(c) * params_plane + at],
                                  0, kNumScales - 1);
 
         // Bias cancellation: the coded mean moves by the mean signed residual of the cell so far

@@ -49,7 +49,10 @@ class UnzImageFile(ImageFile.ImageFile):
         if not self._decoded:
             assert self.fp is not None
             with codec.coding_threads(_defaults.get("threads")):
-                pixels = api.decode_body(self.fp, self._header, self._metadata)
+                # As Pillow's own formats: a truncated file is an error, unless
+                # LOAD_TRUNCATED_IMAGES asks for what it still holds (the rest black).
+                pixels = api.decode_body(self.fp, self._header, self._metadata,
+                                         truncated_ok=ImageFile.LOAD_TRUNCATED_IMAGES)
             self._decoded = True
             if self._exclusive_fp:
                 self.fp.close()

@@ -71,9 +71,12 @@ def compress(
     return fmt.to_bytes(fmt.UnzFile(header, metadata_of(icc_profile, exif), None, coded))
 
 
-def decode_body(f: BinaryIO, header: fmt.Header, metadata: dict[str, bytes], models: ModelSet | None = None) -> np.ndarray:
-    """Pixels of a file whose header and metadata have been read (the Pillow plugin's path)."""
-    unz = fmt.read_body(f, header, metadata)
+def decode_body(
+    f: BinaryIO, header: fmt.Header, metadata: dict[str, bytes], models: ModelSet | None = None, truncated_ok: bool = False
+) -> np.ndarray:
+    """Pixels of a file whose header and metadata have been read (the Pillow plugin's path).
+    With truncated_ok, a file that ends early gives the bands it still holds and zeros."""
+    unz = fmt.read_body(f, header, metadata, truncated_ok)
     models = models or load_models()
     if header.model_id != models.model_id:
         raise fmt.UnzFormatError(
@@ -87,8 +90,9 @@ def decode_body(f: BinaryIO, header: fmt.Header, metadata: dict[str, bytes], mod
             raise fmt.UnzFormatError(f"corrupt adapter chunk: {e}") from e
         group_models = [adapter.apply(m, a) if a else m for m, a in zip(group_models, group_adapters)]
     groups = [codec.decode_planes(m, coded, header.height, header.width) for m, coded in zip(group_models, unz.groups)]
+    groups += [np.zeros((n, header.height, header.width), np.uint8) for n in fmt.GROUPS[header.mode][len(groups) :]]
     pixels = _join(groups)
-    if fmt.pixel_hash(pixels.tobytes()) != header.pixel_hash:
+    if not unz.truncated and fmt.pixel_hash(pixels.tobytes()) != header.pixel_hash:
         raise fmt.ChecksumError("decoded pixels do not match the file's checksum: corrupt file or decoder mismatch")
     return pixels
 

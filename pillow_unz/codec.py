@@ -30,6 +30,7 @@ class CodedPlanes:
     latent_shape: tuple[int, int, int]  # (channels, height, width) of z
     latent: bytes  # z, range coded
     pixels: bytes  # the samples: one range-coded stream per band of rows, framed by join_streams
+    complete: bool = True  # False: what a truncated file still holds of `pixels`
 
     @property
     def size(self) -> int:
@@ -55,6 +56,20 @@ def split_streams(payload: bytes, count: int) -> list[bytes]:
         streams.append(payload[start : start + length])
         start += length
     return streams + [payload[start:]]
+
+
+def intact_streams(payload: bytes, count: int) -> list[bytes]:
+    """The streams a truncated join_streams payload still holds whole: those the band table
+    places inside it (never the last one, whose end the table does not give)."""
+    table = min(count - 1, len(payload) // 4)
+    start, streams = 4 * (count - 1), []
+    for i in range(table):
+        length = int.from_bytes(payload[4 * i : 4 * i + 4], "little")
+        if start + length > len(payload):
+            break
+        streams.append(payload[start : start + length])
+        start += length
+    return streams
 
 
 _THREADS: ContextVar[int | None] = ContextVar("pillow_unz_threads", default=None)
@@ -87,10 +102,11 @@ def latent_shape(model: UnzNet, height: int, width: int) -> tuple[int, int, int]
     return model.config.latent, height, width
 
 
-def parameter_planes(model: UnzNet, z: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """The decoder half in float64: integer parameter planes, identical on every machine."""
+def parameter_planes(model: UnzNet, z: torch.Tensor, height: int, width: int, rows: range | None = None) -> np.ndarray:
+    """The decoder half in float64: integer parameter planes (of `rows` only, if given),
+    identical on every machine."""
     with torch.no_grad(), torch.backends.cudnn.flags(enabled=False):
-        params = model.decode(z.to(torch.float64), height, width)[0]
+        params = model.decode(z.to(torch.float64), height, width, rows)[0]
         return np.ascontiguousarray(params.cpu().numpy().astype(np.int32))
 
 
@@ -130,30 +146,38 @@ def _check_stream_length(pixels: bytes, channels: int, height: int, width: int) 
         raise ValueError("pixel stream is too short for the image size: truncated or corrupt")
 
 
-def decode_samples(model: UnzNet, pixels: bytes, params: np.ndarray) -> np.ndarray:
-    """Inverse of encode_samples: planes (C, H, W) uint8 in coding order, from the pixel streams
-    and the parameter planes (P, H, W) they were coded with."""
-    channels = model.config.channels
-    height, width = params.shape[1:]
-    _check_stream_length(pixels, channels, height, width)
-    streams = split_streams(pixels, _coder.num_bands(height))
-    return _coder.decode_pixels(streams, params, scale_table(model), channels, _threads())
+def decode_samples(model: UnzNet, streams: list[bytes], params: np.ndarray, height: int) -> np.ndarray:
+    """Inverse of encode_samples: planes (C, height, W) uint8 in coding order, from the streams
+    of the first len(streams) bands of the image and the parameter planes (P, rows, W) of their
+    rows; rows past them are zero (a truncated file)."""
+    return _coder.decode_pixels(streams, params, scale_table(model), model.config.channels, _threads(), height)
 
 
 def decode_planes(model: UnzNet, coded: CodedPlanes, height: int, width: int) -> np.ndarray:
-    """Inverse of encode_planes; raises ValueError for streams that cannot be this model's."""
+    """Inverse of encode_planes; raises ValueError for streams that cannot be this model's. Of
+    incomplete planes (a truncated file), the bands still there, and zeros."""
     expected = latent_shape(model, height, width)
     if coded.latent_shape != expected:
         raise ValueError(f"latent shape {coded.latent_shape} does not fit a {width}x{height} image ({expected})")
-    channels = model.config.channels
-    _check_stream_length(coded.pixels, channels, height, width)  # before any allocation of the image's size
-    planes = decode_samples(model, coded.pixels, decode_latent_params(model, coded, height, width))
+    channels, bands = model.config.channels, _coder.num_bands(height)
+    if coded.complete:
+        _check_stream_length(coded.pixels, channels, height, width)  # before any allocation of the image's size
+        streams = split_streams(coded.pixels, bands)
+    else:
+        streams = intact_streams(coded.pixels, bands)
+    rows = range(_coder.band_start(height, len(streams)))
+    if rows:
+        params = decode_latent_params(model, coded, height, width, rows)
+    else:
+        params = np.zeros((_coder.num_param_planes(channels), 0, width), np.int32)
+    planes = decode_samples(model, streams, params, height)
     return np.ascontiguousarray(planes[np.argsort(coding_order(channels))])
 
 
-def decode_latent_params(model: UnzNet, coded: CodedPlanes, height: int, width: int) -> np.ndarray:
-    """The parameter planes of coded planes: z decoded, then the network's decoder half."""
+def decode_latent_params(model: UnzNet, coded: CodedPlanes, height: int, width: int, rows: range | None = None) -> np.ndarray:
+    """The parameter planes of coded planes (of `rows` only, if given): z decoded, then the
+    network's decoder half."""
     symbols = coder.decode_centered(coded.latent, _latent_scales(model, coded.latent_shape), Z_MAX)
     device = next(model.parameters()).device
     z = torch.from_numpy(symbols.astype(np.float64)).view(1, *coded.latent_shape).to(device)
-    return parameter_planes(model, z, height, width)
+    return parameter_planes(model, z, height, width, rows)

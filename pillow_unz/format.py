@@ -57,6 +57,7 @@ class UnzFile:
     metadata: dict[str, bytes] = field(default_factory=dict)  # "icc_profile", "exif"
     adapter: bytes | None = None  # reserved for per-image adapters
     groups: list[CodedPlanes] = field(default_factory=list)
+    truncated: bool = False  # read with truncated_ok from a file that ends early
 
 
 def pixel_hash(pixels: bytes) -> bytes:
@@ -125,6 +126,22 @@ class _Reader:
             raise UnzFormatError(f"chunk {tag!r} is corrupt (CRC mismatch)")
         return tag, payload
 
+    def truncated_chunk(self) -> tuple[bytes, bytes]:
+        """(tag, the payload bytes still there) of a chunk the file ends inside (b"" as the tag
+        where even its header is cut)."""
+        rest = self.f.read()
+        if len(rest) < _CHUNK.size:
+            return b"", b""
+        tag, length = _CHUNK.unpack(rest[: _CHUNK.size])
+        return tag, rest[_CHUNK.size : _CHUNK.size + length]
+
+    def whole_chunk_follows(self) -> bool:
+        """Whether the next chunk is all there (header, payload and CRC)."""
+        pos = self.f.tell()
+        head = self.f.read(_CHUNK.size)
+        self.f.seek(pos)
+        return len(head) == _CHUNK.size and _CHUNK.unpack(head)[1] + _CHUNK.size + 4 <= self.end - pos
+
     def peek_tag(self) -> bytes:
         pos = self.f.tell()
         tag = self.f.read(4)
@@ -163,25 +180,40 @@ def read(f: BinaryIO) -> UnzFile:
     return read_body(f, header, metadata)
 
 
-def read_body(f: BinaryIO, header: Header, metadata: dict[str, bytes]) -> UnzFile:
-    """The chunks after the metadata, as left by read_header."""
+def read_body(f: BinaryIO, header: Header, metadata: dict[str, bytes], truncated_ok: bool = False) -> UnzFile:
+    """The chunks after the metadata, as left by read_header. With truncated_ok (Pillow's
+    ImageFile.LOAD_TRUNCATED_IMAGES), a file that ends early gives the plane groups it holds
+    (the last one incomplete if the file ends inside its PIXL chunk) and `truncated` set; every
+    whole chunk is checked as ever."""
     r = _Reader(f)
     unz = UnzFile(header, metadata)
-    tag, payload = r.chunk()
-    if tag == b"ADPT":
-        unz.adapter = payload
-        tag, payload = r.chunk()
+
+    def ends_here() -> bool:
+        if truncated_ok and not r.whole_chunk_follows():
+            unz.truncated = True
+        return unz.truncated
+
+    if not ends_here() and r.peek_tag() == b"ADPT":
+        unz.adapter = r.chunk()[1]
     for _ in GROUPS[header.mode]:
+        if ends_here():
+            return unz
+        tag, payload = r.chunk()
         if tag != b"ZLAT":
             raise UnzFormatError(f"expected a ZLAT chunk, found {tag!r}")
         if len(payload) < _LATENT.size:
             raise UnzFormatError("ZLAT chunk too short")
         shape = _LATENT.unpack(payload[: _LATENT.size])
-        tag, pixels = r.chunk()
+        complete = not ends_here()
+        tag, pixels = r.chunk() if complete else r.truncated_chunk()
         if tag != b"PIXL":
+            if not complete:
+                return unz  # cut inside the chunk's header
             raise UnzFormatError(f"expected a PIXL chunk, found {tag!r}")
-        unz.groups.append(CodedPlanes(shape, payload[_LATENT.size :], pixels))
-        tag, payload = r.chunk()
+        unz.groups.append(CodedPlanes(shape, payload[_LATENT.size :], pixels, complete))
+    if ends_here():
+        return unz
+    tag, payload = r.chunk()
     if tag != b"UEND" or payload:
         raise UnzFormatError(f"expected the UEND chunk, found {tag!r}")
     return unz

@@ -151,3 +151,49 @@ def test_wrong_checksum_is_reported(coded: bytes) -> None:
     data = bytes(head) + struct.pack("<I", zlib.crc32(bytes(head))) + coded[fmt.HEADER_SIZE :]
     with pytest.raises(pillow_unz.ChecksumError):
         open_and_load(data)
+
+
+@pytest.fixture
+def load_truncated():
+    from PIL import ImageFile
+
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    yield
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def test_load_truncated_images_gives_the_intact_bands(sample: Image.Image, load_truncated) -> None:
+    """With ImageFile.LOAD_TRUNCATED_IMAGES, a file cut anywhere loads: the bands whose streams
+    are whole decode exactly, everything after them is black; whole files still check."""
+    gray = np.asarray(sample.convert("L"))
+    img = Image.fromarray(np.vstack([gray, gray[::-1], gray])[:700, :90], "L")  # 3 bands
+    rgba = with_alpha(img.convert("RGB"))
+    for picture in (img, rgba):
+        buf = io.BytesIO()
+        picture.save(buf, format="UNZ")
+        data = buf.getvalue()
+        pixels = np.asarray(picture)
+        bands = [0, 233, 466, 700]
+        seen_rows = set()
+        for cut in range(fmt.HEADER_SIZE, len(data), max(1, len(data) // 60)):
+            with Image.open(io.BytesIO(data[:cut])) as opened:
+                opened.load()
+                got = np.asarray(opened)
+            assert got.shape == pixels.shape
+            good = next(r for r in bands[::-1] if np.array_equal(got[:r], pixels[:r]))
+            assert not got[good:].any() or picture.mode == "RGBA"  # RGBA: colour whole, alpha cut
+            seen_rows.add(good)
+        if picture.mode == "L":  # (RGBA's alpha streams are too small for these steps to cut inside each)
+            assert seen_rows == {0, 233, 466}
+        with Image.open(io.BytesIO(data)) as whole:
+            assert np.array_equal(np.asarray(whole), pixels)
+    corrupt = bytearray(data)
+    corrupt[-20] ^= 1  # inside the last whole chunk: still a CRC error
+    with pytest.raises(OSError):
+        open_and_load(bytes(corrupt))
+
+
+def test_truncated_files_raise_without_the_flag(coded: bytes) -> None:
+    for cut in (len(coded) - 1, len(coded) // 2):
+        with pytest.raises(OSError, match="truncated"):
+            open_and_load(coded[:cut])
