@@ -1,6 +1,7 @@
 """Pillow plugin for .unz files: Image.open, Image.save, the .unz extension and MIME type.
 
-Modes L, LA, RGB and RGBA are stored as they are. Mode 1 is stored as L (0 and 255) and P and PA
+Modes L, LA, RGB and RGBA are stored as they are; `save(..., save_all=True, append_images=[...])`
+stores several frames, which open as a multi-frame image (seek, tell, n_frames). Mode 1 is stored as L (0 and 255) and P and PA
 as RGB or RGBA (RGBA when the palette has transparency): lossless conversions, and the file
 opens in the converted mode. Other modes raise OSError: convert them first, choosing the loss.
 
@@ -13,12 +14,14 @@ installed, so that imageio goes straight to Pillow for it.
 """
 from __future__ import annotations
 
+import itertools
 from io import BytesIO
 from pathlib import Path
 from typing import IO
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageSequence
+from PIL._util import DeferredError
 
 from . import api, codec, format as fmt
 
@@ -32,39 +35,68 @@ def _accept(prefix: bytes) -> bool:
 
 
 class UnzImageFile(ImageFile.ImageFile):
+    """A .unz file: one frame, or several (pages, slices, frames of a capture) that seek(),
+    tell(), n_frames and ImageSequence reach as in Pillow's multi-frame formats; each frame
+    decodes without the others, when it is loaded."""
+
     format = "UNZ"
     format_description = "pillow-unz learned lossless image"
 
     def _open(self) -> None:
         assert self.fp is not None
-        self._header, metadata = fmt.read_header(self.fp)
-        self._mode = self._header.mode
-        self._size = (self._header.width, self._header.height)
+        self._fp = self.fp  # frames are decoded from it; self.fp serves each frame's pixels
+        header, metadata = fmt.read_header(self.fp)
+        self._frames = fmt.index_frames(self.fp, header)
+        self.n_frames = len(self._frames)
+        self.is_animated = self.n_frames > 1
         self._metadata = metadata
         self.info.update(metadata)
-        self._decoded = False
+        self._frame, self._loaded_frame = 0, -1
+        self._select(0)
+
+    def _select(self, frame: int) -> None:
+        header = self._frames[frame][0]
+        self._frame = frame
+        self._mode = header.mode
+        self._size = (header.width, header.height)
         self.tile = []
 
+    def seek(self, frame: int) -> None:
+        if not self._seek_check(frame) or frame == self._frame:
+            return
+        if isinstance(self._fp, DeferredError):
+            raise self._fp.ex
+        self._select(frame)
+        self._im = None  # the frame may differ in mode and size
+
+    def tell(self) -> int:
+        return self._frame
+
+    def _decode(self, frame: int, truncated_ok: bool = False) -> np.ndarray:
+        header, offset = self._frames[frame]
+        self._fp.seek(offset)
+        with codec.coding_threads(_defaults.get("threads")):
+            return api.decode_body(self._fp, header, self._metadata, truncated_ok=truncated_ok, first_frame=frame == 0)
+
     def load(self) -> Image.core.PixelAccess | None:
-        if not self._decoded:
-            assert self.fp is not None
-            with codec.coding_threads(_defaults.get("threads")):
-                # As Pillow's own formats: a truncated file is an error, unless
-                # LOAD_TRUNCATED_IMAGES asks for what it still holds (the rest black).
-                pixels = api.decode_body(self.fp, self._header, self._metadata,
-                                         truncated_ok=ImageFile.LOAD_TRUNCATED_IMAGES)
-            self._decoded = True
-            if self._exclusive_fp:
-                self.fp.close()
+        if self._loaded_frame != self._frame:
+            if isinstance(self._fp, DeferredError):
+                raise self._fp.ex
+            # As Pillow's own formats: a truncated file is an error, unless
+            # LOAD_TRUNCATED_IMAGES asks for what it still holds (the rest black).
+            pixels = self._decode(self._frame, truncated_ok=ImageFile.LOAD_TRUNCATED_IMAGES)
+            self._loaded_frame = self._frame
+            if self._exclusive_fp and not self.is_animated:
+                self._fp.close()
             self.fp = BytesIO(pixels.tobytes())
             self.tile = [ImageFile._Tile("raw", (0, 0, *self.size), 0, self.mode)]
         return super().load()
 
     def verify(self) -> None:
-        """Decode the whole file and check its pixel checksum (and every chunk's CRC)."""
+        """Decode every frame and check its pixel checksum (and every chunk's CRC)."""
         assert self.fp is not None
-        with codec.coding_threads(_defaults.get("threads")):
-            api.decode_body(self.fp, self._header, self._metadata)
+        for frame in range(self.n_frames):
+            self._decode(frame)
         super().verify()
 
 
@@ -92,18 +124,39 @@ def open_storable(path: str | Path) -> Image.Image:
     return stored
 
 
-def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
-    info = {**_defaults, **im.encoderinfo}
+def _metadata(im: Image.Image, info: dict) -> tuple[bytes | None, bytes | None]:
+    """The ICC profile and Exif block to store: from the save call, or else from im.info."""
     icc_profile = info.get("icc_profile", im.info.get("icc_profile"))
     exif = info.get("exif", im.info.get("exif"))
     if isinstance(exif, Image.Exif):
         exif = exif.tobytes()
+    return icc_profile or None, exif or None
+
+
+def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
+    info = {**_defaults, **im.encoderinfo}
     stored = storable(im)
     stored.load()
     if info.get("lora"):
-        fp.write(_compress_with_lora(np.asarray(stored), stored.mode, icc_profile or None, exif or None, info))
+        fp.write(_compress_with_lora(np.asarray(stored), stored.mode, *_metadata(im, info), info))
     else:
-        fp.write(api.compress(np.asarray(stored), stored.mode, icc_profile or None, exif or None, threads=info.get("threads")))
+        fp.write(api.compress(np.asarray(stored), stored.mode, *_metadata(im, info), threads=info.get("threads")))
+
+
+def _save_all(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
+    """save(..., save_all=True, append_images=[...]): every frame of im and of the appended
+    images, in order, each in the mode storable() gives it."""
+    info = {**_defaults, **im.encoderinfo}
+    if info.get("lora"):
+        raise ValueError("lora=True tunes an adapter for one image: save the frames without it, or one by one")
+    current = im.tell()
+    frames = []
+    for image in itertools.chain([im], info.get("append_images", [])):
+        for frame in ImageSequence.Iterator(image):
+            stored = storable(frame)
+            frames.append((np.array(stored), stored.mode))
+    im.seek(current)
+    fp.write(api.compress_frames(frames, *_metadata(im, info), threads=info.get("threads")))
 
 
 def _compress_with_lora(pixels: np.ndarray, mode: str, icc_profile: bytes | None, exif: bytes | None, info: dict) -> bytes:
@@ -118,16 +171,19 @@ def _compress_with_lora(pixels: np.ndarray, mode: str, icc_profile: bytes | None
 
 
 def _register_with_imageio() -> None:
-    """Tell imageio that .unz files are Pillow's (where imageio is installed), so that it tries
-    the pillow plugin first instead of probing every plugin it has."""
+    """Tell imageio (where it is installed) that .unz files go to pillow_unz.imageio_plugin (its
+    Pillow plugin, reading multi-frame files as stacks), then to its Pillow plugin, instead of
+    probing every plugin it has."""
     try:
-        from imageio.config import known_extensions
+        from imageio.config import known_extensions, known_plugins
         from imageio.config.extensions import FileExtension
+        from imageio.config.plugins import PluginConfig
     except ImportError:
         return
+    known_plugins["unz"] = PluginConfig(name="unz", class_name="UnzPlugin", module_name="pillow_unz.imageio_plugin")
     entries = known_extensions.setdefault(".unz", [])
-    if not any("pillow" in e.priority for e in entries):
-        entries.insert(0, FileExtension(name=UnzImageFile.format_description, extension=".unz", priority=["pillow"],
+    if not any("unz" in e.priority for e in entries):
+        entries.insert(0, FileExtension(name=UnzImageFile.format_description, extension=".unz", priority=["unz", "pillow"],
                                         description="pillow-unz lossless images (pip install pillow-unz)"))
 
 
@@ -142,6 +198,7 @@ def register_unz_opener(**defaults) -> None:
     _defaults.update(defaults)
     Image.register_open(UnzImageFile.format, UnzImageFile, _accept)
     Image.register_save(UnzImageFile.format, _save)
+    Image.register_save_all(UnzImageFile.format, _save_all)
     Image.register_extension(UnzImageFile.format, ".unz")
     Image.register_mime(UnzImageFile.format, MIME)
     _register_with_imageio()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, Sequence
 
 import numpy as np
 
@@ -64,19 +64,42 @@ def compress(
     """Encode an 8-bit image: pixels (H, W) for mode L, (H, W, C) for LA, RGB and RGBA, on
     `threads` threads (default: torch's). (pillow_unz.finetune.lora.compress does the same
     with a per-image adapter.)"""
+    return compress_frames([(pixels, mode)], icc_profile, exif, models, threads)
+
+
+def compress_frames(
+    frames: Sequence[tuple[np.ndarray, str]],
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+    models: ModelSet | None = None,
+    threads: int | None = None,
+) -> bytes:
+    """Encode several images (pages, slices of a stack, frames of a capture), each (pixels,
+    mode) as compress takes them, into one file; each frame decodes without the others."""
+    if not frames:
+        raise ValueError("no frames to code")
     models = models or load_models()
-    header, groups = prepare(pixels, mode, models)
+    coded = []
     with codec.coding_threads(threads):
-        coded = [codec.encode_planes(models.for_channels(len(g)), g) for g in groups]
-    return fmt.to_bytes(fmt.UnzFile(header, metadata_of(icc_profile, exif), None, coded))
+        for pixels, mode in frames:
+            header, groups = prepare(pixels, mode, models)
+            coded.append(fmt.UnzFrame(header, [codec.encode_planes(models.for_channels(len(g)), g) for g in groups]))
+    first, *rest = coded
+    return fmt.to_bytes(fmt.UnzFile(first.header, metadata_of(icc_profile, exif), None, first.groups, frames=rest))
 
 
 def decode_body(
-    f: BinaryIO, header: fmt.Header, metadata: dict[str, bytes], models: ModelSet | None = None, truncated_ok: bool = False
+    f: BinaryIO,
+    header: fmt.Header,
+    metadata: dict[str, bytes],
+    models: ModelSet | None = None,
+    truncated_ok: bool = False,
+    first_frame: bool = True,
 ) -> np.ndarray:
-    """Pixels of a file whose header and metadata have been read (the Pillow plugin's path).
-    With truncated_ok, a file that ends early gives the bands it still holds and zeros."""
-    unz = fmt.read_body(f, header, metadata, truncated_ok)
+    """Pixels of the frame whose chunks start at f's position (the Pillow plugin's path): the
+    first frame's, after read_header, or another's (fmt.index_frames gives its header and
+    offset). With truncated_ok, a file that ends early gives the bands it still holds and zeros."""
+    unz = fmt.read_body(f, header, metadata, truncated_ok, first_frame)
     models = models or load_models()
     if header.model_id != models.model_id:
         raise fmt.UnzFormatError(

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageSequence
 
 from . import UnzImagePlugin, adapter, api, format as fmt  # noqa: F401  (the plugin registers .unz)
 from .weights import load_models
@@ -57,11 +57,12 @@ def cmd_compress(args: argparse.Namespace) -> int:
     def compress(src: Path, dst: Path) -> None:
         _check_target(dst, args.force)
         with Image.open(src) as img:
-            img.save(dst, format="UNZ")
+            img.save(dst, format="UNZ", save_all=True)  # every page or frame of the input
         with Image.open(dst) as coded:
-            w, h, mode = coded.width, coded.height, coded.mode
+            subpixels = sum(f.width * f.height * len(f.mode) for f in ImageSequence.Iterator(coded))
+            frames = f", {coded.n_frames} frames" if coded.n_frames > 1 else ""
         size = dst.stat().st_size
-        print(f"{src} -> {dst}: {size} bytes, {_bpsp(size, w, h, mode):.3f} bits/subpixel")
+        print(f"{src} -> {dst}: {size} bytes{frames}, {8 * size / subpixels:.3f} bits/subpixel")
 
     inputs = [Path(p) for p in args.inputs]
     return _for_each(list(zip(inputs, _outputs(inputs, args.output, ".unz"))), compress, "compress")
@@ -72,7 +73,10 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         _check_target(dst, args.force)
         with Image.open(src, formats=["UNZ"]) as img:
             img.load()
-            img.save(dst, exif=img.info.get("exif", b""))
+            fmt_name = Image.registered_extensions().get(dst.suffix.lower())
+            if img.n_frames > 1 and fmt_name not in Image.SAVE_ALL:
+                raise CliError(f"it holds {img.n_frames} frames and {dst.suffix} stores one: write .tif, .png or .webp")
+            img.save(dst, exif=img.info.get("exif", b""), save_all=img.n_frames > 1)
         print(f"{src} -> {dst}")
 
     inputs = [Path(p) for p in args.inputs]
@@ -85,7 +89,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             unz = fmt.read(f)
         h = unz.header
         total = Path(name).stat().st_size
-        print(f"{name}: UNZ version {fmt.VERSION}, {h.width}x{h.height} {h.mode}")
+        frames = f", {1 + len(unz.frames)} frames" if unz.frames else ""
+        print(f"{name}: UNZ version {h.version}, {h.width}x{h.height} {h.mode}{frames}")
         print(f"  model {h.model_id.hex()}, pixel hash {h.pixel_hash.hex()}")
         for key, value in unz.metadata.items():
             print(f"  {key}: {len(value)} bytes")
@@ -96,7 +101,11 @@ def cmd_info(args: argparse.Namespace) -> int:
                 print(f"    planes {i}: " + (", ".join(f"{a.name} rank {a.rank}" for a in layers) or "not adapted"))
         for i, g in enumerate(unz.groups):
             print(f"  planes {i}: z {'x'.join(map(str, g.latent_shape))} in {len(g.latent)} bytes, pixels {len(g.pixels)} bytes")
-        print(f"  {total} bytes, {_bpsp(total, h.width, h.height, h.mode):.3f} bits/subpixel")
+        for i, frame in enumerate(unz.frames, 1):
+            fh = frame.header
+            print(f"  frame {i}: {fh.width}x{fh.height} {fh.mode}, {sum(g.size for g in frame.groups)} coded bytes")
+        subpixels = sum(f.width * f.height * len(f.mode) for f in [h, *(frame.header for frame in unz.frames)])
+        print(f"  {total} bytes, {8 * total / subpixels:.3f} bits/subpixel")
 
     return _for_each([(name,) for name in args.inputs], info, "info")
 

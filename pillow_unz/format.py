@@ -1,7 +1,8 @@
 """The .unz container (docs/FORMAT.md): a fixed header, then CRC-protected chunks.
 
     header  magic "\\x89UNZ", version, mode, flags, width, height, model id, pixel hash, header CRC
-    chunks  [ICCP] [EXIF] [ADPT] (ZLAT PIXL) per plane group, UEND
+    chunks  [ICCP] [EXIF] [ADPT] (ZLAT PIXL) per plane group, then for every further frame
+            (version 2) FRAM (ZLAT PIXL) per plane group; UEND
 
 Readers check every length against the bytes that are really there before reading, so a corrupt
 or hostile file costs no more memory than its own size and raises UnzFormatError (a ValueError).
@@ -20,7 +21,8 @@ from PIL import Image
 from .codec import CodedPlanes
 
 MAGIC = b"\x89UNZ"
-VERSION = 1
+VERSION = 1  # one frame
+FRAMES_VERSION = 2  # several frames (FRAM chunks); a reader of version 1 refuses such files
 MODES = ("L", "LA", "RGB", "RGBA")  # stored as index + 1
 # Plane groups per mode: (number of colour planes coded together, ...); alpha is its own group.
 GROUPS = {"L": (1,), "LA": (1, 1), "RGB": (3,), "RGBA": (3, 1)}
@@ -29,6 +31,7 @@ MAX_SIDE = 1 << 20
 _HEADER = struct.Struct("<4sBBHII8s8s")  # then a CRC-32 of these bytes
 _CHUNK = struct.Struct("<4sI")  # tag, payload length; payload; CRC-32 of tag and payload
 _LATENT = struct.Struct("<BHH")  # z channels, height, width; then the z stream
+_FRAME = struct.Struct("<BII8s")  # a further frame's mode, width, height, pixel hash
 HEADER_SIZE = _HEADER.size + 4
 METADATA_TAGS = {b"ICCP": "icc_profile", b"EXIF": "exif"}
 
@@ -49,15 +52,25 @@ class Header:
     height: int
     model_id: bytes
     pixel_hash: bytes
+    version: int = VERSION  # as read; write() picks the version a file needs
 
 
 @dataclass
 class UnzFile:
     header: Header
     metadata: dict[str, bytes] = field(default_factory=dict)  # "icc_profile", "exif"
-    adapter: bytes | None = None  # reserved for per-image adapters
+    adapter: bytes | None = None  # per-image adapters (of the first frame)
     groups: list[CodedPlanes] = field(default_factory=list)
     truncated: bool = False  # read with truncated_ok from a file that ends early
+    frames: list[UnzFrame] = field(default_factory=list)  # the frames after the first
+
+
+@dataclass
+class UnzFrame:
+    """A frame after the first: its own mode, size and pixel hash (the model id is the file's)."""
+
+    header: Header
+    groups: list[CodedPlanes] = field(default_factory=list)
 
 
 def pixel_hash(pixels: bytes) -> bytes:
@@ -78,17 +91,26 @@ def check_size(width: int, height: int) -> None:
 
 def write(f: BinaryIO, unz: UnzFile) -> None:
     h = unz.header
-    head = _HEADER.pack(MAGIC, VERSION, MODES.index(h.mode) + 1, 0, h.width, h.height, h.model_id, h.pixel_hash)
+    version = FRAMES_VERSION if unz.frames else VERSION
+    head = _HEADER.pack(MAGIC, version, MODES.index(h.mode) + 1, 0, h.width, h.height, h.model_id, h.pixel_hash)
     f.write(head + struct.pack("<I", zlib.crc32(head)))
     for tag, key in METADATA_TAGS.items():
         if unz.metadata.get(key):
             _write_chunk(f, tag, unz.metadata[key])
     if unz.adapter is not None:
         _write_chunk(f, b"ADPT", unz.adapter)
-    for g in unz.groups:
+    _write_groups(f, unz.groups)
+    for frame in unz.frames:
+        fh = frame.header
+        _write_chunk(f, b"FRAM", _FRAME.pack(MODES.index(fh.mode) + 1, fh.width, fh.height, fh.pixel_hash))
+        _write_groups(f, frame.groups)
+    _write_chunk(f, b"UEND", b"")
+
+
+def _write_groups(f: BinaryIO, groups: list[CodedPlanes]) -> None:
+    for g in groups:
         _write_chunk(f, b"ZLAT", _LATENT.pack(*g.latent_shape) + g.latent)
         _write_chunk(f, b"PIXL", g.pixels)
-    _write_chunk(f, b"UEND", b"")
 
 
 def _write_chunk(f: BinaryIO, tag: bytes, payload: bytes) -> None:
@@ -162,26 +184,71 @@ def read_header(f: BinaryIO) -> tuple[Header, dict[str, bytes]]:
         raise UnzFormatError("not a .unz file (bad magic)")
     if struct.unpack("<I", raw[-4:])[0] != zlib.crc32(raw[:-4]):
         raise UnzFormatError("corrupt .unz header (CRC mismatch)")
-    if version != VERSION:
-        raise UnzFormatError(f"unsupported .unz version {version} (this reader knows {VERSION})")
-    if not 1 <= mode <= len(MODES) or flags != 0:
-        raise UnzFormatError(f"unsupported mode {mode} or flags {flags}")
-    check_size(width, height)
+    if version not in (VERSION, FRAMES_VERSION):
+        raise UnzFormatError(f"unsupported .unz version {version} (this reader knows {VERSION} and {FRAMES_VERSION})")
+    if flags != 0:
+        raise UnzFormatError(f"unsupported flags {flags}")
+    header = _frame_header(mode, width, height, model_id, phash, version)
     metadata = {}
     while r.peek_tag() in METADATA_TAGS:
         tag, payload = r.chunk()
         metadata[METADATA_TAGS[tag]] = payload
-    return Header(MODES[mode - 1], width, height, model_id, phash), metadata
+    return header, metadata
+
+
+def _frame_header(mode: int, width: int, height: int, model_id: bytes, phash: bytes, version: int) -> Header:
+    if not 1 <= mode <= len(MODES):
+        raise UnzFormatError(f"unsupported mode {mode}")
+    check_size(width, height)
+    return Header(MODES[mode - 1], width, height, model_id, phash, version)
+
+
+def _further_frame(payload: bytes, first: Header) -> Header:
+    """The header of a frame after the first, from its FRAM chunk."""
+    if len(payload) != _FRAME.size:
+        raise UnzFormatError("FRAM chunk has the wrong size")
+    mode, width, height, phash = _FRAME.unpack(payload)
+    return _frame_header(mode, width, height, first.model_id, phash, first.version)
+
+
+def index_frames(f: BinaryIO, header: Header) -> list[tuple[Header, int]]:
+    """Every frame's header and the offset of its first coded chunk, from a file left by
+    read_header, found by walking the chunk headers (no payload but FRAM's is read). The walk
+    stops quietly where the file ends early: loading a frame then reports the truncation."""
+    r = _Reader(f)
+    frames = [(header, f.tell())]
+    while header.version == FRAMES_VERSION and f.tell() + _CHUNK.size <= r.end:
+        start = f.tell()
+        tag, length = _CHUNK.unpack(f.read(_CHUNK.size))
+        if tag == b"UEND" or start + _CHUNK.size + length + 4 > r.end:
+            break
+        if tag == b"FRAM":
+            f.seek(start)
+            frames.append((_further_frame(r.chunk()[1], header), f.tell()))
+        else:
+            f.seek(length + 4, io.SEEK_CUR)
+    f.seek(frames[0][1])
+    return frames
 
 
 def read(f: BinaryIO) -> UnzFile:
-    """A whole file, every chunk checked."""
+    """A whole file, every frame and chunk checked."""
     header, metadata = read_header(f)
-    return read_body(f, header, metadata)
+    unz = read_body(f, header, metadata)
+    r = _Reader(f)
+    while r.peek_tag() == b"FRAM" and header.version == FRAMES_VERSION:
+        frame = UnzFrame(_further_frame(r.chunk()[1], header))
+        frame.groups = read_body(f, frame.header, {}, first_frame=False).groups
+        unz.frames.append(frame)
+    return unz  # the last read_body read UEND
 
 
-def read_body(f: BinaryIO, header: Header, metadata: dict[str, bytes], truncated_ok: bool = False) -> UnzFile:
-    """The chunks after the metadata, as left by read_header. With truncated_ok (Pillow's
+def read_body(
+    f: BinaryIO, header: Header, metadata: dict[str, bytes], truncated_ok: bool = False, first_frame: bool = True
+) -> UnzFile:
+    """One frame's coded chunks: the first frame's after the metadata, as left by read_header,
+    or a further frame's after its FRAM chunk (index_frames gives where each starts). The frame
+    must end at the next FRAM chunk (left unread) or at UEND (read). With truncated_ok (Pillow's
     ImageFile.LOAD_TRUNCATED_IMAGES), a file that ends early gives the plane groups it holds
     (the last one incomplete if the file ends inside its PIXL chunk) and `truncated` set; every
     whole chunk is checked as ever."""
@@ -193,7 +260,7 @@ def read_body(f: BinaryIO, header: Header, metadata: dict[str, bytes], truncated
             unz.truncated = True
         return unz.truncated
 
-    if not ends_here() and r.peek_tag() == b"ADPT":
+    if first_frame and not ends_here() and r.peek_tag() == b"ADPT":
         unz.adapter = r.chunk()[1]
     for _ in GROUPS[header.mode]:
         if ends_here():
@@ -211,9 +278,13 @@ def read_body(f: BinaryIO, header: Header, metadata: dict[str, bytes], truncated
                 return unz  # cut inside the chunk's header
             raise UnzFormatError(f"expected a PIXL chunk, found {tag!r}")
         unz.groups.append(CodedPlanes(shape, payload[_LATENT.size :], pixels, complete))
-    if ends_here():
-        return unz
+    next_frame = r.peek_tag() == b"FRAM" and header.version == FRAMES_VERSION and r.whole_chunk_follows()
+    if not ends_here() and not next_frame:
+        _read_end(r)
+    return unz
+
+
+def _read_end(r: _Reader) -> None:
     tag, payload = r.chunk()
     if tag != b"UEND" or payload:
         raise UnzFormatError(f"expected the UEND chunk, found {tag!r}")
-    return unz

@@ -45,9 +45,10 @@ def test_register_refuses_unknown_options_and_bad_threads(restore_defaults, smal
 
 
 def test_imageio_knows_the_extension() -> None:
-    """After `import pillow_unz`, imageio's table lists .unz with the pillow plugin first."""
+    """After `import pillow_unz`, imageio's table lists .unz with pillow-unz's plugin (imageio's
+    Pillow plugin, reading stacks) first, then Pillow's."""
     pytest.importorskip("imageio")
     code = ("import pillow_unz, imageio.config as c; e = c.known_extensions['.unz'];"
-            "print(e[0].priority[0], len(e))")
+            "print(*e[0].priority, len(e))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["pillow", "1"]
+    assert out == ["unz", "pillow", "1"]
