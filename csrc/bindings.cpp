@@ -22,7 +22,7 @@ namespace {
 
 template <class T>
 py::array_t<T> checked(const py::array& a, const char* name, int ndim) {
-  if (!a.dtype().is(py::dtype::of<T>()))
+  if (!a.dtype().equal(py::dtype::of<T>()))  // equal, not the same object: unpickled arrays carry dtypes of their own
     throw py::value_error(std::string(name) + ": wrong dtype " + std::string(py::str(a.dtype())));
   if (a.ndim() != ndim)
     throw py::value_error(std::string(name) + ": expected " + std::to_string(ndim) + " dimensions, got " +

@@ -121,8 +121,21 @@ def decode_body(
 
 
 def decompress(data: bytes | BinaryIO, models: ModelSet | None = None, threads: int | None = None) -> DecodedImage:
-    """Decode .unz bytes (or a seekable binary file) on `threads` threads (default: torch's)."""
+    """Decode .unz bytes (or a seekable binary file) on `threads` threads (default: torch's);
+    of a file of several frames, the first."""
     f = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
     header, metadata = fmt.read_header(f)
     with codec.coding_threads(threads):
         return DecodedImage(header.mode, decode_body(f, header, metadata, models), metadata)
+
+
+def decompress_frames(data: bytes | BinaryIO, models: ModelSet | None = None, threads: int | None = None) -> list[DecodedImage]:
+    """Every frame of .unz bytes (or a seekable binary file), in order."""
+    f = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    header, metadata = fmt.read_header(f)
+    frames = []
+    with codec.coding_threads(threads):
+        for i, (frame, offset) in enumerate(fmt.index_frames(f, header)):
+            f.seek(offset)
+            frames.append(DecodedImage(frame.mode, decode_body(f, frame, metadata, models, first_frame=i == 0), metadata))
+    return frames

@@ -121,3 +121,14 @@ def test_many_symbols_per_table_round_trip() -> None:
     assert np.array_equal(coder.decode_cdf(cdf, data, indexes), symbols)
     with pytest.raises(ValueError):
         coder.decode_cdf(cdf, data[:-3], indexes)
+
+
+def test_unpickled_arrays_are_coded() -> None:
+    """Arrays from another process (pickled: multiprocessing, dask) carry dtype objects of their
+    own; the extension compares dtypes by value."""
+    import pickle
+
+    import pillow_unz
+
+    pixels = pickle.loads(pickle.dumps(np.arange(64 * 48, dtype=np.uint8).reshape(48, 64)))
+    assert np.array_equal(pillow_unz.decompress(pillow_unz.compress(pixels, "L")).pixels, pixels)
