@@ -248,21 +248,39 @@ struct Band {
       : first(band_start(H, band)), rows(band_start(H, band + 1) - first), offset(static_cast<size_t>(first) * W) {}
 };
 
-// One range-coded stream per band (pixel_model.h: num_bands).
-py::list encode_pixels(const py::array& planes, const py::array& params, const py::array& table, int threads) {
+// Bands [first, first + count) of an image of H rows, and the rows they cover.
+struct BandRange {
+  int first, count;
+  size_t row_offset;  // first row of the range, times W
+  int rows;
+  BandRange(int H, int W, int first_band, int band_count) : first(first_band), count(band_count) {
+    if (first < 0 || count < 0 || first + count > num_bands(H)) throw py::value_error("band range out of the image");
+    row_offset = static_cast<size_t>(band_start(H, first)) * W;
+    rows = band_start(H, first + count) - band_start(H, first);
+  }
+};
+
+// The streams of bands [first_band, first_band + count) (count -1: to the last band) of planes
+// (C, H, W), coded with params (P, rows, W) for exactly those bands' rows: so that the caller
+// computes parameter planes for a few bands at a time, never for the whole image.
+py::list encode_pixels(const py::array& planes, const py::array& params, const py::array& table, int threads,
+                       int first_band, int count) {
   auto img = checked<uint8_t>(planes, "planes", 3);
   const PixelArgs a(params, table, static_cast<int>(img.shape(0)));
-  if (img.shape(1) != a.H || img.shape(2) != a.W) throw py::value_error("planes and params differ in size");
+  const int H = static_cast<int>(img.shape(1));
+  if (count < 0) count = num_bands(H) - first_band;
+  const BandRange range(H, a.W, first_band, count);
+  if (img.shape(2) != a.W || a.H != range.rows) throw py::value_error("params must cover the rows of the bands to code");
   uint8_t* data = const_cast<uint8_t*>(img.data());  // read only: Decode=false never writes
-  const int bands = num_bands(a.H);
-  std::vector<std::vector<uint8_t>> out(bands);
+  std::vector<std::vector<uint8_t>> out(count);
   {
     py::gil_scoped_release release;
-    const size_t plane = static_cast<size_t>(a.H) * a.W;
-    parallel_for(bands, threads, [&](int i) {
-      const Band b(a.H, a.W, i);
+    const size_t plane = static_cast<size_t>(H) * a.W, params_plane = static_cast<size_t>(a.H) * a.W;
+    parallel_for(count, threads, [&](int i) {
+      const Band b(H, a.W, first_band + i);
       RangeEncoder enc;
-      code_pixels<false>(enc, data + b.offset, a.params + b.offset, plane, plane, a.C, b.rows, a.W, a.table);
+      code_pixels<false>(enc, data + b.offset, a.params + (b.offset - range.row_offset), plane, params_plane, a.C,
+                         b.rows, a.W, a.table);
       out[i] = enc.finish();
     });
   }
@@ -271,30 +289,30 @@ py::list encode_pixels(const py::array& planes, const py::array& params, const p
   return streams;
 }
 
-// The first len(streams) bands of an image of `height` rows (all of them, or those a truncated
-// file still holds); params cover exactly their rows. Rows past them stay zero.
-py::array_t<uint8_t> decode_pixels(const py::list& streams, const py::array& params, const py::array& table,
-                                   int channels, int threads, int height) {
-  const PixelArgs a(params, table, channels);
-  const int count = static_cast<int>(streams.size());
-  if (height < 1 || count > num_bands(height) || a.H != band_start(height, count))
-    throw py::value_error("params must cover the rows of the " + std::to_string(count) + " bands to decode");
+// Decodes the streams of bands [first_band, first_band + len(streams)) into `out` (C, H, W), in
+// place, with params (P, rows, W) for exactly those bands' rows.
+void decode_pixels(const py::list& streams, const py::array& params, const py::array& table, int threads,
+                   py::array& out, int first_band) {
+  auto planes = checked<uint8_t>(out, "out", 3);
+  if (!planes.writeable()) throw py::value_error("out: must be writeable");
+  const PixelArgs a(params, table, static_cast<int>(planes.shape(0)));
+  const int H = static_cast<int>(planes.shape(1)), count = static_cast<int>(streams.size());
+  const BandRange range(H, a.W, first_band, count);
+  if (planes.shape(2) != a.W || a.H != range.rows) throw py::value_error("params must cover the rows of the bands to decode");
   std::vector<std::string_view> buffers;
   for (const auto& s : streams) buffers.push_back(s.cast<std::string_view>());  // the list holds the bytes
-  py::array_t<uint8_t> result({a.C, height, a.W});
-  uint8_t* out = result.mutable_data();
+  uint8_t* data = planes.mutable_data();
   {
     py::gil_scoped_release release;
-    const size_t plane = static_cast<size_t>(height) * a.W, params_plane = static_cast<size_t>(a.H) * a.W;
-    for (int c = 0; c < a.C; ++c) std::fill(out + c * plane + params_plane, out + (c + 1) * plane, uint8_t{0});
+    const size_t plane = static_cast<size_t>(H) * a.W, params_plane = static_cast<size_t>(a.H) * a.W;
     parallel_for(count, threads, [&](int i) {
-      const Band b(height, a.W, i);
+      const Band b(H, a.W, first_band + i);
       RangeDecoder dec(reinterpret_cast<const uint8_t*>(buffers[i].data()), buffers[i].size());
-      code_pixels<true>(dec, out + b.offset, a.params + b.offset, plane, params_plane, a.C, b.rows, a.W, a.table);
+      code_pixels<true>(dec, data + b.offset, a.params + (b.offset - range.row_offset), plane, params_plane, a.C,
+                        b.rows, a.W, a.table);
       dec.finish();
     });
   }
-  return result;
 }
 
 // What the pixel model predicts for every sample before the network's correction (predictor.h),
@@ -382,9 +400,9 @@ PYBIND11_MODULE(_coder, m) {
   m.def("classical_predictions", &classical_predictions, py::arg("planes"), py::arg("threads") = 1);
   m.def("classical_contexts", &classical_contexts, py::arg("planes"), py::arg("threads") = 1);
   m.def("encode_pixels", &encode_pixels, py::arg("planes"), py::arg("params"), py::arg("scale_table"),
-        py::arg("threads") = 1);
+        py::arg("threads") = 1, py::arg("first_band") = 0, py::arg("count") = -1);
   m.def("decode_pixels", &decode_pixels, py::arg("streams"), py::arg("params"), py::arg("scale_table"),
-        py::arg("channels"), py::arg("threads"), py::arg("height"));
+        py::arg("threads"), py::arg("out"), py::arg("first_band") = 0);
 
   m.attr("PROB_BITS") = kProbBits;
   m.attr("NUM_SCALES") = kNumScales;

@@ -15,7 +15,6 @@ installed, so that imageio goes straight to Pillow for it.
 from __future__ import annotations
 
 import itertools
-from io import BytesIO
 from pathlib import Path
 from typing import IO
 
@@ -88,8 +87,8 @@ class UnzImageFile(ImageFile.ImageFile):
             self._loaded_frame = self._frame
             if self._exclusive_fp and not self.is_animated:
                 self._fp.close()
-            self.fp = BytesIO(pixels.tobytes())
-            self.tile = [ImageFile._Tile("raw", (0, 0, *self.size), 0, self.mode)]
+            self.load_prepare()
+            self.frombytes(pixels)  # straight from the array: no copy of the pixels as bytes
         return super().load()
 
     def verify(self) -> None:

@@ -30,8 +30,14 @@ def _split(pixels: np.ndarray, mode: str) -> list[np.ndarray]:
 
 
 def _join(groups: list[np.ndarray]) -> np.ndarray:
-    planes = np.concatenate(groups)
-    return planes[0] if len(planes) == 1 else np.ascontiguousarray(planes.transpose(1, 2, 0))
+    """Plane groups (C, H, W) -> the (H, W) or (H, W, C) array of all their planes, written once."""
+    if len(groups) == 1 and len(groups[0]) == 1:
+        return groups[0][0]
+    planes = [plane for group in groups for plane in group]
+    out = np.empty((*planes[0].shape, len(planes)), np.uint8)
+    for c, plane in enumerate(planes):
+        out[..., c] = plane
+    return out
 
 
 def prepare(pixels: np.ndarray, mode: str, models: ModelSet) -> tuple[fmt.Header, list[np.ndarray]]:
@@ -45,7 +51,7 @@ def prepare(pixels: np.ndarray, mode: str, models: ModelSet) -> tuple[fmt.Header
     height, width = pixels.shape[:2]
     fmt.check_size(width, height)
     pixels = np.ascontiguousarray(pixels)
-    header = fmt.Header(mode, width, height, models.model_id, fmt.pixel_hash(pixels.tobytes()))
+    header = fmt.Header(mode, width, height, models.model_id, fmt.pixel_hash(pixels))
     return header, _split(pixels, mode)
 
 
@@ -115,7 +121,7 @@ def decode_body(
     groups = [codec.decode_planes(m, coded, header.height, header.width) for m, coded in zip(group_models, unz.groups)]
     groups += [np.zeros((n, header.height, header.width), np.uint8) for n in fmt.GROUPS[header.mode][len(groups) :]]
     pixels = _join(groups)
-    if not unz.truncated and fmt.pixel_hash(pixels.tobytes()) != header.pixel_hash:
+    if not unz.truncated and fmt.pixel_hash(pixels) != header.pixel_hash:
         raise fmt.ChecksumError("decoded pixels do not match the file's checksum: corrupt file or decoder mismatch")
     return pixels
 

@@ -174,7 +174,7 @@ def bench_ablation(folder: str | Path, progress: bool = True) -> dict:
             model = models.for_channels(len(planes))
             coded = codec.encode_planes(model, planes)
             ordered = np.ascontiguousarray(planes[coding_order(len(planes))])
-            params = codec.decode_latent_params(model, coded, *planes.shape[1:])
+            params = codec.parameter_planes(model, codec.decode_latent(model, coded), *planes.shape[1:])
             if not np.array_equal(codec.decode_planes(model, coded, *planes.shape[1:]), planes):
                 raise AssertionError(f"pillow-unz did not round-trip {f.name}")
             by_model.setdefault(len(planes), []).append(_AblationGroup(ordered, params, coded.size))

@@ -127,18 +127,29 @@ def encode_samples(model: UnzNet, ordered: np.ndarray, params: np.ndarray) -> by
     return join_streams(_coder.encode_pixels(np.ascontiguousarray(ordered), params, scale_table(model), _threads()))
 
 
+def _band_groups(height: int, bands: int) -> Iterator[tuple[int, int, range]]:
+    """(first band, band count, their rows) of the first `bands` bands of an image, as many
+    bands at a time as there are threads: parameter planes exist for one group at a time."""
+    step = _threads()
+    for first in range(0, bands, step):
+        count = min(step, bands - first)
+        yield first, count, range(_coder.band_start(height, first), _coder.band_start(height, first + count))
+
+
 def encode_planes(model: UnzNet, planes: np.ndarray) -> CodedPlanes:
     """planes: (C, H, W) uint8 with C = model.config.channels."""
     c, h, w = planes.shape
     planes = np.ascontiguousarray(planes[coding_order(c)])
     device = next(model.parameters()).device
-    x = torch.tensor(planes, dtype=torch.float64, device=device)[None]
     with torch.no_grad():
-        z = model.latent(x)
+        z = model.latent(torch.from_numpy(planes).to(device)[None])
     shape = tuple(z.shape[1:])
     latent = coder.encode_centered(z.cpu().numpy().reshape(-1).astype(np.int32), _latent_scales(model, shape), Z_MAX)
-    params = parameter_planes(model, z, h, w)
-    return CodedPlanes(shape, latent, encode_samples(model, planes, params))
+    table, streams = scale_table(model), []
+    for first, count, rows in _band_groups(h, _coder.num_bands(h)):
+        params = parameter_planes(model, z, h, w, rows)
+        streams += _coder.encode_pixels(planes, params, table, _threads(), first, count)
+    return CodedPlanes(shape, latent, join_streams(streams))
 
 
 def _check_stream_length(pixels: bytes, channels: int, height: int, width: int) -> None:
@@ -150,12 +161,15 @@ def decode_samples(model: UnzNet, streams: list[bytes], params: np.ndarray, heig
     """Inverse of encode_samples: planes (C, height, W) uint8 in coding order, from the streams
     of the first len(streams) bands of the image and the parameter planes (P, rows, W) of their
     rows; rows past them are zero (a truncated file)."""
-    return _coder.decode_pixels(streams, params, scale_table(model), model.config.channels, _threads(), height)
+    out = np.zeros((model.config.channels, height, params.shape[-1]), np.uint8)
+    _coder.decode_pixels(streams, params, scale_table(model), _threads(), out)
+    return out
 
 
 def decode_planes(model: UnzNet, coded: CodedPlanes, height: int, width: int) -> np.ndarray:
     """Inverse of encode_planes; raises ValueError for streams that cannot be this model's. Of
-    incomplete planes (a truncated file), the bands still there, and zeros."""
+    incomplete planes (a truncated file), the bands still there, and zeros. Parameter planes
+    exist for a group of bands at a time."""
     expected = latent_shape(model, height, width)
     if coded.latent_shape != expected:
         raise ValueError(f"latent shape {coded.latent_shape} does not fit a {width}x{height} image ({expected})")
@@ -165,19 +179,16 @@ def decode_planes(model: UnzNet, coded: CodedPlanes, height: int, width: int) ->
         streams = split_streams(coded.pixels, bands)
     else:
         streams = intact_streams(coded.pixels, bands)
-    rows = range(_coder.band_start(height, len(streams)))
-    if rows:
-        params = decode_latent_params(model, coded, height, width, rows)
-    else:
-        params = np.zeros((_coder.num_param_planes(channels), 0, width), np.int32)
-    planes = decode_samples(model, streams, params, height)
+    z, table = decode_latent(model, coded), scale_table(model)
+    planes = np.zeros((channels, height, width), np.uint8)  # rows no stream reaches stay zero
+    for first, count, rows in _band_groups(height, len(streams)):
+        params = parameter_planes(model, z, height, width, rows)
+        _coder.decode_pixels(streams[first : first + count], params, table, _threads(), planes, first)
     return np.ascontiguousarray(planes[np.argsort(coding_order(channels))])
 
 
-def decode_latent_params(model: UnzNet, coded: CodedPlanes, height: int, width: int, rows: range | None = None) -> np.ndarray:
-    """The parameter planes of coded planes (of `rows` only, if given): z decoded, then the
-    network's decoder half."""
+def decode_latent(model: UnzNet, coded: CodedPlanes) -> torch.Tensor:
+    """z of coded planes, (1, latent, h, w) float64 on the model's device."""
     symbols = coder.decode_centered(coded.latent, _latent_scales(model, coded.latent_shape), Z_MAX)
     device = next(model.parameters()).device
-    z = torch.from_numpy(symbols.astype(np.float64)).view(1, *coded.latent_shape).to(device)
-    return parameter_planes(model, z, height, width, rows)
+    return torch.from_numpy(symbols.astype(np.float64)).view(1, *coded.latent_shape).to(device)

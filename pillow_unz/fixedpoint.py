@@ -59,15 +59,15 @@ class QConv2d(nn.Conv2d):
         height = x.shape[-2]
         out_height = (height + 2 * ph - kh) // sh + 1
         rows = max(1, max_pixels // max(1, x.shape[-1]))
-        if rows >= out_height:
-            return self(x)
         weight, bias = qweight(self.weight), qbias(self.bias)
+        if rows >= out_height:
+            return self(x.to(weight.dtype))
         bands = []
         for top in range(0, out_height, rows):
             first = top * sh - ph  # input rows [first, last) feed output rows [top, top + rows)
             last = (min(out_height, top + rows) - 1) * sh - ph + kh
             band = x[..., max(0, first) : min(height, last), :]
-            band = F.pad(band, (0, 0, max(0, -first), max(0, last - height)))
+            band = F.pad(band.to(weight.dtype), (0, 0, max(0, -first), max(0, last - height)))  # (x may be stored narrower)
             bands.append(F.conv2d(band, weight, bias, self.stride, (0, pw)))
         return qact(torch.cat(bands, dim=-2))
 

@@ -73,7 +73,8 @@ class UnzFrame:
     groups: list[CodedPlanes] = field(default_factory=list)
 
 
-def pixel_hash(pixels: bytes) -> bytes:
+def pixel_hash(pixels: bytes | memoryview) -> bytes:
+    """Of the samples' bytes: bytes, or a C-contiguous array (hashed in place, not copied)."""
     return hashlib.blake2b(pixels, digest_size=8).digest()
 
 

@@ -15,10 +15,11 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import _coder
-from .fixedpoint import DoubleConv, QConv2d, QConvTranspose2d, SelfAttention, quantize
+from .fixedpoint import DoubleConv, QConv2d, QConvTranspose2d, SelfAttention, qact, qbias, qweight, quantize
 from .pixelmodel import TABLE_SHAPE
 
 CORE = 16
@@ -93,11 +94,41 @@ class UnzNet(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Samples (B, C, H, W) in 0..255 -> y at the core (B, latent, h, w), not yet rounded."""
-        h = self.stem.forward_in_bands((x - 127.5) / 64.0).relu_()
-        for _ in range(num_levels(*x.shape[-2:])):
+        """Samples (B, C, H, W) in 0..255, of any dtype (uint8 for coding: no full-size float
+        copy) -> y at the core (B, latent, h, w), not yet rounded."""
+        levels = num_levels(*x.shape[-2:])
+        if levels == 0:
+            return self.encode_core(self._stem_rows(x, 0, x.shape[-2]))
+        h = self._first_level(x)
+        for _ in range(levels - 1):
             h = self.down.forward_in_bands(h).relu_()
-        return self.encode_core(h)
+        return self.encode_core(h.to(self.stem.weight.dtype))
+
+    def _stem_rows(self, x: torch.Tensor, first: int, last: int) -> torch.Tensor:
+        """The stem's (ReLU'd) output rows [first, last), from input rows [first - 1, last + 1):
+        zeros beyond the image, as the stem's padding."""
+        lo, hi = max(first - 1, 0), min(last + 1, x.shape[-2])
+        dtype = self.stem.weight.dtype
+        band = F.pad((x[..., lo:hi, :].to(dtype) - 127.5) / 64.0, (0, 0, lo - (first - 1), (last + 1) - hi))
+        return qact(F.conv2d(band, qweight(self.stem.weight), qbias(self.stem.bias), padding=(0, 1))).relu_()
+
+    def _first_level(self, x: torch.Tensor) -> torch.Tensor:
+        """The first down step's (ReLU'd) output, computed over bands of its rows, each from the
+        stem rows it reads: the full-resolution activations exist a band at a time (the same
+        numbers: the arithmetic is exact). In float64 it is kept in float32, which holds the
+        activations' grid (multiples of 2**-6 below 2**8) exactly."""
+        height = x.shape[-2]
+        out_rows = (height + 1) // 2
+        band_rows = max(1, (1 << 18) // max(1, x.shape[-1]))
+        weight, bias = qweight(self.down.weight), qbias(self.down.bias)
+        store = torch.float32 if weight.dtype == torch.float64 and not torch.is_grad_enabled() else weight.dtype
+        bands = []
+        for top in range(0, out_rows, band_rows):
+            bottom = min(top + band_rows, out_rows)  # output rows [top, bottom) read stem rows [2 top - 1, 2 bottom)
+            lo, hi = max(2 * top - 1, 0), min(2 * bottom, height)
+            stem = F.pad(self._stem_rows(x, lo, hi), (0, 0, lo - (2 * top - 1), 2 * bottom - hi))
+            bands.append(qact(F.conv2d(stem, weight, bias, stride=2, padding=(0, 1))).relu_().to(store))
+        return torch.cat(bands, dim=-2)
 
     def decode(self, z: torch.Tensor, height: int, width: int, rows: range | None = None) -> torch.Tensor:
         """z (B, latent, h, w) -> integer parameter planes (B, P, height, width) in the pixel
@@ -107,20 +138,29 @@ class UnzNet(nn.Module):
         levels = num_levels(height, width)
         rows = rows if rows is not None else range(height)
         # Below the core every output pixel depends on one pixel of each coarser level, so the
-        # full-resolution path runs only over the core rows that `rows` need, in bands of them:
-        # the same numbers, bounded memory.
-        first, last = rows.start >> levels, ((rows.stop - 1) >> levels) + 1
-        band_rows = max(1, (1 << 20) // max(1, core.shape[-1] << (2 * levels)))
-        bands = []
-        for top in range(first, last, band_rows):
-            h = core[..., top : min(top + band_rows, last), :]
-            for _ in range(levels):
-                h = self.up(h).relu_()
-            bands.append(self.head(h[..., :width]))
-        skip = rows.start - (first << levels)
-        planes = torch.cat(bands, dim=-2)[..., skip : skip + len(rows), :]
-        units = quantize(planes * self.param_steps, 0, math.inf)
-        return units.clamp(-self.param_limits, self.param_limits)
+        # full-resolution path runs over chunks of output rows, each computed from the rows of
+        # every level above it alone: the same numbers, in bounded memory.
+        chunk = max(1, (1 << 20) // (core.shape[-1] << levels))
+        parts = []
+        for top in range(rows.start, rows.stop, chunk):
+            planes = self._up_rows(core, levels, range(top, min(top + chunk, rows.stop)))[..., :width]
+            units = quantize(planes * self.param_steps, 0, math.inf)
+            parts.append(units.clamp(-self.param_limits, self.param_limits))
+        return torch.cat(parts, dim=-2)
+
+    def _up_rows(self, core: torch.Tensor, levels: int, rows: range) -> torch.Tensor:
+        """The head's output rows `rows` at full resolution (2**levels times the core's), cropped
+        at every level to the rows they descend from."""
+        def needed(level: int) -> range:  # rows of `level` (0: the core) that `rows` descend from
+            shift = levels - level
+            return range(rows.start >> shift, ((rows.stop - 1) >> shift) + 1)
+
+        h = core[..., needed(0).start : needed(0).stop, :]
+        for level in range(1, levels + 1):
+            h = self.up(h).relu_()
+            skip = needed(level).start - 2 * needed(level - 1).start
+            h = h[..., skip : skip + len(needed(level)), :].contiguous()  # (a view would make the next level slow)
+        return self.head(h)
 
     def latent(self, x: torch.Tensor) -> torch.Tensor:
         """z: the encoder's y rounded to integers in [-Z_MAX, Z_MAX] (straight through in training)."""

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from pillow_unz import codec, pixelmodel
-from pillow_unz.model import Z_MAX
+from pillow_unz.model import Z_MAX, num_levels
 from pillow_unz.weights import load_models
 
 
@@ -77,3 +77,33 @@ def test_least_squares_learns_an_image_correlation() -> None:
     best_possible = np.abs(p - truth)[settled].mean()
     west_north = np.abs(p[1:, 1:] - (p[:-1, 1:] + p[1:, :-1]) / 2)[settled].mean()  # (N + W) / 2
     assert learned < 1.1 * best_possible < 0.8 * west_north
+
+
+def test_banded_encoder_equals_the_whole_image_pass(sample: Image.Image) -> None:
+    """The encoder computes its full-resolution layers a band of rows at a time, from uint8
+    samples: y must be the plain layer-by-layer pass over the whole float64 image, exactly."""
+    model = load_models().for_channels(3).double()
+    planes = np.asarray(sample.resize((1100, 700))).transpose(2, 0, 1)  # 1100 wide: two bands of output rows
+    x = torch.from_numpy(np.ascontiguousarray(planes))[None]
+    with torch.no_grad():
+        h = model.stem((x.double() - 127.5) / 64.0).relu()
+        for _ in range(num_levels(700, 1100)):
+            h = model.down(h).relu()
+        assert torch.equal(model.encode(x), model.encode_core(h))
+
+
+def test_chunked_decoder_equals_the_whole_image_pass() -> None:
+    """The decoder's full-resolution path runs over chunks of rows: the planes must be the
+    plain level-by-level pass over the whole image, exactly."""
+    from pillow_unz.fixedpoint import quantize
+
+    model = load_models().for_channels(3).double()
+    z = torch.from_numpy(np.random.default_rng(2).integers(-5, 6, (1, 8, 11, 16))).double()
+    height, width = 1300, 2000  # three chunks of up to 512 rows
+    with torch.no_grad():
+        h = model.decode_core(z)
+        for _ in range(num_levels(height, width)):
+            h = model.up(h).relu()
+        planes = quantize(model.head(h)[..., :height, :width] * model.param_steps, 0, float("inf"))
+        plain = planes.clamp(-model.param_limits, model.param_limits)
+        assert torch.equal(model.decode(z, height, width), plain)
