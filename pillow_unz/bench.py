@@ -263,7 +263,95 @@ def format_coder(result: dict) -> str:
     return "\n".join(lines)
 
 
-def run(folder: str | None, coder_only: bool, as_json: bool, repeat: int, ablation: bool = False) -> str:
+# One step of the memory benchmark, alone in a fresh process, so that its peak resident memory
+# (ru_maxrss) is that step's, as a user's program would see it.
+_MEMORY_STEP = """
+import json, resource, sys, time
+from PIL import Image
+import pillow_unz
+step, src, dst = sys.argv[1:4]
+seconds = 0.0
+if step == "encode":
+    with Image.open(src) as img:
+        img.load()
+        t = time.perf_counter()
+        img.save(dst, format="UNZ")
+        seconds = time.perf_counter() - t
+elif step == "decode":
+    t = time.perf_counter()
+    with Image.open(dst) as img:
+        img.load()
+    seconds = time.perf_counter() - t
+try:  # Linux: the peak of this program's own memory (ru_maxrss may count the parent's, by vfork)
+    peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+except OSError:
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform == "darwin" else 1)
+print(json.dumps({"seconds": seconds, "peak_mb": peak_kb / 1024}))
+"""
+
+
+def generated_photo(path: Path, width: int = 6000, height: int = 4000, seed: int = 0) -> Path:
+    """A large photo-like RGB test image (smooth shapes, texture and sensor-like noise) as PNG."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:height, :width].astype(np.float32) / max(width, height)
+    image = np.empty((height, width, 3), np.uint8)
+    for c in range(3):
+        field = 128 + 60 * np.sin(7 * x + 3 * c) * np.cos(5 * y - c) + 30 * np.sin(40 * (x + y) * (1 + c / 3))
+        image[..., c] = np.clip(field + rng.normal(0, 3, field.shape), 0, 255)
+    Image.fromarray(image).save(path, compress_level=1)
+    return path
+
+
+def bench_memory(files: list[str], generated: tuple[int, int] = (6000, 4000), progress: bool = True) -> list[dict]:
+    """Peak resident memory and speed of encoding (img.save) and decoding (Image.open + load)
+    each PNG, and a generated photo of `generated` (width, height), each step in a process of
+    its own."""
+    import tempfile
+
+    from tqdm import tqdm
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        width, height = generated
+        paths = [Path(f) for f in files] + [generated_photo(Path(tmp) / f"generated-{width}x{height}.png", width, height)]
+        floor = _memory_step("import", "", "")["peak_mb"]
+        for path in tqdm(paths, desc="memory", disable=not progress):
+            with Image.open(path) as img:
+                megapixels, raw_mb = img.width * img.height / 1e6, img.width * img.height * len(img.getbands()) / 2**20
+            coded = Path(tmp) / "coded.unz"
+            encode, decode = (_memory_step(step, str(path), str(coded)) for step in ("encode", "decode"))
+            rows.append({"file": path.name, "megapixels": round(megapixels, 2), "raw_mb": round(raw_mb, 1),
+                         "bytes": coded.stat().st_size, "process_floor_mb": round(floor),
+                         "encode_s": round(encode["seconds"], 2), "encode_mps": round(megapixels / encode["seconds"], 3),
+                         "encode_peak_mb": round(encode["peak_mb"]), "decode_s": round(decode["seconds"], 2),
+                         "decode_mps": round(megapixels / decode["seconds"], 3), "decode_peak_mb": round(decode["peak_mb"])})
+    return rows
+
+
+def _memory_step(step: str, src: str, dst: str) -> dict:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _MEMORY_STEP, step, src, dst], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"memory benchmark, {step} of {src}: {out.stderr.strip().splitlines()[-1]}")
+    return json.loads(out.stdout)
+
+
+def format_memory(rows: list[dict]) -> str:
+    lines = [f"peak resident memory of a whole process (after import pillow_unz alone: {rows[0]['process_floor_mb']} MB)",
+             f"{'file':<34} {'MP':>6} {'raw MB':>7} {'enc s':>6} {'enc MP/s':>8} {'enc MB':>7} {'dec s':>6} {'dec MP/s':>8} {'dec MB':>7}"]
+    for r in rows:
+        lines.append(f"{r['file'][:34]:<34} {r['megapixels']:>6.1f} {r['raw_mb']:>7.0f} {r['encode_s']:>6.1f} {r['encode_mps']:>8.2f} "
+                     f"{r['encode_peak_mb']:>7} {r['decode_s']:>6.1f} {r['decode_mps']:>8.2f} {r['decode_peak_mb']:>7}")
+    return "\n".join(lines)
+
+
+def run(folder: str | None, coder_only: bool, as_json: bool, repeat: int, ablation: bool = False,
+        memory: list[str] | None = None) -> str:
+    if memory is not None:
+        rows = bench_memory(memory, progress=not as_json)
+        return json.dumps(rows, indent=1) if as_json else format_memory(rows)
     if ablation:
         if not folder:
             raise ValueError("--ablation needs a folder of images")

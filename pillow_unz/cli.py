@@ -143,7 +143,7 @@ def cmd_roundtrip(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
-    print(bench.run(args.folder, args.coder, args.json, args.repeat, args.ablation))
+    print(bench.run(args.folder, args.coder, args.json, args.repeat, args.ablation, args.memory))
     return 0
 
 
@@ -173,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--ablation", action="store_true",
                    help="the network's share: code every image as usual and with its outputs replaced by constants")
     b.add_argument("--repeat", type=int, default=1, help="time each codec this many times, keep the best")
+    b.add_argument("--memory", nargs="*", metavar="PNG",
+                   help="peak memory and speed of save and load, each in a process of its own, for these PNGs and a generated 24 MP photo")
     b.set_defaults(func=cmd_bench)
     return p
 

@@ -74,3 +74,14 @@ def test_bench_ablation_reports_the_network_share(small: Image.Image, tmp_path, 
     assert result["usual_bytes"] == sum(m["usual_bytes"] for m in result["models"].values())
     assert cli.main(["bench", "--ablation"]) == 1  # needs a folder
     assert "needs a folder" in capsys.readouterr().err
+
+
+def test_bench_memory_measures_each_step_in_its_own_process(small: Image.Image, tmp_path) -> None:
+    from pillow_unz import bench
+
+    small.save(tmp_path / "s.png")
+    rows = bench.bench_memory([str(tmp_path / "s.png")], generated=(96, 64), progress=False)
+    assert [r["file"] for r in rows] == ["s.png", "generated-96x64.png"]
+    for r in rows:
+        assert 0 < r["process_floor_mb"] <= r["decode_peak_mb"] and r["encode_mps"] > 0 and r["bytes"] > 0
+    assert "peak resident memory" in bench.format_memory(rows)
