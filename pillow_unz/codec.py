@@ -105,9 +105,12 @@ def latent_shape(model: UnzNet, height: int, width: int) -> tuple[int, int, int]
 def parameter_planes(model: UnzNet, z: torch.Tensor, height: int, width: int, rows: range | None = None) -> np.ndarray:
     """The decoder half in float64: integer parameter planes (of `rows` only, if given),
     identical on every machine."""
+    rows = rows if rows is not None else range(height)
+    params = np.empty((_coder.num_param_planes(model.config.channels), len(rows), width), np.int32)
     with torch.no_grad(), torch.backends.cudnn.flags(enabled=False):
-        params = model.decode(z.to(torch.float64), height, width, rows)[0]
-        return np.ascontiguousarray(params.cpu().numpy().astype(np.int32))
+        for part, planes in model.decode_chunks(z.to(torch.float64), height, width, rows):
+            params[:, part.start - rows.start : part.stop - rows.start] = planes[0].cpu().numpy()
+    return params
 
 
 def _latent_scales(model: UnzNet, shape: tuple[int, int, int]) -> np.ndarray:

@@ -12,6 +12,7 @@ layers, so it runs exactly in float64.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import torch
@@ -134,6 +135,12 @@ class UnzNet(nn.Module):
         """z (B, latent, h, w) -> integer parameter planes (B, P, height, width) in the pixel
         model's units: scale steps for the offsets, 1/64 for the coefficients. With `rows`, only
         those rows of the planes (the same numbers as the full planes' rows)."""
+        return torch.cat([planes for _, planes in self.decode_chunks(z, height, width, rows)], dim=-2)
+
+    def decode_chunks(
+        self, z: torch.Tensor, height: int, width: int, rows: range | None = None
+    ) -> Iterator[tuple[range, torch.Tensor]]:
+        """decode(), as (rows, their planes) for consecutive chunks of about 2**20 pixels."""
         core = self.decode_core(z)
         levels = num_levels(height, width)
         rows = rows if rows is not None else range(height)
@@ -141,12 +148,11 @@ class UnzNet(nn.Module):
         # full-resolution path runs over chunks of output rows, each computed from the rows of
         # every level above it alone: the same numbers, in bounded memory.
         chunk = max(1, (1 << 20) // (core.shape[-1] << levels))
-        parts = []
         for top in range(rows.start, rows.stop, chunk):
-            planes = self._up_rows(core, levels, range(top, min(top + chunk, rows.stop)))[..., :width]
+            part = range(top, min(top + chunk, rows.stop))
+            planes = self._up_rows(core, levels, part)[..., :width]
             units = quantize(planes * self.param_steps, 0, math.inf)
-            parts.append(units.clamp(-self.param_limits, self.param_limits))
-        return torch.cat(parts, dim=-2)
+            yield part, units.clamp(-self.param_limits, self.param_limits)
 
     def _up_rows(self, core: torch.Tensor, levels: int, rows: range) -> torch.Tensor:
         """The head's output rows `rows` at full resolution (2**levels times the core's), cropped
