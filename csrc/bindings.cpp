@@ -315,15 +315,16 @@ void decode_pixels(const py::list& streams, const py::array& params, const py::a
   }
 }
 
-// What the pixel model predicts for every sample before the network's correction (predictor.h),
-// band by band as the coder does: (3, C, H, W) int32 planes of mean8, spread and feedback.
-// Training computes it once per image.
-py::array_t<int32_t> classical_predictions(const py::array& planes, int threads) {
+// Runs the classical predictor over every sample of planes (C, H, W), band by band as the coder
+// does, and lets visit(predictor, prediction, c, y, x, out, block) write the sample's `outputs`
+// values at out[0], out[block], ... of an (outputs, C, H, W) array, between predict and update.
+template <class T, class Visit>
+py::array_t<T> over_samples(const py::array& planes, int outputs, int threads, const Visit& visit) {
   auto img = checked<uint8_t>(planes, "planes", 3);
   const int C = static_cast<int>(img.shape(0)), H = static_cast<int>(img.shape(1)), W = static_cast<int>(img.shape(2));
   if (C < 1 || C > kMaxChannels) throw py::value_error("channels must be 1..4");
-  py::array_t<int32_t> result({3, C, H, W});
-  int32_t* out = result.mutable_data();
+  py::array_t<T> result({outputs, C, H, W});
+  T* out = result.mutable_data();
   {
     py::gil_scoped_release release;
     const size_t plane = static_cast<size_t>(H) * W, block = C * plane;
@@ -334,10 +335,7 @@ py::array_t<int32_t> classical_predictions(const py::array& planes, int threads)
         for (int x = 0; x < W; ++x)
           for (int c = 0; c < C; ++c) {
             const Prediction p = predictor.predict(c, y, x);
-            const size_t at = c * plane + b.offset + static_cast<size_t>(y) * W + x;
-            out[at] = p.mean8;
-            out[block + at] = p.spread;
-            out[2 * block + at] = p.feedback;
+            visit(predictor, p, c, y, x, out + c * plane + b.offset + static_cast<size_t>(y) * W + x, block);
             predictor.update(c, y, x);
           }
     });
@@ -345,34 +343,28 @@ py::array_t<int32_t> classical_predictions(const py::array& planes, int threads)
   return result;
 }
 
-// The learned model's context of every sample (ClassicalPredictor::context), band by band as the
-// coder computes it: (kContextSize, C, H, W) int16, clamped to +-32767. For training.
+// What the pixel model predicts for every sample before the network's correction (predictor.h):
+// (3, C, H, W) int32 planes of mean8, spread and feedback. Training computes it once per image.
+py::array_t<int32_t> classical_predictions(const py::array& planes, int threads) {
+  return over_samples<int32_t>(planes, 3, threads,
+                               [](ClassicalPredictor&, const Prediction& p, int, int, int, int32_t* out, size_t block) {
+                                 out[0] = p.mean8;
+                                 out[block] = p.spread;
+                                 out[2 * block] = p.feedback;
+                               });
+}
+
+// The learned model's context of every sample (ClassicalPredictor::context): (kContextSize, C,
+// H, W) int16, clamped to +-32767. For training and probes.
 py::array_t<int16_t> classical_contexts(const py::array& planes, int threads) {
-  auto img = checked<uint8_t>(planes, "planes", 3);
-  const int C = static_cast<int>(img.shape(0)), H = static_cast<int>(img.shape(1)), W = static_cast<int>(img.shape(2));
-  if (C < 1 || C > kMaxChannels) throw py::value_error("channels must be 1..4");
-  py::array_t<int16_t> result({kContextSize, C, H, W});
-  int16_t* out = result.mutable_data();
-  {
-    py::gil_scoped_release release;
-    const size_t plane = static_cast<size_t>(H) * W, block = C * plane;
-    parallel_for(num_bands(H), threads, [&](int i) {
-      const Band b(H, W, i);
-      ClassicalPredictor predictor(img.data() + b.offset, plane, C, W);
-      int32_t ctx[kContextSize];
-      for (int y = 0; y < b.rows; ++y)
-        for (int x = 0; x < W; ++x)
-          for (int c = 0; c < C; ++c) {
-            predictor.predict(c, y, x);
-            predictor.context(c, y, x, ctx);
-            const size_t at = c * plane + b.offset + static_cast<size_t>(y) * W + x;
-            for (int k = 0; k < kContextSize; ++k)
-              out[k * block + at] = static_cast<int16_t>(std::clamp<int32_t>(ctx[k], -32767, 32767));
-            predictor.update(c, y, x);
-          }
-    });
-  }
-  return result;
+  return over_samples<int16_t>(
+      planes, kContextSize, threads,
+      [](ClassicalPredictor& predictor, const Prediction&, int c, int y, int x, int16_t* out, size_t block) {
+        int32_t context[kContextSize];
+        predictor.context(c, y, x, context);
+        for (int k = 0; k < kContextSize; ++k)
+          out[k * block] = static_cast<int16_t>(std::clamp<int32_t>(context[k], -32767, 32767));
+      });
 }
 
 template <size_t N>

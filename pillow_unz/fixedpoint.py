@@ -10,6 +10,8 @@ In training, rounding passes gradients straight through.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -62,14 +64,31 @@ class QConv2d(nn.Conv2d):
         weight, bias = qweight(self.weight), qbias(self.bias)
         if rows >= out_height:
             return self(x.to(weight.dtype))
-        bands = []
-        for top in range(0, out_height, rows):
-            first = top * sh - ph  # input rows [first, last) feed output rows [top, top + rows)
-            last = (min(out_height, top + rows) - 1) * sh - ph + kh
-            band = x[..., max(0, first) : min(height, last), :]
-            band = F.pad(band.to(weight.dtype), (0, 0, max(0, -first), max(0, last - height)))  # (x may be stored narrower)
-            bands.append(F.conv2d(band, weight, bias, self.stride, (0, pw)))
-        return qact(torch.cat(bands, dim=-2))
+
+        def band(top: int, bottom: int) -> torch.Tensor:
+            first, last = top * sh - ph, (bottom - 1) * sh - ph + kh  # the input rows output rows [top, bottom) read
+            rows_in = x[..., max(0, first) : min(height, last), :].to(weight.dtype)  # (x may be stored narrower)
+            rows_in = F.pad(rows_in, (0, 0, max(0, -first), max(0, last - height)))
+            return qact(F.conv2d(rows_in, weight, bias, self.stride, (0, pw)))
+
+        return in_row_bands(out_height, rows, band)
+
+
+def in_row_bands(out_rows: int, step: int, band: Callable[[int, int], torch.Tensor]) -> torch.Tensor:
+    """Rows [0, out_rows) of a result computed `step` rows at a time by band(top, bottom). Outside
+    autograd each band goes straight into the result, so that the bands and their concatenation
+    are never in memory together (in training, torch.cat)."""
+    parts, out = [], None
+    for top in range(0, out_rows, step):
+        bottom = min(top + step, out_rows)
+        part = band(top, bottom)
+        if part.requires_grad:
+            parts.append(part)
+            continue
+        if out is None:
+            out = part.new_empty((*part.shape[:-2], out_rows, part.shape[-1]))
+        out[..., top:bottom, :] = part
+    return torch.cat(parts, dim=-2) if parts else out
 
 
 class QConvTranspose2d(nn.ConvTranspose2d):

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import _coder
-from .fixedpoint import DoubleConv, QConv2d, QConvTranspose2d, SelfAttention, qact, qbias, qweight, quantize
+from .fixedpoint import DoubleConv, QConv2d, QConvTranspose2d, SelfAttention, in_row_bands, qact, qbias, qweight, quantize
 from .pixelmodel import TABLE_SHAPE
 
 CORE = 16
@@ -119,17 +119,15 @@ class UnzNet(nn.Module):
         numbers: the arithmetic is exact). In float64 it is kept in float32, which holds the
         activations' grid (multiples of 2**-6 below 2**8) exactly."""
         height = x.shape[-2]
-        out_rows = (height + 1) // 2
-        band_rows = max(1, (1 << 18) // max(1, x.shape[-1]))
         weight, bias = qweight(self.down.weight), qbias(self.down.bias)
         store = torch.float32 if weight.dtype == torch.float64 and not torch.is_grad_enabled() else weight.dtype
-        bands = []
-        for top in range(0, out_rows, band_rows):
-            bottom = min(top + band_rows, out_rows)  # output rows [top, bottom) read stem rows [2 top - 1, 2 bottom)
+
+        def band(top: int, bottom: int) -> torch.Tensor:  # output rows [top, bottom) read stem rows [2 top - 1, 2 bottom)
             lo, hi = max(2 * top - 1, 0), min(2 * bottom, height)
             stem = F.pad(self._stem_rows(x, lo, hi), (0, 0, lo - (2 * top - 1), 2 * bottom - hi))
-            bands.append(qact(F.conv2d(stem, weight, bias, stride=2, padding=(0, 1))).relu_().to(store))
-        return torch.cat(bands, dim=-2)
+            return qact(F.conv2d(stem, weight, bias, stride=2, padding=(0, 1))).relu_().to(store)
+
+        return in_row_bands((height + 1) // 2, max(1, (1 << 18) // max(1, x.shape[-1])), band)
 
     def decode(self, z: torch.Tensor, height: int, width: int, rows: range | None = None) -> torch.Tensor:
         """z (B, latent, h, w) -> integer parameter planes (B, P, height, width) in the pixel
