@@ -1,16 +1,17 @@
 """Pillow plugin for .unz files: Image.open, Image.save, the .unz extension and MIME type.
 
-Modes L, LA, RGB and RGBA are stored as they are; `save(..., save_all=True, append_images=[...])`
-stores several frames, which open as a multi-frame image (seek, tell, n_frames). Mode 1 is stored as L (0 and 255) and P and PA
+Modes L, LA, RGB and RGBA are stored as they are. Mode 1 is stored as L (0 and 255) and P and PA
 as RGB or RGBA (RGBA when the palette has transparency): lossless conversions, and the file
 opens in the converted mode. Other modes raise OSError: convert them first, choosing the loss.
+`save(..., save_all=True, append_images=[...])` stores several frames, which open as a
+multi-frame image (n_frames, seek, tell, ImageSequence).
 
 `save(..., threads=N)` codes on N threads (default: torch's; the bytes never depend on it).
 `save(..., lora=True)` tunes a per-image adapter first (pillow_unz/finetune/lora.py; needs the
 `lora` extra), with the options of `unz-finetune --lora`: rank, steps or seconds, device, targets.
 `register_unz_opener(**defaults)` sets defaults for these options (threads also for decoding),
 as pillow-heif's register_heif_opener does, and registers `.unz` with imageio where it is
-installed, so that imageio goes straight to Pillow for it.
+installed, so that imageio goes straight to pillow-unz's plugin for it.
 """
 from __future__ import annotations
 

@@ -160,12 +160,13 @@ def _check_stream_length(pixels: bytes, channels: int, height: int, width: int) 
         raise ValueError("pixel stream is too short for the image size: truncated or corrupt")
 
 
-def decode_samples(model: UnzNet, streams: list[bytes], params: np.ndarray, height: int) -> np.ndarray:
-    """Inverse of encode_samples: planes (C, height, W) uint8 in coding order, from the streams
-    of the first len(streams) bands of the image and the parameter planes (P, rows, W) of their
-    rows; rows past them are zero (a truncated file)."""
-    out = np.zeros((model.config.channels, height, params.shape[-1]), np.uint8)
-    _coder.decode_pixels(streams, params, scale_table(model), _threads(), out)
+def decode_samples(model: UnzNet, pixels: bytes, params: np.ndarray) -> np.ndarray:
+    """Inverse of encode_samples: planes (C, H, W) uint8 in coding order, from its pixel streams
+    and the parameter planes (P, H, W) they were coded with."""
+    channels, (height, width) = model.config.channels, params.shape[1:]
+    _check_stream_length(pixels, channels, height, width)
+    out = np.empty((channels, height, width), np.uint8)
+    _coder.decode_pixels(split_streams(pixels, _coder.num_bands(height)), params, scale_table(model), _threads(), out)
     return out
 
 
