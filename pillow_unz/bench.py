@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -304,8 +307,6 @@ def bench_memory(files: list[str], generated: tuple[int, int] = (6000, 4000), pr
     """Peak resident memory and speed of encoding (img.save) and decoding (Image.open + load)
     each PNG, and a generated photo of `generated` (width, height), each step in a process of
     its own."""
-    import tempfile
-
     from tqdm import tqdm
 
     rows = []
@@ -327,9 +328,6 @@ def bench_memory(files: list[str], generated: tuple[int, int] = (6000, 4000), pr
 
 
 def _memory_step(step: str, src: str, dst: str) -> dict:
-    import subprocess
-    import sys
-
     out = subprocess.run([sys.executable, "-c", _MEMORY_STEP, step, src, dst], capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"memory benchmark, {step} of {src}: {out.stderr.strip().splitlines()[-1]}")
