@@ -138,14 +138,14 @@ class UnzNet(nn.Module):
     def decode_chunks(
         self, z: torch.Tensor, height: int, width: int, rows: range | None = None
     ) -> Iterator[tuple[range, torch.Tensor]]:
-        """decode(), as (rows, their planes) for consecutive chunks of about 2**20 pixels."""
+        """decode(), as (rows, their planes) for consecutive chunks of about 2**17 pixels."""
         core = self.decode_core(z)
         levels = num_levels(height, width)
         rows = rows if rows is not None else range(height)
         # Below the core every output pixel depends on one pixel of each coarser level, so the
         # full-resolution path runs over chunks of output rows, each computed from the rows of
         # every level above it alone: the same numbers, in bounded memory.
-        chunk = max(1, (1 << 20) // (core.shape[-1] << levels))
+        chunk = max(1, (1 << 17) // (core.shape[-1] << levels))
         for top in range(rows.start, rows.stop, chunk):
             part = range(top, min(top + chunk, rows.stop))
             planes = self._up_rows(core, levels, part)[..., :width]

@@ -99,7 +99,7 @@ def test_chunked_decoder_equals_the_whole_image_pass() -> None:
 
     model = load_models().for_channels(3).double()
     z = torch.from_numpy(np.random.default_rng(2).integers(-5, 6, (1, 8, 11, 16))).double()
-    height, width = 1300, 2000  # three chunks of up to 512 rows
+    height, width = 1300, 2000  # chunks of 64 rows
     with torch.no_grad():
         h = model.decode_core(z)
         for _ in range(num_levels(height, width)):
