@@ -20,20 +20,22 @@ class DecodedImage:
 
 
 def _split(pixels: np.ndarray, mode: str) -> list[np.ndarray]:
-    """(H, W[, C]) array -> the (C, H, W) plane groups of fmt.GROUPS[mode]."""
+    """(H, W[, C]) array -> the (C, H, W) plane groups of fmt.GROUPS[mode], as views (the codec
+    copies each group once, into its coding order)."""
     planes = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
     groups, start = [], 0
     for n in fmt.GROUPS[mode]:
-        groups.append(np.ascontiguousarray(planes[start : start + n]))
+        groups.append(planes[start : start + n])
         start += n
     return groups
 
 
-def _join(groups: list[np.ndarray]) -> np.ndarray:
-    """Plane groups (C, H, W) -> the (H, W) or (H, W, C) array of all their planes, written once."""
-    if len(groups) == 1 and len(groups[0]) == 1:
-        return groups[0][0]
+def _join(groups: list[Sequence[np.ndarray]]) -> np.ndarray:
+    """Plane groups (each C planes (H, W)) -> the (H, W) or (H, W, C) array of all their planes,
+    written once."""
     planes = [plane for group in groups for plane in group]
+    if len(planes) == 1:
+        return np.ascontiguousarray(planes[0])
     out = np.empty((*planes[0].shape, len(planes)), np.uint8)
     for c, plane in enumerate(planes):
         out[..., c] = plane

@@ -170,8 +170,9 @@ def decode_samples(model: UnzNet, pixels: bytes, params: np.ndarray) -> np.ndarr
     return out
 
 
-def decode_planes(model: UnzNet, coded: CodedPlanes, height: int, width: int) -> np.ndarray:
-    """Inverse of encode_planes; raises ValueError for streams that cannot be this model's. Of
+def decode_planes(model: UnzNet, coded: CodedPlanes, height: int, width: int) -> list[np.ndarray]:
+    """Inverse of encode_planes: the C planes (H, W), in their usual order (views of one array
+    in coding order, not copied); raises ValueError for streams that cannot be this model's. Of
     incomplete planes (a truncated file), the bands still there, and zeros. Parameter planes
     exist for a group of bands at a time."""
     expected = latent_shape(model, height, width)
@@ -188,7 +189,7 @@ def decode_planes(model: UnzNet, coded: CodedPlanes, height: int, width: int) ->
     for first, count, rows in _band_groups(height, len(streams)):
         params = parameter_planes(model, z, height, width, rows)
         _coder.decode_pixels(streams[first : first + count], params, table, _threads(), planes, first)
-    return np.ascontiguousarray(planes[np.argsort(coding_order(channels))])
+    return [planes[c] for c in np.argsort(coding_order(channels))]
 
 
 def decode_latent(model: UnzNet, coded: CodedPlanes) -> torch.Tensor:
