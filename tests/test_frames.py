@@ -60,6 +60,7 @@ def test_single_frames_stay_version_1(small: Image.Image) -> None:
         small.save(buf, format="UNZ", save_all=save_all)
         with Image.open(buf) as img:
             assert (img.n_frames, img.is_animated) == (1, False)
+            assert np.array_equal(np.asarray(img), np.asarray(small))
         assert buf.getvalue()[4] == fmt.VERSION
 
 
