@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageSequence
 
-from . import UnzImagePlugin, adapter, api, format as fmt  # noqa: F401  (the plugin registers .unz)
+from . import UnzImagePlugin, adapter, format as fmt  # (importing the plugin registers .unz)
 from .weights import load_models
 
 
