@@ -149,6 +149,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="unz", description="pillow-unz: learned lossless image compression")
+    p.add_argument("--threads", type=int, help="threads to code bands on (default: all; files never depend on it)")
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("compress", help="images to .unz")
     c.add_argument("inputs", nargs="+")
@@ -182,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.threads is not None:
+            UnzImagePlugin.register_unz_opener(threads=args.threads)
         return args.func(args)
     except KeyboardInterrupt:
         return 130

@@ -85,3 +85,21 @@ def test_bench_memory_measures_each_step_in_its_own_process(small: Image.Image, 
     for r in rows:
         assert 0 < r["process_floor_mb"] <= r["decode_peak_mb"] and r["encode_mps"] > 0 and r["bytes"] > 0
     assert "peak resident memory" in bench.format_memory(rows)
+
+
+def test_threads_option(small: Image.Image, tmp_path, capsys) -> None:
+    from pillow_unz import UnzImagePlugin
+
+    src = tmp_path / "a.png"
+    small.save(src)
+    saved = dict(UnzImagePlugin._defaults)
+    try:
+        assert cli.main(["--threads", "1", "compress", str(src)]) == 0
+        assert UnzImagePlugin._defaults["threads"] == 1
+        assert cli.main(["--threads", "3", "decompress", str(tmp_path / "a.unz"), "-o", str(tmp_path / "b.png")]) == 0
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "b.png")), np.asarray(small))
+        assert cli.main(["--threads", "0", "roundtrip", str(src)]) == 1
+        assert "threads" in capsys.readouterr().err
+    finally:
+        UnzImagePlugin._defaults.clear()
+        UnzImagePlugin._defaults.update(saved)
