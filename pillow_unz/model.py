@@ -163,7 +163,7 @@ class UnzNet(nn.Module):
         for level in range(1, levels + 1):
             h = self.up(h).relu_()
             skip = needed(level).start - 2 * needed(level - 1).start
-            h = h[..., skip : skip + len(needed(level)), :].contiguous()  # (a view would make the next level slow)
+            h = h[..., skip : skip + len(needed(level)), :]
         return self.head(h)
 
     def latent(self, x: torch.Tensor) -> torch.Tensor:
