@@ -51,7 +51,7 @@ class UnzImageFile(ImageFile.ImageFile):
         self.is_animated = self.n_frames > 1
         self._metadata = metadata
         self.info.update(metadata)
-        self._frame, self._loaded_frame = 0, -1
+        self._loaded_frame = -1
         self._select(0)
 
     def _select(self, frame: int) -> None:
@@ -73,6 +73,8 @@ class UnzImageFile(ImageFile.ImageFile):
         return self._frame
 
     def _decode(self, frame: int, truncated_ok: bool = False) -> np.ndarray:
+        if isinstance(self._fp, DeferredError):  # the image was closed
+            raise self._fp.ex
         header, offset = self._frames[frame]
         self._fp.seek(offset)
         with codec.coding_threads(_defaults.get("threads")):
@@ -80,8 +82,6 @@ class UnzImageFile(ImageFile.ImageFile):
 
     def load(self) -> Image.core.PixelAccess | None:
         if self._loaded_frame != self._frame:
-            if isinstance(self._fp, DeferredError):
-                raise self._fp.ex
             # As Pillow's own formats: a truncated file is an error, unless
             # LOAD_TRUNCATED_IMAGES asks for what it still holds (the rest black).
             pixels = self._decode(self._frame, truncated_ok=ImageFile.LOAD_TRUNCATED_IMAGES)
@@ -154,7 +154,7 @@ def _save_all(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     for image in itertools.chain([im], info.get("append_images", [])):
         for frame in ImageSequence.Iterator(image):
             stored = storable(frame)
-            frames.append((np.array(stored), stored.mode))
+            frames.append((np.asarray(stored), stored.mode))
     im.seek(current)
     fp.write(api.compress_frames(frames, *_metadata(im, info), threads=info.get("threads")))
 

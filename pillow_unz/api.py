@@ -128,19 +128,23 @@ def decode_body(
     return pixels
 
 
+def _open(data: bytes | BinaryIO) -> tuple[BinaryIO, fmt.Header, dict[str, bytes]]:
+    """A seekable file of .unz bytes (or the file itself), read up to its first coded chunk."""
+    f = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    return (f, *fmt.read_header(f))
+
+
 def decompress(data: bytes | BinaryIO, models: ModelSet | None = None, threads: int | None = None) -> DecodedImage:
     """Decode .unz bytes (or a seekable binary file) on `threads` threads (default: torch's);
     of a file of several frames, the first."""
-    f = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
-    header, metadata = fmt.read_header(f)
+    f, header, metadata = _open(data)
     with codec.coding_threads(threads):
         return DecodedImage(header.mode, decode_body(f, header, metadata, models), metadata)
 
 
 def decompress_frames(data: bytes | BinaryIO, models: ModelSet | None = None, threads: int | None = None) -> list[DecodedImage]:
     """Every frame of .unz bytes (or a seekable binary file), in order."""
-    f = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
-    header, metadata = fmt.read_header(f)
+    f, header, metadata = _open(data)
     frames = []
     with codec.coding_threads(threads):
         for i, (frame, offset) in enumerate(fmt.index_frames(f, header)):
