@@ -13,7 +13,9 @@
 
 #include "logistic.h"
 #include "pixel_model.h"
+#include "png_filter.h"
 #include "range_coder.h"
+#include "screen_model.h"
 
 namespace py = pybind11;
 using namespace unz;
@@ -260,9 +262,56 @@ struct BandRange {
   }
 };
 
-// The streams of bands [first_band, first_band + count) (count -1: to the last band) of planes
-// (C, H, W), coded with params (P, rows, W) for exactly those bands' rows: so that the caller
-// computes parameter planes for a few bands at a time, never for the whole image.
+py::array_t<uint8_t> writeable_planes(py::array& out, int max_channels) {
+  auto planes = checked<uint8_t>(out, "out", 3);
+  if (!planes.writeable()) throw py::value_error("out: must be writeable");
+  if (planes.shape(0) < 1 || planes.shape(0) > max_channels)
+    throw py::value_error("out: 1 to " + std::to_string(max_channels) + " planes");
+  return planes;
+}
+
+// The range-coded streams of bands [first_band, first_band + count) of an image of H rows of W
+// samples, each coded by code(encoder, band) on up to `threads` threads.
+template <class CodeBand>
+py::list encode_bands(int H, int W, int first_band, int count, int threads, const CodeBand& code) {
+  std::vector<std::vector<uint8_t>> out(count);
+  {
+    py::gil_scoped_release release;
+    parallel_for(count, threads, [&](int i) {
+      const Band b(H, W, first_band + i);
+      RangeEncoder enc;
+      code(enc, b);
+      out[i] = enc.finish();
+    });
+  }
+  py::list streams;
+  for (const auto& o : out) streams.append(to_bytes(o));
+  return streams;
+}
+
+// Decodes streams of bands [first_band, first_band + len(streams)) by code(decoder, band); a
+// None stream is a band left to another tool.
+template <class CodeBand>
+void decode_bands(const py::list& streams, int H, int W, int first_band, int threads, const CodeBand& code) {
+  std::vector<std::string_view> buffers;
+  std::vector<bool> skip;
+  for (const auto& s : streams) {
+    skip.push_back(s.is_none());
+    buffers.push_back(s.is_none() ? std::string_view() : s.cast<std::string_view>());  // the list holds the bytes
+  }
+  py::gil_scoped_release release;
+  parallel_for(static_cast<int>(buffers.size()), threads, [&](int i) {
+    if (skip[i]) return;
+    const Band b(H, W, first_band + i);
+    RangeDecoder dec(reinterpret_cast<const uint8_t*>(buffers[i].data()), buffers[i].size());
+    code(dec, b);
+    dec.finish();
+  });
+}
+
+// The photo tool's streams of bands [first_band, first_band + count) (count -1: to the last band)
+// of planes (C, H, W), coded with params (P, rows, W) for exactly those bands' rows: so that the
+// caller computes parameter planes for a few bands at a time, never for the whole image.
 py::list encode_pixels(const py::array& planes, const py::array& params, const py::array& table, int threads,
                        int first_band, int count) {
   auto img = checked<uint8_t>(planes, "planes", 3);
@@ -272,47 +321,81 @@ py::list encode_pixels(const py::array& planes, const py::array& params, const p
   const BandRange range(H, a.W, first_band, count);
   if (img.shape(2) != a.W || a.H != range.rows) throw py::value_error("params must cover the rows of the bands to code");
   uint8_t* data = const_cast<uint8_t*>(img.data());  // read only: Decode=false never writes
-  std::vector<std::vector<uint8_t>> out(count);
-  {
-    py::gil_scoped_release release;
-    const size_t plane = static_cast<size_t>(H) * a.W, params_plane = static_cast<size_t>(a.H) * a.W;
-    parallel_for(count, threads, [&](int i) {
-      const Band b(H, a.W, first_band + i);
-      RangeEncoder enc;
-      code_pixels<false>(enc, data + b.offset, a.params + (b.offset - range.row_offset), plane, params_plane, a.C,
-                         b.rows, a.W, a.table);
-      out[i] = enc.finish();
-    });
-  }
-  py::list streams;
-  for (const auto& o : out) streams.append(to_bytes(o));
-  return streams;
+  const size_t plane = static_cast<size_t>(H) * a.W, params_plane = static_cast<size_t>(a.H) * a.W;
+  return encode_bands(H, a.W, first_band, count, threads, [&](RangeEncoder& enc, const Band& b) {
+    code_pixels<false>(enc, data + b.offset, a.params + (b.offset - range.row_offset), plane, params_plane, a.C,
+                       b.rows, a.W, a.table);
+  });
 }
 
-// Decodes the streams of bands [first_band, first_band + len(streams)) into `out` (C, H, W), in
-// place, with params (P, rows, W) for exactly those bands' rows.
+// Decodes the photo tool's streams of bands [first_band, first_band + len(streams)) into `out`
+// (C, H, W), in place, with params (P, rows, W) for exactly those bands' rows.
 void decode_pixels(const py::list& streams, const py::array& params, const py::array& table, int threads,
                    py::array& out, int first_band) {
-  auto planes = checked<uint8_t>(out, "out", 3);
-  if (!planes.writeable()) throw py::value_error("out: must be writeable");
+  auto planes = writeable_planes(out, kMaxChannels);
   const PixelArgs a(params, table, static_cast<int>(planes.shape(0)));
   const int H = static_cast<int>(planes.shape(1)), count = static_cast<int>(streams.size());
   const BandRange range(H, a.W, first_band, count);
   if (planes.shape(2) != a.W || a.H != range.rows) throw py::value_error("params must cover the rows of the bands to decode");
-  std::vector<std::string_view> buffers;
-  for (const auto& s : streams) buffers.push_back(s.cast<std::string_view>());  // the list holds the bytes
   uint8_t* data = planes.mutable_data();
-  {
-    py::gil_scoped_release release;
-    const size_t plane = static_cast<size_t>(H) * a.W, params_plane = static_cast<size_t>(a.H) * a.W;
-    parallel_for(count, threads, [&](int i) {
-      const Band b(H, a.W, first_band + i);
-      RangeDecoder dec(reinterpret_cast<const uint8_t*>(buffers[i].data()), buffers[i].size());
-      code_pixels<true>(dec, data + b.offset, a.params + (b.offset - range.row_offset), plane, params_plane, a.C,
-                        b.rows, a.W, a.table);
-      dec.finish();
-    });
-  }
+  const size_t plane = static_cast<size_t>(H) * a.W, params_plane = static_cast<size_t>(a.H) * a.W;
+  decode_bands(streams, H, a.W, first_band, threads, [&](RangeDecoder& dec, const Band& b) {
+    code_pixels<true>(dec, data + b.offset, a.params + (b.offset - range.row_offset), plane, params_plane, a.C,
+                      b.rows, a.W, a.table);
+  });
+}
+
+// The screen tool's streams of bands [first_band, first_band + count) of planes (C, H, W).
+py::list encode_screen(const py::array& planes, int threads, int first_band, int count) {
+  auto img = checked<uint8_t>(planes, "planes", 3);
+  const int C = static_cast<int>(img.shape(0)), H = static_cast<int>(img.shape(1)), W = static_cast<int>(img.shape(2));
+  if (C < 1 || C > kScreenMaxChannels) throw py::value_error("the screen tool codes 1 to 3 channels");
+  if (count < 0) count = num_bands(H) - first_band;
+  BandRange(H, W, first_band, count);  // checks the range
+  uint8_t* data = const_cast<uint8_t*>(img.data());  // read only: Decode=false never writes
+  const size_t plane = static_cast<size_t>(H) * W;
+  return encode_bands(H, W, first_band, count, threads, [&](RangeEncoder& enc, const Band& b) {
+    code_screen<false>(enc, data + b.offset, plane, C, b.rows, W);
+  });
+}
+
+// Decodes the screen tool's streams of bands [first_band, first_band + len(streams)) into `out`
+// (C, H, W), in place; None streams are skipped.
+void decode_screen(const py::list& streams, int threads, py::array& out, int first_band) {
+  auto planes = writeable_planes(out, kScreenMaxChannels);
+  const int C = static_cast<int>(planes.shape(0)), H = static_cast<int>(planes.shape(1)), W = static_cast<int>(planes.shape(2));
+  BandRange(H, W, first_band, static_cast<int>(streams.size()));  // checks the range
+  uint8_t* data = planes.mutable_data();
+  const size_t plane = static_cast<size_t>(H) * W;
+  decode_bands(streams, H, W, first_band, threads, [&](RangeDecoder& dec, const Band& b) {
+    code_screen<true>(dec, data + b.offset, plane, C, b.rows, W);
+  });
+}
+
+// PNG filtering of rows (R, S) uint8 with `bpp` bytes per pixel: (R, S + 1), each row's filter
+// type first.
+py::array_t<uint8_t> png_filter_rows(const py::array& rows, int bpp) {
+  auto in = checked<uint8_t>(rows, "rows", 2);
+  const int R = static_cast<int>(in.shape(0));
+  const size_t S = in.shape(1);
+  if (bpp < 1 || S % bpp) throw py::value_error("rows: length must be a multiple of bpp");
+  py::array_t<uint8_t> out({static_cast<size_t>(R), S + 1});
+  uint8_t* o = out.mutable_data();
+  py::gil_scoped_release release;
+  png_filter(in.data(), R, S, bpp, o);
+  return out;
+}
+
+// Inverse of png_filter_rows, from filtered bytes: (R, S).
+py::array_t<uint8_t> png_unfilter_rows(const py::bytes& filtered, int rows, int stride, int bpp) {
+  const std::string_view in(filtered);
+  if (rows < 0 || stride < 1 || bpp < 1 || stride % bpp || in.size() != static_cast<size_t>(rows) * (stride + 1))
+    throw CorruptStream("corrupt deflate band: wrong size");
+  py::array_t<uint8_t> out({rows, stride});
+  uint8_t* o = out.mutable_data();
+  py::gil_scoped_release release;
+  png_unfilter(reinterpret_cast<const uint8_t*>(in.data()), rows, stride, bpp, o);
+  return out;
 }
 
 // Runs the classical predictor over every sample of planes (C, H, W), band by band as the coder
@@ -395,6 +478,12 @@ PYBIND11_MODULE(_coder, m) {
         py::arg("threads") = 1, py::arg("first_band") = 0, py::arg("count") = -1);
   m.def("decode_pixels", &decode_pixels, py::arg("streams"), py::arg("params"), py::arg("scale_table"),
         py::arg("threads"), py::arg("out"), py::arg("first_band") = 0);
+  m.def("encode_screen", &encode_screen, py::arg("planes"), py::arg("threads") = 1, py::arg("first_band") = 0,
+        py::arg("count") = -1);
+  m.def("decode_screen", &decode_screen, py::arg("streams"), py::arg("threads"), py::arg("out"),
+        py::arg("first_band") = 0);
+  m.def("png_filter", &png_filter_rows, py::arg("rows"), py::arg("bpp"));
+  m.def("png_unfilter", &png_unfilter_rows, py::arg("filtered"), py::arg("rows"), py::arg("stride"), py::arg("bpp"));
 
   m.attr("PROB_BITS") = kProbBits;
   m.attr("NUM_SCALES") = kNumScales;

@@ -21,7 +21,7 @@ namespace unz {
 
 // Bump on any change to what this file computes: it is part of every file's model id, so a
 // file never decodes with a pixel model other than the one that coded it.
-constexpr int kPixelModelRevision = 3;
+constexpr int kPixelModelRevision = 4;
 constexpr int kActivityBuckets = 16;
 constexpr int kCrossBuckets = 4;
 // Bucket edges of the activity A = 2|eN| + 2|eW| + |eNW| + |eNE| + |eNN| + |eWW| (errors of the

@@ -1,8 +1,10 @@
-"""Coding one group of planes (the colour planes, or the alpha plane) with an UnzNet.
+"""Coding one group of planes (the colour planes, or the alpha plane), band by band, each band
+by the tool that codes it smallest (tools.py).
 
-Encoding: the network's encoder gives z; z is coded under its learned prior; the decoder half of
-the network, run exactly in float64, turns z into the per-pixel parameter planes; the C++ pixel
-model codes the samples with them. Decoding repeats the last two steps from the stored z.
+The photo tool: the network's encoder gives z; z is coded under its learned prior; the decoder
+half of the network, run exactly in float64, turns z into the per-pixel parameter planes; the C++
+pixel model codes the samples with them. Decoding repeats the last two steps from the stored z.
+z is stored only where some band of the group takes the photo tool.
 """
 from __future__ import annotations
 
@@ -15,21 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import _coder, coder
+from . import _coder, coder, tools
 from .pixelmodel import coding_order
 from .model import Z_MAX, UnzNet, num_levels
-
-# No symbol costs less than -log2((2**16 - 255) / 2**16) bits, so a stream of n bytes holds at
-# most this many samples; a header that claims more is corrupt, and is refused before any
-# allocation of the image's size.
-_MIN_BITS_PER_SAMPLE = -math.log2((2**16 - 255) / 2**16)
-
 
 @dataclass(frozen=True)
 class CodedPlanes:
     latent_shape: tuple[int, int, int]  # (channels, height, width) of z
-    latent: bytes  # z, range coded
-    pixels: bytes  # the samples: one range-coded stream per band of rows, framed by join_streams
+    latent: bytes  # z, range coded; empty where no band takes the photo tool
+    pixels: bytes  # one stream per band of rows (its tool's byte, then its payload), framed by join_streams
     complete: bool = True  # False: what a truncated file still holds of `pixels`
 
     @property
@@ -125,70 +121,76 @@ def scale_table(model: UnzNet) -> np.ndarray:
 
 
 def encode_samples(model: UnzNet, ordered: np.ndarray, params: np.ndarray) -> bytes:
-    """The pixel streams of planes (C, H, W) uint8, already in coding order, under the pixel
-    model with the integer parameter planes `params` and the model's scale table."""
+    """The photo tool's streams of planes (C, H, W) uint8, already in coding order, under the
+    pixel model with the integer parameter planes `params` and the model's scale table (no tool
+    bytes: for measurements of the photo tool alone)."""
     return join_streams(_coder.encode_pixels(np.ascontiguousarray(ordered), params, scale_table(model), _threads()))
-
-
-def _band_groups(height: int, bands: int) -> Iterator[tuple[int, int, range]]:
-    """(first band, band count, their rows) of the first `bands` bands of an image, as many
-    bands at a time as there are threads: parameter planes exist for one group at a time."""
-    step = _threads()
-    for first in range(0, bands, step):
-        count = min(step, bands - first)
-        yield first, count, range(_coder.band_start(height, first), _coder.band_start(height, first + count))
-
-
-def encode_planes(model: UnzNet, planes: np.ndarray) -> CodedPlanes:
-    """planes: (C, H, W) uint8 with C = model.config.channels."""
-    c, h, w = planes.shape
-    planes = np.ascontiguousarray(planes[coding_order(c)])
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        z = model.latent(torch.from_numpy(planes).to(device)[None])
-    shape = tuple(z.shape[1:])
-    latent = coder.encode_centered(z.cpu().numpy().reshape(-1).astype(np.int32), _latent_scales(model, shape), Z_MAX)
-    table, streams = scale_table(model), []
-    for first, count, rows in _band_groups(h, _coder.num_bands(h)):
-        params = parameter_planes(model, z, h, w, rows)
-        streams += _coder.encode_pixels(planes, params, table, _threads(), first, count)
-    return CodedPlanes(shape, latent, join_streams(streams))
-
-
-def _check_stream_length(pixels: bytes, channels: int, height: int, width: int) -> None:
-    if channels * height * width > (8 * len(pixels) + 64 * _coder.num_bands(height)) / _MIN_BITS_PER_SAMPLE:
-        raise ValueError("pixel stream is too short for the image size: truncated or corrupt")
 
 
 def decode_samples(model: UnzNet, pixels: bytes, params: np.ndarray) -> np.ndarray:
     """Inverse of encode_samples: planes (C, H, W) uint8 in coding order, from its pixel streams
     and the parameter planes (P, H, W) they were coded with."""
     channels, (height, width) = model.config.channels, params.shape[1:]
-    _check_stream_length(pixels, channels, height, width)
     out = np.empty((channels, height, width), np.uint8)
-    _coder.decode_pixels(split_streams(pixels, _coder.num_bands(height)), params, scale_table(model), _threads(), out)
+    streams = split_streams(pixels, _coder.num_bands(height))
+    for i, s in enumerate(streams):
+        tools.check_band(tools.PHOTO, s, channels, len(_rows(height, i, 1)), width)
+    _coder.decode_pixels(streams, params, scale_table(model), _threads(), out)
     return out
+
+
+def _rows(height: int, first: int, count: int) -> range:
+    return range(_coder.band_start(height, first), _coder.band_start(height, first + count))
+
+
+def encode_planes(model: UnzNet, planes: np.ndarray) -> CodedPlanes:
+    """planes: (C, H, W) uint8 with C = model.config.channels. Every band is first coded by the
+    tools that need no network; the photo tool then tries the bands where it could still win."""
+    c, h, w = planes.shape
+    planes = np.ascontiguousarray(planes[coding_order(c)])
+    streams = tools.encode_bands(planes, _threads())
+    shape = latent_shape(model, h, w)
+    photo = [i for i, s in enumerate(streams) if len(s) > tools.photo_floor(c, len(_rows(h, i, 1)), w)]
+    if not photo:
+        return CodedPlanes(shape, b"", join_streams(streams))
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        z = model.latent(torch.from_numpy(planes).to(device)[None])
+    table, chosen = scale_table(model), False
+    for first, count in tools.runs(photo, _threads()):  # parameter planes for a few bands at a time
+        params = parameter_planes(model, z, h, w, _rows(h, first, count))
+        for band, s in enumerate(_coder.encode_pixels(planes, params, table, _threads(), first, count), first):
+            if 1 + len(s) < len(streams[band]):
+                streams[band], chosen = bytes([tools.PHOTO]) + s, True
+    latent = coder.encode_centered(z.cpu().numpy().reshape(-1).astype(np.int32), _latent_scales(model, shape), Z_MAX)
+    return CodedPlanes(shape, latent if chosen else b"", join_streams(streams))
 
 
 def decode_planes(model: UnzNet, coded: CodedPlanes, height: int, width: int) -> list[np.ndarray]:
     """Inverse of encode_planes: the C planes (H, W), in their usual order (views of one array
     in coding order, not copied); raises ValueError for streams that cannot be this model's. Of
-    incomplete planes (a truncated file), the bands still there, and zeros. Parameter planes
-    exist for a group of bands at a time."""
+    incomplete planes (a truncated file), the bands still there, and zeros. Every band stream is
+    checked against its band's size before the image's planes are allocated."""
     expected = latent_shape(model, height, width)
     if coded.latent_shape != expected:
         raise ValueError(f"latent shape {coded.latent_shape} does not fit a {width}x{height} image ({expected})")
     channels, bands = model.config.channels, _coder.num_bands(height)
-    if coded.complete:
-        _check_stream_length(coded.pixels, channels, height, width)  # before any allocation of the image's size
-        streams = split_streams(coded.pixels, bands)
-    else:
-        streams = intact_streams(coded.pixels, bands)
-    z, table = decode_latent(model, coded), scale_table(model)
+    streams = split_streams(coded.pixels, bands) if coded.complete else intact_streams(coded.pixels, bands)
+    for i, s in enumerate(streams):
+        if not s:
+            raise ValueError("empty band stream: corrupt")
+        tools.check_band(s[0], s[1:], channels, len(_rows(height, i, 1)), width)
+    photo = [i for i, s in enumerate(streams) if s[0] == tools.PHOTO]
+    if (photo and not coded.latent) or (coded.complete and coded.latent and not photo):
+        raise ValueError("latent z missing for photo bands, or present without them: corrupt")
     planes = np.zeros((channels, height, width), np.uint8)  # rows no stream reaches stay zero
-    for first, count, rows in _band_groups(height, len(streams)):
-        params = parameter_planes(model, z, height, width, rows)
-        _coder.decode_pixels(streams[first : first + count], params, table, _threads(), planes, first)
+    tools.decode_bands(streams, planes, _threads())
+    if photo:
+        z, table = decode_latent(model, coded), scale_table(model)
+        for first, count in tools.runs(photo, _threads()):  # parameter planes for a few bands at a time
+            params = parameter_planes(model, z, height, width, _rows(height, first, count))
+            payloads = [s[1:] for s in streams[first : first + count]]
+            _coder.decode_pixels(payloads, params, table, _threads(), planes, first)
     return [planes[c] for c in np.argsort(coding_order(channels))]
 
 

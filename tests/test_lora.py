@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 import pillow_unz
-from pillow_unz import adapter, api, codec, format as fmt
+from pillow_unz import adapter, api, codec, format as fmt, tools
 from pillow_unz.weights import load_models
 
 from .conftest import with_alpha
@@ -187,7 +187,8 @@ def test_same_image_same_file(small: Image.Image) -> None:
 
 
 def test_bound_starts_from_the_codec(small: Image.Image) -> None:
-    """The bound measures with the coder itself: untuned, its size is the codec's pixel stream."""
+    """The bound measures with the coder itself: untuned, its size is the codec's pixel stream
+    (one photo band: its tool byte, then the photo tool's stream)."""
     from pillow_unz.finetune import bound
 
     model = load_models().for_channels(3)
@@ -195,4 +196,5 @@ def test_bound_starts_from_the_codec(small: Image.Image) -> None:
     base, tuned = bound.bound(model, planes, block=8, steps=0)
     coded = codec.encode_planes(model, planes)
     assert np.array_equal(codec.decode_planes(model, coded, small.height, small.width), planes)
-    assert base == tuned == len(coded.pixels)
+    assert coded.pixels[0] == tools.PHOTO
+    assert base == tuned == len(coded.pixels) - 1

@@ -1,0 +1,144 @@
+"""The coding tools of a band, and the encoder's choice among them.
+
+Every band of a plane group is coded by one tool, named by the first byte of its stream
+(`docs/FORMAT.md`). The encoder codes each band with every tool that can still win and keeps the
+smallest, as JPEG XL's modular mode chooses its transforms: photographs keep the network's pixel
+model, screenshots and drawings take the screen model, a band of one colour costs its colour,
+and nothing ever costs more than PNG-style deflate. The photo tool needs the network, so it lives
+in codec.py; this module holds the others, which need nothing but the pixels.
+"""
+from __future__ import annotations
+
+import math
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from . import _coder
+
+PHOTO, SCREEN, FLAT, DEFLATE = range(4)
+NAMES = {PHOTO: "photo", SCREEN: "screen", FLAT: "flat", DEFLATE: "deflate"}
+
+# The fewest bits a range-coded stream can spend per sample (photo) or per pixel (screen): one
+# symbol or decision of the largest probability the coder gives, and the 6 bytes of its framing.
+_PHOTO_MIN_BITS = -math.log2((2**16 - 255) / 2**16)
+_SCREEN_MIN_BITS = -math.log2((2**16 - 1) / 2**16)
+_RANGE_FRAMING = 6
+# The screen tool is tried on a band only where at least this share of its pixels repeat W or N
+# exactly: below it, the photo tool won every band of the training photographs, the screen
+# set and ../shared/eval by 8% or more (it wins from about 0.8 up), and the screen tool is the
+# slowest part of encoding a photograph.
+SCREEN_MIN_REPEATS = 0.5
+
+
+def band_rows(height: int, band: int) -> slice:
+    return slice(_coder.band_start(height, band), _coder.band_start(height, band + 1))
+
+
+def photo_floor(channels: int, rows: int, width: int) -> int:
+    """A lower bound on the size of a band's photo stream: where another tool is already at most
+    this, the network need not run."""
+    return 1 + _RANGE_FRAMING + int(channels * rows * width * _PHOTO_MIN_BITS / 8)
+
+
+def runs(bands: list[int], longest: int | None = None) -> list[tuple[int, int]]:
+    """(first, count) of the runs of consecutive numbers in sorted `bands`, each at most
+    `longest` long."""
+    out: list[tuple[int, int]] = []
+    for band in bands:
+        if out and band == sum(out[-1]) and (longest is None or out[-1][1] < longest):
+            out[-1] = (out[-1][0], out[-1][1] + 1)
+        else:
+            out.append((band, 1))
+    return out
+
+
+def repeats(band: np.ndarray) -> float:
+    """The share of pixels of a band (C, rows, W) that repeat W or N exactly."""
+    same = np.zeros(band.shape[1:], bool)
+    same[:, 1:] = (band[:, :, 1:] == band[:, :, :-1]).all(0)
+    same[1:] |= (band[:, 1:] == band[:, :-1]).all(0)
+    return float(same.mean())
+
+
+def _flat(band: np.ndarray) -> bytes | None:
+    first = band[:, :1, :1]
+    return bytes([FLAT]) + first.tobytes() if (band == first).all() else None
+
+
+def _interleaved_rows(band: np.ndarray) -> np.ndarray:
+    """(C, rows, W) -> (rows, W * C): the byte layout of a PNG row."""
+    c, rows, width = band.shape
+    return np.ascontiguousarray(band.transpose(1, 2, 0)).reshape(rows, width * c)
+
+
+def _deflate(band: np.ndarray) -> bytes:
+    filtered = _coder.png_filter(_interleaved_rows(band), band.shape[0])
+    return bytes([DEFLATE]) + zlib.compress(filtered.tobytes(), 9)
+
+
+def encode_bands(planes: np.ndarray, threads: int) -> list[bytes]:
+    """Each band of planes (C, H, W) by the smallest of the tools here: flat, screen (where
+    enough pixels repeat), deflate."""
+    height = planes.shape[1]
+    bands = [planes[:, band_rows(height, i)] for i in range(_coder.num_bands(height))]
+    streams = [_flat(b) for b in bands]
+    todo = [i for i, s in enumerate(streams) if s is None]
+    with ThreadPoolExecutor(threads) as pool:  # zlib leaves the GIL
+        for i, stream in zip(todo, pool.map(_deflate, [bands[i] for i in todo])):
+            streams[i] = stream
+    screen = [i for i in todo if repeats(bands[i]) >= SCREEN_MIN_REPEATS]
+    for first, count in runs(screen):
+        for i, stream in enumerate(_coder.encode_screen(planes, threads, first, count), first):
+            if 1 + len(stream) < len(streams[i]):
+                streams[i] = bytes([SCREEN]) + stream
+    return streams
+
+
+def check_band(tool: int, payload: bytes, channels: int, rows: int, width: int) -> None:
+    """Refuse, before decoding, a band stream that cannot hold its band: so that no hostile file
+    makes the decoder allocate or work far beyond its size."""
+    if tool == PHOTO:
+        samples, min_bits = channels * rows * width, _PHOTO_MIN_BITS
+    elif tool == SCREEN:
+        samples, min_bits = rows * width, _SCREEN_MIN_BITS
+    elif tool == FLAT:
+        if len(payload) != channels:
+            raise ValueError("flat band: wrong colour size")
+        return
+    elif tool == DEFLATE:
+        return  # inflating is bounded by the band's size (decode_bands)
+    else:
+        raise ValueError(f"band coded with unknown tool {tool}")
+    if samples > (8 * (len(payload) + _RANGE_FRAMING) + 64) / min_bits:
+        raise ValueError(f"{NAMES[tool]} band too short for its size: truncated or corrupt")
+
+
+def _inflate(payload: bytes, band: np.ndarray) -> None:
+    c, rows, width = band.shape
+    expected = rows * (width * c + 1)
+    inflater = zlib.decompressobj()
+    try:
+        filtered = inflater.decompress(payload, expected)
+    except zlib.error as e:
+        raise ValueError(f"corrupt deflate band: {e}") from e
+    if len(filtered) != expected or not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
+        raise ValueError("corrupt deflate band: wrong size")
+    band[:] = _coder.png_unfilter(filtered, rows, width * c, c).reshape(rows, width, c).transpose(2, 0, 1)
+
+
+def decode_bands(streams: list[bytes], planes: np.ndarray, threads: int) -> None:
+    """Decode into planes (C, H, W) the bands of `streams` (the first len(streams) bands) that a
+    tool of this module coded; photo bands are left to the caller."""
+    height = planes.shape[1]
+    screen: list[bytes | None] = []
+    for i, stream in enumerate(streams):
+        tool, payload, band = stream[0], stream[1:], planes[:, band_rows(height, i)]
+        screen.append(payload if tool == SCREEN else None)
+        if tool == FLAT:
+            band[:] = np.frombuffer(payload, np.uint8)[:, None, None]
+        elif tool == DEFLATE:
+            _inflate(payload, band)
+    if any(s is not None for s in screen):
+        _coder.decode_screen(screen, threads, planes, 0)
