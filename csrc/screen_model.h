@@ -82,20 +82,48 @@ class ContextMatch {
   std::vector<Slot> slots_;
 };
 
+// A match: the position after the latest occurrence of a neighbourhood, followed along the row
+// for as long as its colours keep being right.
+class Match {
+ public:
+  explicit Match(size_t pixels) : starts_(pixels) {}
+  // The position the match points at for the pixel at `at` with neighbourhood `hash`, or kAbsent.
+  uint32_t find(uint64_t hash) {
+    if (at_ == kAbsent) at_ = starts_.find(hash);
+    return at_;
+  }
+  // After coding the pixel at `at`: whether the match's colour was right.
+  void update(uint64_t hash, size_t at, bool right) {
+    starts_.store(hash, static_cast<uint32_t>(at));
+    if (at_ != kAbsent && right) {
+      ++length_;
+      ++at_;
+    } else {
+      length_ = 0;
+      at_ = kAbsent;
+    }
+  }
+  int length_class() const { return length_ == 0 ? 0 : length_ < 4 ? 1 : length_ < 16 ? 2 : 3; }
+
+ private:
+  ContextMatch starts_;
+  uint32_t at_ = kAbsent;
+  int length_ = 0;
+};
+
 inline uint64_t mix(uint64_t h, uint32_t v) { return (h ^ v) * 0x9E3779B97F4A7C15ull + (h >> 29); }
 
 // Candidate sources, and the order in which the coder asks "is it this one?" (each colour once):
 // the neighbours; the colour that last followed the four nearest neighbours' colours; and a
-// match, which follows the pixels after the last occurrence of the eight nearest neighbours'
-// colours along the row for as long as they keep being right (a repeated word, a widget); and
+// match of the thirteen nearest neighbours' colours and one of the six nearest (a repeated word,
+// a widget); and
 // the pixel as far back as the match that was right at N (a repeated line of text or a table row
 // continues below); and the pixel of a row above that the encoder names for the whole row (the
 // rows of a list, a table or a menu repeat at the pitch of its lines).
-enum Source { kW, kN, kNE, kNW, kWW, kNN, kContext, kMatch, kMatchAbove, kRowRepeat, kSources };
-constexpr int kAskOrder[kSources] = {kW, kN, kRowRepeat, kMatch, kMatchAbove, kNE, kNW, kContext, kWW, kNN};
+enum Source { kW, kN, kNE, kNW, kWW, kNN, kContext, kMatch, kShortMatch, kMatchAbove, kRowRepeat, kSources };
+constexpr int kAskOrder[kSources] = {kW, kN, kRowRepeat, kMatch, kShortMatch, kMatchAbove, kNE, kNW, kContext, kWW, kNN};
 constexpr int kRowRepeatBits = 7;  // rows up to 127 above; 0 names none
 constexpr int kMatchLengthClasses = 4;
-inline int match_length_class(int n) { return n == 0 ? 0 : n < 4 ? 1 : n < 16 ? 2 : 3; }
 constexpr int kMaxSupport = 4;  // how many sources agree on a candidate, 1..4 or more
 constexpr int kRecentBits = 8;  // a move-to-front list of the last 256 distinct colours
 constexpr int kRecentColours = 1 << kRecentBits;
@@ -116,9 +144,8 @@ void code_screen(Coder& coder, uint8_t* planes, size_t plane, int C, int H, int 
   std::vector<uint32_t> colours(3 * stride, kAbsent);  // rows y-2, y-1, y (by y % 3)
   std::vector<uint16_t> hits(2 * stride, 0);           // which sources were right, rows y-1, y
   std::vector<uint32_t> offsets(2 * stride, 0);        // how far back a right match was, rows y-1, y
-  ContextMatch context_colour(static_cast<size_t>(H) * W), match_start(static_cast<size_t>(H) * W);
-  uint32_t match = kAbsent;  // the position the match points at, while it holds
-  int match_length = 0;
+  ContextMatch context_colour(static_cast<size_t>(H) * W);
+  Match match(static_cast<size_t>(H) * W), short_match(static_cast<size_t>(H) * W);
   const auto colour_at = [&](size_t i) {
     uint32_t colour = 0;
     for (int c = 0; c < C; ++c) colour |= uint32_t{planes[c * plane + i]} << (8 * c);
@@ -168,8 +195,10 @@ void code_screen(Coder& coder, uint8_t* planes, size_t plane, int C, int H, int 
       uint64_t long_hash = mix(mix(mix(mix(short_hash, cand[kWW]), cand[kNN]), up[x - 2]), up2[x + 1]);
       for (int k = 3; k <= kPad; ++k) long_hash = mix(long_hash, row[x - k]);
       cand[kContext] = context_colour.find(short_hash);
-      if (match == kAbsent) match = match_start.find(long_hash);
-      cand[kMatch] = match == kAbsent ? kAbsent : colour_at(match);
+      const uint64_t six_hash = mix(mix(short_hash, cand[kWW]), cand[kNN]) + 1;
+      const uint32_t matched = match.find(long_hash), short_matched = short_match.find(six_hash);
+      cand[kMatch] = matched == kAbsent ? kAbsent : colour_at(matched);
+      cand[kShortMatch] = short_matched == kAbsent ? kAbsent : colour_at(short_matched);
       const uint32_t above = offset_up[x];
       cand[kMatchAbove] = above && above <= at ? colour_at(at - above) : kAbsent;
       cand[kRowRepeat] = repeat ? colour_at(at - static_cast<size_t>(repeat) * W) : kAbsent;
@@ -187,7 +216,7 @@ void code_screen(Coder& coder, uint8_t* planes, size_t plane, int C, int H, int 
         const int support = static_cast<int>(std::count(cand.begin(), cand.end(), candidate));
         const int context = (((s * kMaxSupport + std::min(support, kMaxSupport) - 1) * 4 + ((hit_row[x - 1] >> s) & 1) * 2 +
                               ((hit_up[x] >> s) & 1)) * 2 + (asked > 0)) * kMatchLengthClasses +
-                            (s == kMatch ? match_length_class(match_length) : 0);
+                            (s == kMatch ? match.length_class() : s == kShortMatch ? short_match.length_class() : 0);
         asked_colours[asked++] = candidate;
         if (code_bit<Decode>(coder, is_candidate[context], candidate == colour)) {
           colour = candidate;
@@ -232,17 +261,14 @@ void code_screen(Coder& coder, uint8_t* planes, size_t plane, int C, int H, int 
       uint16_t hit = 0;
       for (int s = 0; s < kSources; ++s) hit |= static_cast<uint16_t>(cand[s] == colour) << s;
       hit_row[x] = hit;
-      offset_row[x] = cand[kMatch] == colour ? static_cast<uint32_t>(at - match) : cand[kMatchAbove] == colour ? above : 0;
+      offset_row[x] = cand[kMatch] == colour          ? static_cast<uint32_t>(at - matched)
+                      : cand[kShortMatch] == colour ? static_cast<uint32_t>(at - short_matched)
+                      : cand[kMatchAbove] == colour ? above
+                                                    : 0;
       row[x] = colour;
       context_colour.store(short_hash, colour);
-      match_start.store(long_hash, static_cast<uint32_t>(at));
-      if (match != kAbsent && cand[kMatch] == colour) {
-        ++match_length;
-        ++match;
-      } else {
-        match_length = 0;
-        match = kAbsent;
-      }
+      match.update(long_hash, at, cand[kMatch] == colour);
+      short_match.update(six_hash, at, cand[kShortMatch] == colour);
       if (recent[0] != colour) {
         auto last = std::find(recent.begin(), recent.end(), colour);
         if (last == recent.end()) --last;
