@@ -166,7 +166,7 @@ void code_screen(Coder& coder, uint8_t* planes, size_t plane, int C, int H, int 
       for (int d = 2; d < (1 << kRowRepeatBits) && d <= y; ++d) gain[d] += colour_at(row + x - d * W) == here;
     }
     const int best = static_cast<int>(std::max_element(gain.begin(), gain.end()) - gain.begin());
-    return gain[best] >= 2 ? best : 0;
+    return gain[best] >= std::max(2, W / 32) ? best : 0;
   };
   std::vector<BitModel> repeat_tree(1 << kRowRepeatBits);
 
@@ -226,20 +226,37 @@ void code_screen(Coder& coder, uint8_t* planes, size_t plane, int C, int H, int 
       }
 
       if (!found) {
-        // A recent colour (by its place in the move-to-front list), else every channel's residual
-        // from LOCO-I's prediction (after the first channel, plus the first channel's residual).
-        const int escaped_near = (hit_row[x - 1] == 0) * 2 + (hit_up[x] == 0);
+        // A recent colour (by its place in the move-to-front list, the candidates already refused
+        // moved last), else every channel's residual from LOCO-I's prediction (after the first
+        // channel, plus the first channel's residual).
+        std::array<std::array<int, 4>, kScreenMaxChannels> near;  // W, N, NW, NE of each channel
+        for (int c = 0; c < C; ++c) {
+          const auto value = [&](uint32_t col, int fallback) { return col == kAbsent ? fallback : channel_of(col, c); };
+          const int w = value(cand[kW], value(cand[kN], 0)), n = value(cand[kN], w);
+          near[c] = {w, n, value(cand[kNW], n), value(cand[kNE], n)};
+        }
+        std::array<uint32_t, kRecentColours> order;  // (refused or empty << 8) | place in the list
+        for (int i = 0; i < kRecentColours; ++i) {
+          const uint32_t r = recent[i];
+          const bool refused = r == kAbsent || std::find(asked_colours.begin(), asked_colours.begin() + asked, r) !=
+                                                   asked_colours.begin() + asked;
+          order[i] = uint32_t{refused} << 8 | static_cast<uint32_t>(i);
+        }
         const int index = static_cast<int>(std::find(recent.begin(), recent.end(), colour) - recent.begin());
+        const int escaped_near = (hit_row[x - 1] == 0) * 2 + (hit_up[x] == 0);
         if (code_bit<Decode>(coder, is_recent[escaped_near], index < kRecentColours)) {
-          colour = recent[code_bits<Decode>(coder, recent_index.data(), kRecentBits, index)];
-          if (colour == kAbsent) throw CorruptStream("corrupt screen stream: empty recent colour");
+          int rank = 0;
+          if constexpr (!Decode)
+            for (const uint32_t o : order) rank += o < order[index];
+          rank = code_bits<Decode>(coder, recent_index.data(), kRecentBits, rank);
+          std::nth_element(order.begin(), order.begin() + rank, order.end());
+          if (order[rank] >> 8) throw CorruptStream("corrupt screen stream: not a recent colour");
+          colour = recent[order[rank] & 0xFF];
         } else {
           uint32_t coded = 0;
           int first_residual = 0;
           for (int c = 0; c < C; ++c) {
-            const auto value = [&](uint32_t col, int fallback) { return col == kAbsent ? fallback : channel_of(col, c); };
-            const int w = value(cand[kW], value(cand[kN], 0)), n = value(cand[kN], w);
-            const int nw = value(cand[kNW], n), ne = value(cand[kNE], n);
+            const auto [w, n, nw, ne] = near[c];
             const int predicted = med(w, n, nw) + (c > 0 ? first_residual : 0);
             // In the context of the local activity and, after the first channel, of its residual.
             const int activity = activity_class(std::abs(w - nw) + std::abs(n - nw) + std::abs(n - ne));
