@@ -153,6 +153,7 @@ void code_screen(Coder& coder, uint8_t* planes, size_t plane, int C, int H, int 
   };
   std::vector<BitModel> is_candidate(kSources * kMaxSupport * 4 * 2 * kMatchLengthClasses), is_recent(4), recent_index(kRecentColours);
   std::vector<BitModel> residual(static_cast<size_t>(C) * kActivityClasses * kActivityClasses << 8);
+  std::array<int, kScreenMaxChannels> blend_error{}, shift_error{};  // recent errors of the two literal predictions
   std::array<uint32_t, kRecentColours> recent;
   recent.fill(kAbsent);
 
@@ -253,11 +254,29 @@ void code_screen(Coder& coder, uint8_t* planes, size_t plane, int C, int H, int 
           if (order[rank] >> 8) throw CorruptStream("corrupt screen stream: not a recent colour");
           colour = recent[order[rank] & 0xFF];
         } else {
+          // After the first channel, two predictions: LOCO-I's plus the first channel's residual,
+          // and (where the neighbours hold two colours apart in the first channel) a blend of the
+          // two in the same proportion, as anti-aliased edges are. The one with the smaller
+          // recent errors is used.
+          uint32_t lo = kAbsent, hi = kAbsent;
+          for (const int s : {kW, kN, kNW, kNE, kWW, kNN}) {
+            if (cand[s] == kAbsent) continue;
+            if (lo == kAbsent || channel_of(cand[s], 0) < channel_of(lo, 0)) lo = cand[s];
+            if (hi == kAbsent || channel_of(cand[s], 0) > channel_of(hi, 0)) hi = cand[s];
+          }
+          const int span = lo == kAbsent ? 0 : channel_of(hi, 0) - channel_of(lo, 0);
           uint32_t coded = 0;
-          int first_residual = 0;
+          int first_residual = 0, first = 0;
           for (int c = 0; c < C; ++c) {
             const auto [w, n, nw, ne] = near[c];
-            const int predicted = med(w, n, nw) + (c > 0 ? first_residual : 0);
+            const int shifted = med(w, n, nw) + first_residual;
+            int blended = shifted;
+            if (c > 0 && span > 0) {
+              const int64_t t = std::clamp(first - channel_of(lo, 0), 0, span);
+              const int64_t num = 2 * t * (channel_of(hi, c) - channel_of(lo, c)) + span;
+              blended = channel_of(lo, c) + static_cast<int>(num >= 0 ? num / (2 * span) : -((-num + 2 * span - 1) / (2 * span)));
+            }
+            const int predicted = blend_error[c] < shift_error[c] ? blended : shifted;
             // In the context of the local activity and, after the first channel, of its residual.
             const int activity = activity_class(std::abs(w - nw) + std::abs(n - nw) + std::abs(n - ne));
             const int ctx = (c * kActivityClasses + activity) * kActivityClasses + activity_class(std::abs(first_residual));
@@ -266,7 +285,9 @@ void code_screen(Coder& coder, uint8_t* planes, size_t plane, int C, int H, int 
                                                  diff >= 0 ? 2 * diff : -2 * diff - 1);
             const int d = zigzag & 1 ? -(zigzag + 1) / 2 : zigzag / 2;
             const int v = (predicted + d) & 0xFF;
-            if (c == 0) first_residual = v - med(w, n, nw);
+            if (c == 0) first_residual = v - med(w, n, nw), first = v;
+            blend_error[c] += std::abs(v - blended) - blend_error[c] / 16;
+            shift_error[c] += std::abs(v - shifted) - shift_error[c] / 16;
             coded |= static_cast<uint32_t>(v) << (8 * c);
           }
           colour = coded;
