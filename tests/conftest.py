@@ -34,3 +34,13 @@ def with_alpha(img: Image.Image) -> Image.Image:
     alpha[(yy - h // 2) ** 2 + (xx - w // 2) ** 2 < (min(h, w) // 4) ** 2] = 0
     planes = a[..., None] if a.ndim == 2 else a
     return Image.fromarray(np.dstack([planes, alpha]), "LA" if a.ndim == 2 else "RGBA")
+
+
+def mixed(sample: Image.Image, width: int = 240) -> Image.Image:
+    """Two bands of rows: drawn text and shapes above (screen content), a photograph below."""
+    from .drawn import text_and_shapes
+
+    rows = 2 * 256  # num_bands(512) == 2, split at row 256
+    top = np.asarray(text_and_shapes())[: rows // 2, :width]
+    bottom = np.asarray(sample.convert("RGB").resize((width, rows // 2)))
+    return Image.fromarray(np.vstack([top, bottom]), "RGB")

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 import pillow_unz
-from pillow_unz import format as fmt
+from pillow_unz import codec, format as fmt, tools
 
-from .conftest import with_alpha
+from .conftest import mixed, with_alpha
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +101,43 @@ def test_damaged_band_table_raises(small: Image.Image) -> None:
         broken = _rewrite_chunk(coded, b"PIXL", lambda p: struct.pack("<I", first_length) + p[4:])
         with pytest.raises(ValueError):
             open_and_load(broken)
+
+
+def test_hostile_band_streams_raise(sample: Image.Image) -> None:
+    """Band streams with valid CRCs but hostile contents (unknown tools, wrong sizes, inflation
+    bombs, damaged screen streams, z missing or left over) raise, quickly; never other pixels."""
+    img = mixed(sample)  # band 0 screen, band 1 photo
+    buf = io.BytesIO()
+    img.save(buf, format="UNZ")
+    data = buf.getvalue()
+    screen, photo = codec.split_streams(fmt.read(io.BytesIO(data)).groups[0].pixels, 2)
+    assert (screen[0], photo[0]) == (tools.SCREEN, tools.PHOTO)
+    rows = 256 * (240 * 3 + 1)  # a band's filtered bytes
+    hostile = {
+        "unknown tool": [bytes([9]) + screen[1:], photo],
+        "empty stream": [b"", photo],
+        "flat of the wrong size": [bytes([tools.FLAT, 1, 2]), photo],
+        "inflation bomb": [bytes([tools.DEFLATE]) + zlib.compress(b"\0" * 64 * rows, 9), photo],
+        "inflates short": [bytes([tools.DEFLATE]) + zlib.compress(b"\0" * (rows - 1)), photo],
+        "unknown row filter": [bytes([tools.DEFLATE]) + zlib.compress(b"\7" * rows), photo],
+        "not zlib": [bytes([tools.DEFLATE]) + b"\1\2\3", photo],
+        "screen cut short": [screen[: len(screen) // 2], photo],
+        "screen with a flipped byte": [screen[:40] + bytes([screen[40] ^ 0x10]) + screen[41:], photo],
+        "screen stream for the photo band": [screen, screen],
+        "flat, other colour": [bytes([tools.FLAT, 1, 2, 3]), photo],
+    }
+    for name, streams in hostile.items():
+        broken = _rewrite_chunk(data, b"PIXL", lambda p: codec.join_streams(streams))
+        t = time.perf_counter()
+        with pytest.raises(ValueError):  # ChecksumError and UnzFormatError included
+            open_and_load(broken)
+        assert time.perf_counter() - t < 1.0, name
+    no_latent = _rewrite_chunk(data, b"ZLAT", lambda p: p[:5])
+    with pytest.raises(ValueError, match="latent"):
+        open_and_load(no_latent)
+    both_screen = _rewrite_chunk(data, b"PIXL", lambda p: codec.join_streams([screen, screen]))
+    with pytest.raises(ValueError):
+        open_and_load(both_screen)
 
 
 def _header(width: int, height: int, mode: int = 3, version: int = 1) -> bytes:

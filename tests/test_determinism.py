@@ -11,7 +11,7 @@ from PIL import Image
 
 import pillow_unz
 
-from .conftest import with_alpha
+from .conftest import mixed, with_alpha
 
 DECODE = """
 import sys, hashlib, torch
@@ -33,10 +33,11 @@ print(hashlib.sha256(pixels.tobytes()).hexdigest(), hashlib.sha256(buf.getvalue(
 def coded_files(sample: Image.Image, tmp_path_factory) -> list[tuple[str, np.ndarray, bytes]]:
     folder = tmp_path_factory.mktemp("det")
     out = []
-    # the tall one has three bands of rows, which the coder runs on parallel threads
+    # the tall one has three bands of rows, which the coder runs on parallel threads; the mixed
+    # one a band of the screen tool and one of the photo tool
     tall = sample.convert("L").resize((60, 2 * pillow_unz._coder.BAND_ROWS + 60))
     for name, img in (("rgba", with_alpha(sample.crop((0, 0, 160, 120)))), ("gray", sample.convert("L").crop((50, 50, 150, 170))),
-                      ("tall", tall)):
+                      ("tall", tall), ("mixed", mixed(sample))):
         path = folder / f"{name}.unz"
         img.save(path)
         out.append((str(path), np.asarray(img), path.read_bytes()))

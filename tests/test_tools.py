@@ -1,0 +1,100 @@
+"""The band coding tools (pillow_unz/tools.py): screen content, flat bands and the deflate floor.
+Sizes are compared with PNG and WebP as Pillow writes them; every file is decoded and compared."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pillow_unz import _coder, api, codec, format as fmt, tools
+
+from .conftest import DATA, mixed, with_alpha
+from .drawn import line_chart, text_and_shapes
+
+SCREEN_SET = sorted((DATA / "screen").glob("*.png"))
+
+
+def coded(img: Image.Image) -> bytes:
+    """img as .unz, checked to decode to the same pixels."""
+    pixels = np.asarray(img)
+    data = api.compress(pixels, img.mode)
+    assert np.array_equal(api.decompress(data).pixels, pixels)
+    return data
+
+
+def band_tools(data: bytes) -> list[list[int]]:
+    """The tool of every band, per plane group."""
+    unz = fmt.read(io.BytesIO(data))
+    bands = _coder.num_bands(unz.header.height)
+    return [[s[0] for s in codec.split_streams(g.pixels, bands)] for g in unz.groups]
+
+
+def size_as(img: Image.Image, fmt_name: str, **options) -> int:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt_name, **options)
+    return len(buf.getvalue())
+
+
+def png_size(img: Image.Image) -> int:
+    return size_as(img, "PNG", optimize=True)
+
+
+def webp_size(img: Image.Image) -> int:
+    return size_as(img, "WEBP", lossless=True, method=6, quality=100, exact=True)
+
+
+def test_black_image_is_a_few_flat_bands() -> None:
+    data = coded(Image.new("RGB", (2000, 2000)))
+    assert len(data) <= 200
+    assert band_tools(data) == [[tools.FLAT] * 8]
+
+
+def test_screen_set_beats_webp_in_total_and_png_on_every_file() -> None:
+    assert len(SCREEN_SET) >= 8
+    ours = webp = 0
+    for path in SCREEN_SET:
+        img = Image.open(path)
+        size = len(coded(img))
+        assert size <= png_size(img), path.name
+        ours, webp = ours + size, webp + webp_size(img)
+    assert ours <= webp
+
+
+@pytest.mark.parametrize("draw", [text_and_shapes, line_chart])
+def test_drawn_images_at_most_webp(draw) -> None:
+    img = draw()
+    data = coded(img)
+    assert len(data) <= webp_size(img)
+    assert set(band_tools(data)[0]) == {tools.SCREEN}
+
+
+def test_noise_costs_no_more_than_png() -> None:
+    """Nothing compresses noise; the deflate floor keeps it within a few header bytes of PNG."""
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 200, 3), np.uint8), "RGB")
+    assert len(coded(img)) <= png_size(img) + 32
+
+
+def test_each_band_takes_its_own_tool(sample: Image.Image) -> None:
+    data = coded(mixed(sample))
+    assert band_tools(data) == [[tools.SCREEN, tools.PHOTO]]
+
+
+def test_no_latent_without_photo_bands() -> None:
+    unz = fmt.read(io.BytesIO(coded(line_chart())))
+    assert unz.groups[0].latent == b""
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGBA"])
+def test_gray_and_alpha_planes_take_the_screen_tool(mode: str) -> None:
+    img = with_alpha(text_and_shapes(320, 200).convert("L")) if mode == "LA" else text_and_shapes(320, 200)
+    img = img.convert(mode) if mode != "LA" else img
+    data = coded(img)
+    assert all(t in (tools.SCREEN, tools.FLAT, tools.DEFLATE) for group in band_tools(data) for t in group)
+
+
+def test_band_tool_runs() -> None:
+    assert tools.runs([0, 1, 2, 5, 6, 9], longest=2) == [(0, 2), (2, 1), (5, 2), (9, 1)]
+    assert tools.runs([]) == []
