@@ -86,7 +86,8 @@ def _timed(fn, *args, repeat: int = 1):
 
 
 def bench_images(folder: str | Path, repeat: int = 1, progress: bool = True) -> dict:
-    """{codec: {group: row}} over the PNG images of folder, groups 'all' and each mode."""
+    """Over the PNG images of folder: {"codecs": {codec: {group: row}}, groups 'all' and each
+    mode; "files": {file: {codec: bytes}}}."""
     from tqdm import tqdm
 
     files = sorted(Path(folder).glob("*.png"))
@@ -95,6 +96,7 @@ def bench_images(folder: str | Path, repeat: int = 1, progress: bool = True) -> 
     codecs = available_codecs()
     api.compress(np.zeros((8, 8, 3), np.uint8), "RGB")  # load the models before timing
     results: dict[str, dict[str, Tally]] = {c.name: {} for c in codecs}
+    sizes: dict[str, dict[str, int]] = {}
     for f in tqdm(files, desc="bench", disable=not progress):
         img = Image.open(f)
         img.load()
@@ -104,6 +106,7 @@ def bench_images(folder: str | Path, repeat: int = 1, progress: bool = True) -> 
             decoded, dec_s = _timed(c.decode, data, img.mode, repeat=repeat)
             if not np.array_equal(np.asarray(decoded).reshape(pixels.shape), pixels):
                 raise AssertionError(f"{c.name} did not round-trip {f.name}")
+            sizes.setdefault(f.name, {})[c.name] = len(data)
             for group in ("all", img.mode):
                 t = results[c.name].setdefault(group, Tally())
                 t.bits += 8 * len(data)
@@ -112,7 +115,7 @@ def bench_images(folder: str | Path, repeat: int = 1, progress: bool = True) -> 
                 t.encode_s += enc_s
                 t.decode_s += dec_s
                 t.images.append(f.name)
-    return {name: {g: t.row() for g, t in groups.items()} for name, groups in results.items()}
+    return {"codecs": {name: {g: t.row() for g, t in groups.items()} for name, groups in results.items()}, "files": sizes}
 
 
 @dataclass
@@ -242,9 +245,10 @@ def bench_coder(n: int = 1_000_000, seed: int = 0) -> dict:
     return result
 
 
-def format_images(results: dict) -> str:
+def format_images(folder: str, result: dict) -> str:
+    results, sizes = result["codecs"], result["files"]
     groups = sorted({g for rows in results.values() for g in rows}, key=lambda g: (g != "all", g))
-    lines = []
+    lines = [f"== {folder} =="]
     for g in groups:
         lines.append(f"\n{g}: bits per subpixel, encode and decode megapixels per second")
         lines.append(f"{'codec':<20} {'bpsp':>7} {'enc MP/s':>9} {'dec MP/s':>9}")
@@ -252,6 +256,10 @@ def format_images(results: dict) -> str:
             if g in rows:
                 r = rows[g]
                 lines.append(f"{name:<20} {r['bpsp']:>7.3f} {r['encode_mps']:>9.3f} {r['decode_mps']:>9.3f}")
+    ratio = {f: s["pillow-unz"] / s["PNG (optimize)"] for f, s in sizes.items()}
+    worst = max(ratio, key=ratio.get)
+    lines.append(f"\npillow-unz / PNG (optimize), per file: largest {ratio[worst]:.3f} ({worst}), "
+                 f"{sum(r > 1 for r in ratio.values())} of {len(ratio)} files larger than PNG")
     return "\n".join(lines)
 
 
@@ -343,22 +351,23 @@ def format_memory(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run(folder: str | None, coder_only: bool, as_json: bool, repeat: int, ablation: bool = False,
+def run(folders: list[str], coder_only: bool, as_json: bool, repeat: int, ablation: bool = False,
         memory: list[str] | None = None) -> str:
+    """Each folder is measured and reported on its own (photographs and screen content, say)."""
     if memory is not None:
         rows = bench_memory(memory, progress=not as_json)
         return json.dumps(rows, indent=1) if as_json else format_memory(rows)
     if ablation:
-        if not folder:
-            raise ValueError("--ablation needs a folder of images")
-        result = bench_ablation(folder, progress=not as_json)
+        if len(folders) != 1:
+            raise ValueError("--ablation needs one folder of images")
+        result = bench_ablation(folders[0], progress=not as_json)
         return json.dumps(result, indent=1) if as_json else format_ablation(result)
     out = {}
-    if folder and not coder_only:
-        out["images"] = bench_images(folder, repeat, progress=not as_json)
+    if folders and not coder_only:
+        out["images"] = {folder: bench_images(folder, repeat, progress=not as_json) for folder in folders}
     out["coder"] = bench_coder()
     if as_json:
         return json.dumps(out, indent=1)
-    parts = [format_images(out["images"])] if "images" in out else []
+    parts = [format_images(folder, result) for folder, result in out.get("images", {}).items()]
     parts.append(format_coder(out["coder"]))
     return "\n\n".join(parts)

@@ -143,7 +143,7 @@ def cmd_roundtrip(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
-    print(bench.run(args.folder, args.coder, args.json, args.repeat, args.ablation, args.memory))
+    print(bench.run(args.folders, args.coder, args.json, args.repeat, args.ablation, args.memory))
     return 0
 
 
@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("inputs", nargs="+")
     r.set_defaults(func=cmd_roundtrip)
     b = sub.add_parser("bench", help="compare with PNG, WebP, JPEG XL, JPEG-LS; time the range coder")
-    b.add_argument("folder", nargs="?", help="folder of .png images")
+    b.add_argument("folders", nargs="*", help="folders of .png images, each reported on its own (photos, screen content)")
     b.add_argument("--coder", action="store_true", help="only the range-coder benchmark")
     b.add_argument("--json", action="store_true", help="machine-readable output")
     b.add_argument("--ablation", action="store_true",

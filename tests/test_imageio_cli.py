@@ -73,7 +73,25 @@ def test_bench_ablation_reports_the_network_share(small: Image.Image, tmp_path, 
         assert m["network_share"] == round(1 - m["usual_bytes"] / m["ablated_bytes"], 5)
     assert result["usual_bytes"] == sum(m["usual_bytes"] for m in result["models"].values())
     assert cli.main(["bench", "--ablation"]) == 1  # needs a folder
-    assert "needs a folder" in capsys.readouterr().err
+    assert "needs one folder" in capsys.readouterr().err
+
+
+def test_bench_reports_each_folder_on_its_own(small: Image.Image, tmp_path, capsys) -> None:
+    import json
+
+    from .drawn import line_chart
+
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "screen").mkdir()
+    small.save(tmp_path / "photos" / "small.png")
+    line_chart(160, 120).save(tmp_path / "screen" / "chart.png")
+    folders = [str(tmp_path / "photos"), str(tmp_path / "screen")]
+    assert cli.main(["bench", *folders, "--json"]) == 0
+    images = json.loads(capsys.readouterr().out)["images"]
+    assert list(images) == folders
+    assert set(images[folders[1]]["files"]["chart.png"]) >= {"pillow-unz", "PNG (optimize)", "WebP lossless m6"}
+    assert cli.main(["bench", *folders]) == 0
+    assert "files larger than PNG" in capsys.readouterr().out
 
 
 def test_bench_memory_measures_each_step_in_its_own_process(small: Image.Image, tmp_path) -> None:
