@@ -4,12 +4,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageSequence
 
-from . import UnzImagePlugin, adapter, format as fmt  # (importing the plugin registers .unz)
+from . import UnzImagePlugin, _coder, adapter, codec, format as fmt, tools  # (importing the plugin registers .unz)
 from .weights import load_models
 
 
@@ -83,6 +84,13 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     return _for_each(list(zip(inputs, _outputs(inputs, args.output, ".png"))), decompress, "decompress")
 
 
+def _band_tools(pixels: bytes, height: int) -> str:
+    """How many bands each tool codes, say "bands: 3 photo, 1 screen"."""
+    counts = Counter(tools.NAMES.get(s[0], f"tool {s[0]}") if s else "empty"
+                     for s in codec.split_streams(pixels, _coder.num_bands(height)))
+    return "bands: " + ", ".join(f"{n} {name}" for name, n in counts.items())
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     def info(name: str) -> None:
         with open(name, "rb") as f:
@@ -100,7 +108,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             for i, layers in enumerate(adapter.decode(unz.adapter, models)):
                 print(f"    planes {i}: " + (", ".join(f"{a.name} rank {a.rank}" for a in layers) or "not adapted"))
         for i, g in enumerate(unz.groups):
-            print(f"  planes {i}: z {'x'.join(map(str, g.latent_shape))} in {len(g.latent)} bytes, pixels {len(g.pixels)} bytes")
+            print(f"  planes {i}: z {'x'.join(map(str, g.latent_shape))} in {len(g.latent)} bytes, pixels {len(g.pixels)} bytes"
+                  f" ({_band_tools(g.pixels, h.height)})")
         for i, frame in enumerate(unz.frames, 1):
             fh = frame.header
             print(f"  frame {i}: {fh.width}x{fh.height} {fh.mode}, {sum(g.size for g in frame.groups)} coded bytes")
