@@ -1,0 +1,169 @@
+"""The fuzz targets: arbitrary bytes in; out, a clear Python exception, or pixels that the
+decoder's own checks accept (and, where the target encoded them itself, the same pixels).
+
+- `decode_file`: the bytes as a .unz file, its CRCs and model id repaired so that the damage
+  reaches the decoders, through the public API and Pillow.
+- `decode_parts`: the C++ coder and pixel models fed directly: band streams, parameter planes,
+  scale tables, PNG filters, CDF tables and adapters, built from the bytes by `Case`.
+
+No code here knows a sanitizer or a fuzzing engine: `fuzz/run.py` runs these under atheris
+(libFuzzer) with ASan and UBSan, and `tests/test_fuzz.py` runs them plainly on the seed corpus
+and random mutations of it, as CI's smoke run.
+"""
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from pillow_unz import _coder, adapter, api, codec, format as fmt
+from pillow_unz.weights import load_models
+
+# Whatever a hostile input may raise; anything else (or a crash) is a finding.
+EXPECTED = (ValueError, OSError, SyntaxError, EOFError, Image.DecompressionBombError)
+MAX_PIXELS = 1 << 16  # inputs declaring more are refused (by Pillow's own limit), for speed
+
+
+def repair(data: bytes) -> bytes:
+    """data with the header's model id made this decoder's, and every CRC made valid."""
+    if len(data) < fmt.HEADER_SIZE:
+        return data
+    out = bytearray(data)
+    out[16:24] = load_models().model_id
+    out[32:36] = struct.pack("<I", zlib.crc32(out[:32]))
+    pos = fmt.HEADER_SIZE
+    while pos + 8 <= len(out):
+        (length,) = struct.unpack_from("<I", out, pos + 4)
+        end = pos + 8 + length
+        if end + 4 > len(out):
+            break
+        out[end : end + 4] = struct.pack("<I", zlib.crc32(out[pos : pos + 4] + out[pos + 8 : end]))
+        pos = end + 4
+    return bytes(out)
+
+
+def decode_file(data: bytes) -> None:
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2  # Pillow refuses twice this
+    data = repair(data)
+    try:
+        api.decompress_frames(data, threads=1 + len(data) % 3)
+    except EXPECTED:
+        pass
+    ImageFile.LOAD_TRUNCATED_IMAGES = bool(len(data) % 2)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            for frame in range(min(getattr(img, "n_frames", 1), 4)):
+                img.seek(frame)
+                img.load()
+    except EXPECTED:
+        pass
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class Case:
+    """Reads the parts of a call from bytes: small numbers, arrays and byte strings, zeros once
+    the bytes run out (so every input is a case)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def take(self, n: int) -> bytes:
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return chunk.ljust(n, b"\0")
+
+    def number(self, low: int, high: int) -> int:
+        return low + int.from_bytes(self.take(2), "little") % (high - low + 1)
+
+    def array(self, shape: tuple[int, ...], dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        return np.frombuffer(self.take(int(np.prod(shape)) * dtype.itemsize), dtype).reshape(shape).copy()
+
+    def streams(self, count: int) -> list[bytes]:
+        return [self.take(self.number(0, 4096)) for _ in range(count)]
+
+
+def _decode_photo(case: Case, channels: int, height: int, width: int, threads: int) -> None:
+    params = case.array((_coder.num_param_planes(channels), height, width), np.int32)
+    table = case.array((channels, 16, 4, 6), np.int32)
+    out = np.zeros((channels, height, width), np.uint8)
+    _coder.decode_pixels(case.streams(_coder.num_bands(height)), params, table, threads, out)
+
+
+def _decode_screen(case: Case, channels: int, height: int, width: int, threads: int) -> None:
+    out = np.zeros((min(channels, 3), height, width), np.uint8)
+    streams = [s if s else None for s in case.streams(_coder.num_bands(height))]
+    _coder.decode_screen(streams, threads, out)
+
+
+def _round_trip(case: Case, channels: int, height: int, width: int, threads: int) -> None:
+    """Pixels and parameters from the bytes, encoded and decoded by both models: exactly back."""
+    planes = case.array((channels, height, width), np.uint8)
+    params = case.array((_coder.num_param_planes(channels), height, width), np.int8).astype(np.int32)
+    table = case.array((channels, 16, 4, 6), np.uint8).astype(np.int32) % 80
+    out = np.zeros_like(planes)
+    _coder.decode_pixels(_coder.encode_pixels(planes, params, table, threads), params, table, threads, out)
+    assert np.array_equal(out, planes), "photo model did not round-trip"
+    screen = planes[: min(channels, 3)].copy()
+    out = np.zeros_like(screen)
+    _coder.decode_screen(_coder.encode_screen(screen, threads), threads, out)
+    assert np.array_equal(out, screen), "screen model did not round-trip"
+
+
+def _unfilter(case: Case, channels: int, height: int, width: int, threads: int) -> None:
+    _coder.png_unfilter(case.take(case.number(0, 8192)), height, width * channels, channels)
+
+
+def _tables(case: Case, channels: int, height: int, width: int, threads: int) -> None:
+    symbols = case.number(2, 300)
+    counts = case.array((channels, symbols), np.uint8).astype(np.int64)
+    counts[:, 0] += counts.sum(axis=1) == 0  # some symbol must have a frequency
+    cumulative = np.concatenate([np.zeros((channels, 1), np.int64), np.cumsum(counts, axis=1)], axis=1)
+    cdf = (cumulative * 65536 // cumulative[:, -1:]).astype(np.int32)  # zero-frequency symbols included
+    indexes = case.array((height,), np.uint8).astype(np.int32) % channels
+    payload = case.take(case.number(0, 2048))
+    try:
+        _coder.decode_cdf(cdf, payload, indexes)
+    except ValueError:
+        pass
+    mean8, scale = case.array((width,), np.int32), case.array((width,), np.int32)
+    _coder.decode_logistic(payload, mean8, scale, symbols)
+
+
+def _adapters(case: Case, channels: int, height: int, width: int, threads: int) -> None:
+    models = load_models()
+    group = [models.for_channels(3), models.for_channels(1)][: 1 + channels % 2]
+    for model, layers in zip(group, adapter.decode(case.take(case.number(0, 4096)), group)):
+        if layers:
+            adapter.apply(model, layers)
+
+
+def _planes(case: Case, channels: int, height: int, width: int, threads: int) -> None:
+    """A plane group's chunks as the container holds them, through the codec."""
+    model = load_models().for_channels(3 if channels >= 3 else 1)
+    shape = codec.latent_shape(model, height, width)
+    coded = codec.CodedPlanes(shape, case.take(case.number(0, 512)), codec.join_streams(case.streams(_coder.num_bands(height))))
+    with codec.coding_threads(threads):
+        codec.decode_planes(model, coded, height, width)
+
+
+_OPS = [_decode_photo, _decode_screen, _round_trip, _unfilter, _tables, _adapters, _planes]
+
+
+def decode_parts(data: bytes) -> None:
+    case = Case(data)
+    op = _OPS[case.number(0, len(_OPS) - 1)]
+    channels, height, width, threads = case.number(1, 4), case.number(1, 600), case.number(1, 48), case.number(1, 3)
+    if height * width > MAX_PIXELS:
+        return
+    try:
+        op(case, channels, height, width, threads)
+    except EXPECTED:
+        pass
+
+
+TARGETS = {"decode_file": decode_file, "decode_parts": decode_parts}
