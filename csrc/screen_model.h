@@ -114,12 +114,11 @@ class Match {
 inline uint64_t mix(uint64_t h, uint32_t v) { return (h ^ v) * 0x9E3779B97F4A7C15ull + (h >> 29); }
 
 // Candidate sources, and the order in which the coder asks "is it this one?" (each colour once):
-// the neighbours; the colour that last followed the four nearest neighbours' colours; and a
-// match of the thirteen nearest neighbours' colours and one of the six nearest (a repeated word,
-// a widget); and
-// the pixel as far back as the match that was right at N (a repeated line of text or a table row
-// continues below); and the pixel of a row above that the encoder names for the whole row (the
-// rows of a list, a table or a menu repeat at the pitch of its lines).
+// the neighbours; the colour that last followed the four nearest neighbours' colours; a match of
+// the thirteen nearest neighbours' colours and one of the six nearest (a repeated word, a
+// widget); the pixel as far back as the match that was right at N (a repeated line of text or a
+// table row continues below); and the pixel of a row above that the encoder names for the whole
+// row (the rows of a list, a table or a menu repeat at the pitch of its lines).
 enum Source { kW, kN, kNE, kNW, kWW, kNN, kContext, kMatch, kShortMatch, kMatchAbove, kRowRepeat, kSources };
 constexpr int kAskOrder[kSources] = {kW, kN, kRowRepeat, kMatch, kShortMatch, kMatchAbove, kNE, kNW, kContext, kWW, kNN};
 constexpr int kRowRepeatBits = 7;  // rows up to 127 above; 0 names none
@@ -151,7 +150,8 @@ void code_screen(Coder& coder, uint8_t* planes, size_t plane, int C, int H, int 
     for (int c = 0; c < C; ++c) colour |= uint32_t{planes[c * plane + i]} << (8 * c);
     return colour;
   };
-  std::vector<BitModel> is_candidate(kSources * kMaxSupport * 4 * 2 * kMatchLengthClasses), is_recent(4), recent_index(kRecentColours);
+  std::vector<BitModel> is_candidate(kSources * kMaxSupport * 4 * 2 * kMatchLengthClasses);
+  std::vector<BitModel> is_recent(4), recent_index(kRecentColours);
   std::vector<BitModel> residual(static_cast<size_t>(C) * kActivityClasses * kActivityClasses << 8);
   std::array<int, kScreenMaxChannels> blend_error{}, shift_error{};  // recent errors of the two literal predictions
   std::array<uint32_t, kRecentColours> recent;
