@@ -236,12 +236,12 @@ void code_screen(Coder& coder, uint8_t* planes, size_t plane, int C, int H, int 
           const int w = value(cand[kW], value(cand[kN], 0)), n = value(cand[kN], w);
           near[c] = {w, n, value(cand[kNW], n), value(cand[kNE], n)};
         }
-        std::array<uint32_t, kRecentColours> order;  // (refused or empty << 8) | place in the list
+        std::array<uint32_t, kRecentColours> order;  // (refused or empty, place in the list)
         for (int i = 0; i < kRecentColours; ++i) {
           const uint32_t r = recent[i];
           const bool refused = r == kAbsent || std::find(asked_colours.begin(), asked_colours.begin() + asked, r) !=
                                                    asked_colours.begin() + asked;
-          order[i] = uint32_t{refused} << 8 | static_cast<uint32_t>(i);
+          order[i] = uint32_t{refused} << kRecentBits | static_cast<uint32_t>(i);
         }
         const int index = static_cast<int>(std::find(recent.begin(), recent.end(), colour) - recent.begin());
         const int escaped_near = (hit_row[x - 1] == 0) * 2 + (hit_up[x] == 0);
@@ -251,8 +251,8 @@ void code_screen(Coder& coder, uint8_t* planes, size_t plane, int C, int H, int 
             for (const uint32_t o : order) rank += o < order[index];
           rank = code_bits<Decode>(coder, recent_index.data(), kRecentBits, rank);
           std::nth_element(order.begin(), order.begin() + rank, order.end());
-          if (order[rank] >> 8) throw CorruptStream("corrupt screen stream: not a recent colour");
-          colour = recent[order[rank] & 0xFF];
+          if (order[rank] >> kRecentBits) throw CorruptStream("corrupt screen stream: not a recent colour");
+          colour = recent[order[rank] & (kRecentColours - 1)];
         } else {
           // After the first channel, two predictions: LOCO-I's plus the first channel's residual,
           // and (where the neighbours hold two colours apart in the first channel) a blend of the
