@@ -114,13 +114,13 @@ class Match {
 inline uint64_t mix(uint64_t h, uint32_t v) { return (h ^ v) * 0x9E3779B97F4A7C15ull + (h >> 29); }
 
 // Candidate sources, and the order in which the coder asks "is it this one?" (each colour once):
-// the neighbours; the colour that last followed the four nearest neighbours' colours; a match of
-// the thirteen nearest neighbours' colours and one of the six nearest (a repeated word, a
-// widget); the pixel as far back as the match that was right at N (a repeated line of text or a
+// the neighbours; the colour that last followed the four nearest neighbours' colours; matches of
+// the thirteen nearest neighbours' colours, of the six nearest, and of the four to the left (a
+// repeated word, a widget); the pixel as far back as the match that was right at N (a repeated line of text or a
 // table row continues below); and the pixel of a row above that the encoder names for the whole
 // row (the rows of a list, a table or a menu repeat at the pitch of its lines).
-enum Source { kW, kN, kNE, kNW, kWW, kNN, kContext, kMatch, kShortMatch, kMatchAbove, kRowRepeat, kSources };
-constexpr int kAskOrder[kSources] = {kW, kN, kRowRepeat, kMatch, kShortMatch, kMatchAbove, kNE, kNW, kContext, kWW, kNN};
+enum Source { kW, kN, kNE, kNW, kWW, kNN, kContext, kMatch, kShortMatch, kRowMatch, kMatchAbove, kRowRepeat, kSources };
+constexpr int kAskOrder[kSources] = {kW, kN, kRowRepeat, kMatch, kShortMatch, kRowMatch, kMatchAbove, kNE, kNW, kContext, kWW, kNN};
 constexpr int kRowRepeatBits = 7;  // rows up to 127 above; 0 names none
 constexpr int kMatchLengthClasses = 4;
 constexpr int kMaxSupport = 4;  // how many sources agree on a candidate, 1..4 or more
@@ -144,7 +144,7 @@ void code_screen(Coder& coder, uint8_t* planes, size_t plane, int C, int H, int 
   std::vector<uint16_t> hits(2 * stride, 0);           // which sources were right, rows y-1, y
   std::vector<uint32_t> offsets(2 * stride, 0);        // how far back a right match was, rows y-1, y
   ContextMatch context_colour(static_cast<size_t>(H) * W);
-  Match match(static_cast<size_t>(H) * W), short_match(static_cast<size_t>(H) * W);
+  Match match(static_cast<size_t>(H) * W), short_match(static_cast<size_t>(H) * W), row_match(static_cast<size_t>(H) * W);
   const auto colour_at = [&](size_t i) {
     uint32_t colour = 0;
     for (int c = 0; c < C; ++c) colour |= uint32_t{planes[c * plane + i]} << (8 * c);
@@ -197,7 +197,10 @@ void code_screen(Coder& coder, uint8_t* planes, size_t plane, int C, int H, int 
       for (int k = 3; k <= kPad; ++k) long_hash = mix(long_hash, row[x - k]);
       cand[kContext] = context_colour.find(short_hash);
       const uint64_t six_hash = mix(mix(short_hash, cand[kWW]), cand[kNN]) + 1;
+      const uint64_t row_hash = mix(mix(mix(mix(2, cand[kW]), cand[kWW]), row[x - 3]), row[x - 4]);
       const uint32_t matched = match.find(long_hash), short_matched = short_match.find(six_hash);
+      const uint32_t row_matched = row_match.find(row_hash);
+      cand[kRowMatch] = row_matched == kAbsent ? kAbsent : colour_at(row_matched);
       cand[kMatch] = matched == kAbsent ? kAbsent : colour_at(matched);
       cand[kShortMatch] = short_matched == kAbsent ? kAbsent : colour_at(short_matched);
       const uint32_t above = offset_up[x];
@@ -217,7 +220,7 @@ void code_screen(Coder& coder, uint8_t* planes, size_t plane, int C, int H, int 
         const int support = static_cast<int>(std::count(cand.begin(), cand.end(), candidate));
         const int context = (((s * kMaxSupport + std::min(support, kMaxSupport) - 1) * 4 + ((hit_row[x - 1] >> s) & 1) * 2 +
                               ((hit_up[x] >> s) & 1)) * 2 + (asked > 0)) * kMatchLengthClasses +
-                            (s == kMatch ? match.length_class() : s == kShortMatch ? short_match.length_class() : 0);
+                            (s == kMatch ? match.length_class() : s == kShortMatch ? short_match.length_class() : s == kRowMatch ? row_match.length_class() : 0);
         asked_colours[asked++] = candidate;
         if (code_bit<Decode>(coder, is_candidate[context], candidate == colour)) {
           colour = candidate;
@@ -301,12 +304,14 @@ void code_screen(Coder& coder, uint8_t* planes, size_t plane, int C, int H, int 
       hit_row[x] = hit;
       offset_row[x] = cand[kMatch] == colour          ? static_cast<uint32_t>(at - matched)
                       : cand[kShortMatch] == colour ? static_cast<uint32_t>(at - short_matched)
+                      : cand[kRowMatch] == colour   ? static_cast<uint32_t>(at - row_matched)
                       : cand[kMatchAbove] == colour ? above
                                                     : 0;
       row[x] = colour;
       context_colour.store(short_hash, colour);
       match.update(long_hash, at, cand[kMatch] == colour);
       short_match.update(six_hash, at, cand[kShortMatch] == colour);
+      row_match.update(row_hash, at, cand[kRowMatch] == colour);
       if (recent[0] != colour) {
         auto last = std::find(recent.begin(), recent.end(), colour);
         if (last == recent.end()) --last;
