@@ -112,9 +112,11 @@ void code_pixels(Coder& coder, uint8_t* planes, const int32_t* params, size_t pl
         const int qs = bucket(p.spread, kSpreadEdges);
         const size_t cell = static_cast<size_t>(c) * kCells + (qa * kCrossBuckets + qb) * kSpreadBuckets + qs;
         const int base_index = std::clamp(scale_table[cell], 0, kNumScales - 1);
-        const int s = std::clamp(base_index + adapted_scale_step(cell_sum[cell], cell_count[cell], base_index) +
-                                     params[static_cast<size_t>(c) * params_plane + at],
-                                 0, kNumScales - 1);
+        // (in int64: the network's offset is whatever int32 the caller gives)
+        const int s = static_cast<int>(std::clamp<int64_t>(
+            int64_t{base_index} + adapted_scale_step(cell_sum[cell], cell_count[cell], base_index) +
+                params[static_cast<size_t>(c) * params_plane + at],
+            0, kNumScales - 1));
 
         // Bias cancellation: the coded mean moves by the mean signed residual of the cell so far
         // (shrunk towards zero by kBiasPrior samples). Every other statistic uses the residual

@@ -52,9 +52,10 @@ def build() -> Path:
     OUT.mkdir(parents=True, exist_ok=True)
     command = ["clang++", "-std=c++17", "-O1", "-g", "-fno-omit-frame-pointer", "-fPIC", "-shared", "-pthread",
                *SANITIZE, f"-I{ROOT / 'csrc'}", f"-I{pybind11.get_include()}", f"-I{sysconfig.get_paths()['include']}",
-               str(ROOT / "csrc" / "bindings.cpp"), "-o", str(EXTENSION)]
+               str(ROOT / "csrc" / "bindings.cpp"), "-o", str(EXTENSION) + ".new"]
     print(" ".join(command), flush=True)
     subprocess.run(command, check=True)
+    os.replace(str(EXTENSION) + ".new", EXTENSION)  # a new file: running fuzzers keep the old one
     return EXTENSION
 
 
