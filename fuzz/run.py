@@ -2,6 +2,7 @@
 
     python -m fuzz.run --seconds 3600            # both targets side by side, an hour each
     python -m fuzz.run --seconds 60 --target decode_parts
+    python -m fuzz.run --coverage                # lines of csrc/ the grown corpora reach
 
 Needs clang and atheris (`pip install atheris`). Builds the C++ extension with ASan, UBSan
 (`-fno-sanitize-recover=all`) and libFuzzer's coverage instrumentation into build/fuzz/, loads
@@ -83,15 +84,63 @@ def summary(target: str) -> str:
     return f"{target}: {lines[-1] if lines else 'no progress line'}; findings: {findings or 'none'}"
 
 
+# Replays the corpora through the targets with a gcov build of the extension (no sanitizers).
+_REPLAY = """
+import importlib.util, sys
+from pathlib import Path
+spec = importlib.util.spec_from_file_location("pillow_unz._coder", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+sys.modules["pillow_unz._coder"] = module
+from fuzz import targets
+for target, folder in zip(sys.argv[2::2], sys.argv[3::2]):
+    for path in sorted(Path(folder).iterdir()):
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:  # a running fuzzer replaced it
+            continue
+        targets.TARGETS[target](data)
+"""
+
+
+def coverage(names: list[str]) -> str:
+    """Line coverage of each file of csrc/ by the corpora of build/fuzz/corpus (or, where a
+    target has not run, its seeds)."""
+    import pybind11
+
+    out = OUT / "coverage"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    include = [f"-I{ROOT / 'csrc'}", f"-I{pybind11.get_include()}", f"-I{sysconfig.get_paths()['include']}"]
+    obj, so = out / "bindings.o", out / EXTENSION.name
+    subprocess.run(["g++", "-std=c++17", "-O0", "--coverage", "-fPIC", "-pthread", *include, "-c",
+                    str(ROOT / "csrc" / "bindings.cpp"), "-o", str(obj)], check=True)
+    subprocess.run(["g++", "-shared", "--coverage", "-pthread", str(obj), "-o", str(so)], check=True)
+    folders = []
+    for name in names:
+        grown = OUT / "corpus" / name
+        folders += [name, str(grown if grown.exists() else ROOT / "fuzz" / "corpus" / name)]
+    subprocess.run([sys.executable, "-c", _REPLAY, str(so), *folders], check=True, cwd=ROOT,
+                   env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    report = subprocess.run(["gcov", "-n", "-o", str(out), str(ROOT / "csrc" / "bindings.cpp")],
+                            capture_output=True, text=True, check=True, cwd=out).stdout
+    rows = re.findall(r"File '([^']*csrc/[^']+)'\nLines executed:([\d.]+)% of (\d+)", report)
+    return "\n".join(f"{Path(f).name:<16} {pct:>6}% of {n} lines" for f, pct, n in rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     from . import targets
 
     p = argparse.ArgumentParser(prog="python -m fuzz.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=int, default=60, help="how long each target runs")
     p.add_argument("--target", choices=sorted(targets.TARGETS), action="append", help="default: all, side by side")
+    p.add_argument("--coverage", action="store_true", help="report the lines of csrc/ the corpora reach, and stop")
     args = p.parse_args(argv)
-    extension = build()
     names = args.target or sorted(targets.TARGETS)
+    if args.coverage:
+        print(coverage(names))
+        return 0
+    extension = build()
     runs = {name: start(name, args.seconds, extension) for name in names}
     failed = [name for name, run in runs.items() if run.wait() != 0]
     for name in names:

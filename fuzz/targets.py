@@ -101,7 +101,8 @@ def _decode_screen(case: Case, channels: int, height: int, width: int, threads: 
 
 
 def _round_trip(case: Case, channels: int, height: int, width: int, threads: int) -> None:
-    """Pixels and parameters from the bytes, encoded and decoded by both models: exactly back."""
+    """Pixels and parameters from the bytes, encoded and decoded by both models and the PNG row
+    filters: exactly back."""
     planes = case.array((channels, height, width), np.uint8)
     params = case.array((_coder.num_param_planes(channels), height, width), np.int8).astype(np.int32)
     table = case.array((channels, 16, 4, 6), np.uint8).astype(np.int32) % 80
@@ -112,6 +113,9 @@ def _round_trip(case: Case, channels: int, height: int, width: int, threads: int
     out = np.zeros_like(screen)
     _coder.decode_screen(_coder.encode_screen(screen, threads), threads, out)
     assert np.array_equal(out, screen), "screen model did not round-trip"
+    rows = np.ascontiguousarray(planes.transpose(1, 2, 0)).reshape(height, width * channels)
+    filtered = _coder.png_filter(rows, channels).tobytes()
+    assert np.array_equal(_coder.png_unfilter(filtered, height, width * channels, channels), rows), "PNG filters"
 
 
 def _unfilter(case: Case, channels: int, height: int, width: int, threads: int) -> None:
