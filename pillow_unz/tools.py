@@ -21,10 +21,12 @@ PHOTO, SCREEN, FLAT, DEFLATE = range(4)
 NAMES = {PHOTO: "photo", SCREEN: "screen", FLAT: "flat", DEFLATE: "deflate"}
 
 # The fewest bits a range-coded stream can spend per sample (photo) or per pixel (screen): one
-# symbol or decision of the largest probability the coder gives, and the 6 bytes of its framing.
+# symbol or decision of the largest probability the coder gives; and the fewest bytes a stream
+# has beyond its bits (csrc/range_coder.h flushes 5 bytes, its first byte is always 0, and the
+# first 8 bits of a stream leave no byte).
 _PHOTO_MIN_BITS = -math.log2((2**16 - 255) / 2**16)
 _SCREEN_MIN_BITS = -math.log2((2**16 - 1) / 2**16)
-_RANGE_FRAMING = 6
+_RANGE_FRAMING = 4
 # The screen tool is tried on a band only where at least this share of its pixels repeat W or N
 # exactly: below it, the photo tool won every band of the training photographs, the screen
 # set and ../shared/eval by 8% or more (it wins from about 0.8 up), and the screen tool is the
