@@ -111,7 +111,8 @@ def decode_body(
     models = models or load_models()
     if header.model_id != models.model_id:
         raise fmt.UnzFormatError(
-            f"file was coded with model {header.model_id.hex()}, this pillow-unz has {models.model_id.hex()}"
+            f"file was coded with model {header.model_id.hex()} (another release of pillow-unz or of its weights), "
+            f"this pillow-unz has {models.model_id.hex()}: decode it with the release that wrote it"
         )
     group_models = [models.for_channels(n) for n in fmt.GROUPS[header.mode]]
     if unz.adapter is not None:
