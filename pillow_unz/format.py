@@ -34,6 +34,7 @@ _LATENT = struct.Struct("<BHH")  # z channels, height, width; then the z stream
 _FRAME = struct.Struct("<BII8s")  # a further frame's mode, width, height, pixel hash
 HEADER_SIZE = _HEADER.size + 4
 METADATA_TAGS = {b"ICCP": "icc_profile", b"EXIF": "exif"}
+MAX_METADATA = 16 << 20  # bytes of one metadata chunk: far above real ICC profiles and Exif blocks
 
 
 class UnzFormatError(OSError, ValueError):
@@ -91,6 +92,9 @@ def check_size(width: int, height: int) -> None:
 
 
 def write(f: BinaryIO, unz: UnzFile) -> None:
+    for key, value in unz.metadata.items():
+        if len(value) > MAX_METADATA:
+            raise ValueError(f"{key} is {len(value)} bytes, more than .unz stores ({MAX_METADATA})")
     h = unz.header
     version = FRAMES_VERSION if unz.frames else VERSION
     head = _HEADER.pack(MAGIC, version, MODES.index(h.mode) + 1, 0, h.width, h.height, h.model_id, h.pixel_hash)
@@ -141,8 +145,12 @@ class _Reader:
             raise UnzFormatError(f"truncated file while reading {what}")
         return data
 
-    def chunk(self) -> tuple[bytes, bytes]:
+    def chunk(self, limit: int | None = None) -> tuple[bytes, bytes]:
+        """The next chunk's tag and payload, CRC checked; a payload over `limit` is refused
+        before it is read."""
         tag, length = _CHUNK.unpack(self.read(_CHUNK.size, "chunk header"))
+        if limit is not None and length > limit:
+            raise UnzFormatError(f"chunk {tag!r} of {length} bytes is over its limit of {limit}")
         payload = self.read(length, f"chunk {tag!r}")
         (crc,) = struct.unpack("<I", self.read(4, f"CRC of chunk {tag!r}"))
         if crc != zlib.crc32(tag + payload):
@@ -192,7 +200,7 @@ def read_header(f: BinaryIO) -> tuple[Header, dict[str, bytes]]:
     header = _frame_header(mode, width, height, model_id, phash, version)
     metadata = {}
     while r.peek_tag() in METADATA_TAGS:
-        tag, payload = r.chunk()
+        tag, payload = r.chunk(MAX_METADATA)
         metadata[METADATA_TAGS[tag]] = payload
     return header, metadata
 

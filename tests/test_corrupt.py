@@ -140,6 +140,16 @@ def test_hostile_band_streams_raise(sample: Image.Image) -> None:
         open_and_load(both_screen)
 
 
+def test_metadata_chunks_are_capped(coded: bytes, small: Image.Image) -> None:
+    """A metadata chunk over 16 MiB is refused before its payload is read, and never written."""
+    huge = fmt.MAX_METADATA + 1
+    data = coded[: fmt.HEADER_SIZE] + struct.pack("<4sI", b"EXIF", huge) + bytes(huge) + b"\0" * 4
+    with pytest.raises(pillow_unz.UnzFormatError, match="over its limit"):
+        open_and_load(data)
+    with pytest.raises(ValueError, match="more than"):
+        small.save(io.BytesIO(), format="UNZ", exif=bytes(huge))
+
+
 def _header(width: int, height: int, mode: int = 3, version: int = 1) -> bytes:
     head = struct.pack("<4sBBHII8s8s", fmt.MAGIC, version, mode, 0, width, height, b"\0" * 8, b"\0" * 8)
     return head + struct.pack("<I", zlib.crc32(head))
