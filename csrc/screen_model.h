@@ -128,6 +128,36 @@ constexpr int kRecentBits = 8;  // a move-to-front list of the last 256 distinct
 constexpr int kRecentColours = 1 << kRecentBits;
 constexpr int kActivityClasses = 5;
 
+// The last kRecentColours distinct colours, most recent first, with a bit per possible colour for
+// whether it is among them: most escaped pixels of a photograph-like area are not, and then cost
+// no search.
+class RecentColours {
+ public:
+  explicit RecentColours(int channels) : present_((size_t{1} << (8 * channels)) / 64 + 1, 0) { list_.fill(kAbsent); }
+  uint32_t operator[](int i) const { return list_[i]; }
+  // The colour's place in the list, or kRecentColours.
+  int find(uint32_t colour) const {
+    return contains(colour) ? static_cast<int>(std::find(list_.begin(), list_.end(), colour) - list_.begin())
+                            : kRecentColours;
+  }
+  void use(uint32_t colour) {
+    if (list_[0] == colour) return;
+    auto last = list_.begin() + std::min(find(colour), kRecentColours - 1);
+    if (*last != colour) {
+      if (*last != kAbsent) flip(*last);  // leaves the list
+      flip(colour);
+    }
+    std::move_backward(list_.begin(), last, last + 1);
+    list_[0] = colour;
+  }
+
+ private:
+  bool contains(uint32_t colour) const { return colour != kAbsent && (present_[colour >> 6] >> (colour & 63) & 1); }
+  void flip(uint32_t colour) { present_[colour >> 6] ^= uint64_t{1} << (colour & 63); }
+  std::array<uint32_t, kRecentColours> list_;
+  std::vector<uint64_t> present_;
+};
+
 inline int activity_class(int a) { return a == 0 ? 0 : a <= 2 ? 1 : a <= 8 ? 2 : a <= 32 ? 3 : 4; }
 inline int channel_of(uint32_t colour, int c) { return static_cast<int>((colour >> (8 * c)) & 0xFF); }
 inline int med(int w, int n, int nw) {  // LOCO-I's median edge detector
@@ -154,8 +184,7 @@ void code_screen(Coder& coder, uint8_t* planes, size_t plane, int C, int H, int 
   std::vector<BitModel> is_recent(4), recent_index(kRecentColours);
   std::vector<BitModel> residual(static_cast<size_t>(C) * kActivityClasses * kActivityClasses << 8);
   std::array<int, kScreenMaxChannels> blend_error{}, shift_error{};  // recent errors of the two literal predictions
-  std::array<uint32_t, kRecentColours> recent;
-  recent.fill(kAbsent);
+  RecentColours recent(C);
 
   // The row above (at least 2 up) whose pixels repeat most of those here that neither W nor N gives.
   const auto best_repeat = [&](int y) {
@@ -239,16 +268,16 @@ void code_screen(Coder& coder, uint8_t* planes, size_t plane, int C, int H, int 
           const int w = value(cand[kW], value(cand[kN], 0)), n = value(cand[kN], w);
           near[c] = {w, n, value(cand[kNW], n), value(cand[kNE], n)};
         }
-        std::array<uint32_t, kRecentColours> order;  // (refused or empty, place in the list)
-        for (int i = 0; i < kRecentColours; ++i) {
-          const uint32_t r = recent[i];
-          const bool refused = r == kAbsent || std::find(asked_colours.begin(), asked_colours.begin() + asked, r) !=
-                                                   asked_colours.begin() + asked;
-          order[i] = uint32_t{refused} << kRecentBits | static_cast<uint32_t>(i);
-        }
-        const int index = static_cast<int>(std::find(recent.begin(), recent.end(), colour) - recent.begin());
+        const int index = Decode ? 0 : recent.find(colour);
         const int escaped_near = (hit_row[x - 1] == 0) * 2 + (hit_up[x] == 0);
         if (code_bit<Decode>(coder, is_recent[escaped_near], index < kRecentColours)) {
+          std::array<uint32_t, kRecentColours> order;  // (refused or empty, place in the list)
+          for (int i = 0; i < kRecentColours; ++i) {
+            const uint32_t r = recent[i];
+            const bool refused = r == kAbsent || std::find(asked_colours.begin(), asked_colours.begin() + asked, r) !=
+                                                     asked_colours.begin() + asked;
+            order[i] = uint32_t{refused} << kRecentBits | static_cast<uint32_t>(i);
+          }
           int rank = 0;
           if constexpr (!Decode)
             for (const uint32_t o : order) rank += o < order[index];
@@ -312,12 +341,7 @@ void code_screen(Coder& coder, uint8_t* planes, size_t plane, int C, int H, int 
       match.update(long_hash, at, cand[kMatch] == colour);
       short_match.update(six_hash, at, cand[kShortMatch] == colour);
       row_match.update(row_hash, at, cand[kRowMatch] == colour);
-      if (recent[0] != colour) {
-        auto last = std::find(recent.begin(), recent.end(), colour);
-        if (last == recent.end()) --last;
-        std::move_backward(recent.begin(), last, last + 1);
-        recent[0] = colour;
-      }
+      recent.use(colour);
     }
   }
 }
