@@ -144,26 +144,29 @@ def _rows(height: int, first: int, count: int) -> range:
 
 
 def encode_planes(model: UnzNet, planes: np.ndarray) -> CodedPlanes:
-    """planes: (C, H, W) uint8 with C = model.config.channels. Every band is first coded by the
-    tools that need no network; the photo tool then tries the bands where it could still win."""
+    """planes: (C, H, W) uint8 with C = model.config.channels. tools.encode_bands picks each
+    band's tool; the network runs only if it asks for the photo tool."""
     c, h, w = planes.shape
     planes = np.ascontiguousarray(planes[coding_order(c)])
-    streams = tools.encode_bands(planes, _threads())
-    shape = latent_shape(model, h, w)
-    photo = [i for i, s in enumerate(streams) if len(s) > tools.photo_floor(c, len(_rows(h, i, 1)), w)]
-    if not photo:
-        return CodedPlanes(shape, b"", join_streams(streams))
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        z = model.latent(torch.from_numpy(planes).to(device)[None])
-    table, chosen = scale_table(model), False
-    for first, count in tools.runs(photo, _threads()):  # parameter planes for a few bands at a time
-        params = parameter_planes(model, z, h, w, _rows(h, first, count))
-        for band, s in enumerate(_coder.encode_pixels(planes, params, table, _threads(), first, count), first):
-            if 1 + len(s) < len(streams[band]):
-                streams[band], chosen = bytes([tools.PHOTO]) + s, True
-    latent = coder.encode_centered(z.cpu().numpy().reshape(-1).astype(np.int32), _latent_scales(model, shape), Z_MAX)
-    return CodedPlanes(shape, latent if chosen else b"", join_streams(streams))
+    shape, latent = latent_shape(model, h, w), b""
+
+    def photo(bands: list[int]) -> dict[int, bytes]:
+        nonlocal latent
+        if not bands:
+            return {}
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            z = model.latent(torch.from_numpy(planes).to(device)[None])
+        latent = coder.encode_centered(z.cpu().numpy().reshape(-1).astype(np.int32), _latent_scales(model, shape), Z_MAX)
+        table, streams = scale_table(model), {}
+        for first, count in tools.runs(bands, _threads()):  # parameter planes for a few bands at a time
+            params = parameter_planes(model, z, h, w, _rows(h, first, count))
+            for band, s in enumerate(_coder.encode_pixels(planes, params, table, _threads(), first, count), first):
+                streams[band] = bytes([tools.PHOTO]) + s
+        return streams
+
+    streams = tools.encode_bands(planes, _threads(), photo)
+    return CodedPlanes(shape, latent if any(s[0] == tools.PHOTO for s in streams) else b"", join_streams(streams))
 
 
 def decode_planes(model: UnzNet, coded: CodedPlanes, height: int, width: int) -> list[np.ndarray]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -28,10 +29,14 @@ _PHOTO_MIN_BITS = -math.log2((2**16 - 255) / 2**16)
 _SCREEN_MIN_BITS = -math.log2((2**16 - 1) / 2**16)
 _RANGE_FRAMING = 4
 # The screen tool is tried on a band only where at least this share of its pixels repeat W or N
-# exactly: below it, the photo tool won every band of the training photographs, the screen
-# set and ../shared/eval by 8% or more (it wins from about 0.8 up), and the screen tool is the
-# slowest part of encoding a photograph.
+# exactly: below it, the photo tool won every band of the training photographs, the screen sets
+# and ../shared/eval by 8% or more (the screen tool won from 0.59 up, on a screenshot of a mail
+# client showing photographs), and the screen tool is the slowest part of encoding a photograph.
 SCREEN_MIN_REPEATS = 0.5
+# Deflate runs at zlib's level 1 on every band (about 10 ms a megabyte), and at level 9 (up to
+# 40 times slower on photographs) only where level 1 came within this factor of the best tool:
+# level 9 was at most 18% smaller than level 1 on any band measured.
+DEFLATE_RETRY = 1.25
 
 
 def band_rows(height: int, band: int) -> slice:
@@ -75,26 +80,39 @@ def _interleaved_rows(band: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(band.transpose(1, 2, 0)).reshape(rows, width * c)
 
 
-def _deflate(band: np.ndarray) -> bytes:
+def _deflate(band: np.ndarray, level: int) -> bytes:
     filtered = _coder.png_filter(_interleaved_rows(band), band.shape[0])
-    return bytes([DEFLATE]) + zlib.compress(filtered.tobytes(), 9)
+    return bytes([DEFLATE]) + zlib.compress(filtered.tobytes(), level)
 
 
-def encode_bands(planes: np.ndarray, threads: int) -> list[bytes]:
-    """Each band of planes (C, H, W) by the smallest of the tools here: flat, screen (where
-    enough pixels repeat), deflate."""
-    height = planes.shape[1]
+def _keep_smaller(streams: list[bytes], candidates: dict[int, bytes]) -> None:
+    for i, stream in candidates.items():
+        if len(stream) < len(streams[i]):
+            streams[i] = stream
+
+
+def encode_bands(planes: np.ndarray, threads: int, photo: Callable[[list[int]], dict[int, bytes]]) -> list[bytes]:
+    """Each band of planes (C, H, W) by the smallest of the tools, tried from the cheapest:
+    flat; deflate (level 1); screen, where enough pixels repeat; photo(bands), the photo tool's
+    streams of the bands where it can still win; deflate at level 9, where it might."""
+    c, height, width = planes.shape
     bands = [planes[:, band_rows(height, i)] for i in range(_coder.num_bands(height))]
     streams = [_flat(b) for b in bands]
     todo = [i for i, s in enumerate(streams) if s is None]
-    with ThreadPoolExecutor(threads) as pool:  # zlib leaves the GIL
-        for i, stream in zip(todo, pool.map(_deflate, [bands[i] for i in todo])):
-            streams[i] = stream
+
+    def deflate(which: list[int], level: int) -> dict[int, bytes]:
+        with ThreadPoolExecutor(threads) as pool:  # zlib leaves the GIL
+            return dict(zip(which, pool.map(_deflate, [bands[i] for i in which], [level] * len(which))))
+
+    fast = deflate(todo, 1)
+    for i, stream in fast.items():
+        streams[i] = stream
     screen = [i for i in todo if repeats(bands[i]) >= SCREEN_MIN_REPEATS]
     for first, count in runs(screen):
-        for i, stream in enumerate(_coder.encode_screen(planes, threads, first, count), first):
-            if 1 + len(stream) < len(streams[i]):
-                streams[i] = bytes([SCREEN]) + stream
+        streams_of_run = _coder.encode_screen(planes, threads, first, count)
+        _keep_smaller(streams, {i: bytes([SCREEN]) + s for i, s in enumerate(streams_of_run, first)})
+    _keep_smaller(streams, photo([i for i in todo if len(streams[i]) > photo_floor(c, bands[i].shape[1], width)]))
+    _keep_smaller(streams, deflate([i for i in todo if len(fast[i]) <= DEFLATE_RETRY * len(streams[i])], 9))
     return streams
 
 
