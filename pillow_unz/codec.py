@@ -8,7 +8,6 @@ z is stored only where some band of the group takes the photo tool.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar

@@ -3,7 +3,6 @@ Sizes are compared with PNG and WebP as Pillow writes them; every file is decode
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
