@@ -309,40 +309,68 @@ void decode_bands(const py::list& streams, int H, int W, int first_band, int thr
   });
 }
 
-// The photo tool's streams of bands [first_band, first_band + count) (count -1: to the last band)
-// of planes (C, H, W), coded with params (P, rows, W) for exactly those bands' rows: so that the
-// caller computes parameter planes for a few bands at a time, never for the whole image.
-py::list encode_pixels(const py::array& planes, const py::array& params, const py::array& table, int threads,
-                       int first_band, int count) {
-  auto img = checked<uint8_t>(planes, "planes", 3);
+// The sample type of `bits`-bit planes: uint8 for 8 bits, uint16 for 9 to 16.
+void check_sample_bits(const py::array& planes, int bits, int context_shift) {
+  if (bits < 8 || bits > kMaxBits) throw py::value_error("bits must be 8 to 16");
+  if (context_shift < 0 || context_shift > bits - 8) throw py::value_error("context_shift must be 0 to bits - 8");
+  if (!planes.dtype().equal(bits == 8 ? py::dtype::of<uint8_t>() : py::dtype::of<uint16_t>()))
+    throw py::value_error("planes of " + std::to_string(bits) + "-bit samples must be " + (bits == 8 ? "uint8" : "uint16"));
+}
+
+template <class Sample>
+py::list encode_pixels_of(const py::array& planes, const py::array& params, const py::array& table, int threads,
+                          int first_band, int count, int bits, int context_shift) {
+  auto img = checked<Sample>(planes, "planes", 3);
   const PixelArgs a(params, table, static_cast<int>(img.shape(0)));
   const int H = static_cast<int>(img.shape(1));
   if (count < 0) count = num_bands(H) - first_band;
   const BandRange range(H, a.W, first_band, count);
   if (img.shape(2) != a.W || a.H != range.rows) throw py::value_error("params must cover the rows of the bands to code");
-  uint8_t* data = const_cast<uint8_t*>(img.data());  // read only: Decode=false never writes
+  Sample* data = const_cast<Sample*>(img.data());  // read only: Decode=false never writes
   const size_t plane = static_cast<size_t>(H) * a.W, params_plane = static_cast<size_t>(a.H) * a.W;
+  if (bits > 8 && *std::max_element(data, data + a.C * plane) >> bits)
+    throw py::value_error("planes: a sample has more than " + std::to_string(bits) + " bits");
   return encode_bands(H, a.W, first_band, count, threads, [&](RangeEncoder& enc, const Band& b) {
     code_pixels<false>(enc, data + b.offset, a.params + (b.offset - range.row_offset), plane, params_plane, a.C,
-                       b.rows, a.W, a.table);
+                       b.rows, a.W, a.table, bits, context_shift);
   });
 }
 
-// Decodes the photo tool's streams of bands [first_band, first_band + len(streams)) into `out`
-// (C, H, W), in place, with params (P, rows, W) for exactly those bands' rows.
-void decode_pixels(const py::list& streams, const py::array& params, const py::array& table, int threads,
-                   py::array& out, int first_band) {
-  auto planes = writeable_planes(out, kMaxChannels);
+// The photo tool's streams of bands [first_band, first_band + count) (count -1: to the last band)
+// of planes (C, H, W) of `bits`-bit samples, coded with params (P, rows, W) for exactly those
+// bands' rows: so that the caller computes parameter planes for a few bands at a time, never
+// for the whole image.
+py::list encode_pixels(const py::array& planes, const py::array& params, const py::array& table, int threads,
+                       int first_band, int count, int bits, int context_shift) {
+  check_sample_bits(planes, bits, context_shift);
+  return bits == 8 ? encode_pixels_of<uint8_t>(planes, params, table, threads, first_band, count, bits, context_shift)
+                   : encode_pixels_of<uint16_t>(planes, params, table, threads, first_band, count, bits, context_shift);
+}
+
+template <class Sample>
+void decode_pixels_of(const py::list& streams, const py::array& params, const py::array& table, int threads,
+                      py::array& out, int first_band, int bits, int context_shift) {
+  auto planes = checked<Sample>(out, "out", 3);
+  if (!planes.writeable()) throw py::value_error("out: must be writeable");
   const PixelArgs a(params, table, static_cast<int>(planes.shape(0)));
   const int H = static_cast<int>(planes.shape(1)), count = static_cast<int>(streams.size());
   const BandRange range(H, a.W, first_band, count);
   if (planes.shape(2) != a.W || a.H != range.rows) throw py::value_error("params must cover the rows of the bands to decode");
-  uint8_t* data = planes.mutable_data();
+  Sample* data = planes.mutable_data();
   const size_t plane = static_cast<size_t>(H) * a.W, params_plane = static_cast<size_t>(a.H) * a.W;
   decode_bands(streams, H, a.W, first_band, threads, [&](RangeDecoder& dec, const Band& b) {
     code_pixels<true>(dec, data + b.offset, a.params + (b.offset - range.row_offset), plane, params_plane, a.C,
-                      b.rows, a.W, a.table);
+                      b.rows, a.W, a.table, bits, context_shift);
   });
+}
+
+// Decodes the photo tool's streams of bands [first_band, first_band + len(streams)) into `out`
+// (C, H, W) of `bits`-bit samples, in place, with params (P, rows, W) for exactly those bands' rows.
+void decode_pixels(const py::list& streams, const py::array& params, const py::array& table, int threads,
+                   py::array& out, int first_band, int bits, int context_shift) {
+  check_sample_bits(out, bits, context_shift);
+  if (bits == 8) decode_pixels_of<uint8_t>(streams, params, table, threads, out, first_band, bits, context_shift);
+  else decode_pixels_of<uint16_t>(streams, params, table, threads, out, first_band, bits, context_shift);
 }
 
 // The screen tool's streams of bands [first_band, first_band + count) of planes (C, H, W).
@@ -413,7 +441,7 @@ py::array_t<T> over_samples(const py::array& planes, int outputs, int threads, c
     const size_t plane = static_cast<size_t>(H) * W, block = C * plane;
     parallel_for(num_bands(H), threads, [&](int i) {
       const Band b(H, W, i);
-      ClassicalPredictor predictor(img.data() + b.offset, plane, C, W);
+      ClassicalPredictor<> predictor(img.data() + b.offset, plane, C, W);
       for (int y = 0; y < b.rows; ++y)
         for (int x = 0; x < W; ++x)
           for (int c = 0; c < C; ++c) {
@@ -430,7 +458,7 @@ py::array_t<T> over_samples(const py::array& planes, int outputs, int threads, c
 // (3, C, H, W) int32 planes of mean8, spread and feedback. Training computes it once per image.
 py::array_t<int32_t> classical_predictions(const py::array& planes, int threads) {
   return over_samples<int32_t>(planes, 3, threads,
-                               [](ClassicalPredictor&, const Prediction& p, int, int, int, int32_t* out, size_t block) {
+                               [](ClassicalPredictor<>&, const Prediction& p, int, int, int, int32_t* out, size_t block) {
                                  out[0] = p.mean8;
                                  out[block] = p.spread;
                                  out[2 * block] = p.feedback;
@@ -442,7 +470,7 @@ py::array_t<int32_t> classical_predictions(const py::array& planes, int threads)
 py::array_t<int16_t> classical_contexts(const py::array& planes, int threads) {
   return over_samples<int16_t>(
       planes, kContextSize, threads,
-      [](ClassicalPredictor& predictor, const Prediction&, int c, int y, int x, int16_t* out, size_t block) {
+      [](ClassicalPredictor<>& predictor, const Prediction&, int c, int y, int x, int16_t* out, size_t block) {
         int32_t context[kContextSize];
         predictor.context(c, y, x, context);
         for (int k = 0; k < kContextSize; ++k)
@@ -475,9 +503,11 @@ PYBIND11_MODULE(_coder, m) {
   m.def("classical_predictions", &classical_predictions, py::arg("planes"), py::arg("threads") = 1);
   m.def("classical_contexts", &classical_contexts, py::arg("planes"), py::arg("threads") = 1);
   m.def("encode_pixels", &encode_pixels, py::arg("planes"), py::arg("params"), py::arg("scale_table"),
-        py::arg("threads") = 1, py::arg("first_band") = 0, py::arg("count") = -1);
+        py::arg("threads") = 1, py::arg("first_band") = 0, py::arg("count") = -1, py::arg("bits") = 8,
+        py::arg("context_shift") = 0);
   m.def("decode_pixels", &decode_pixels, py::arg("streams"), py::arg("params"), py::arg("scale_table"),
-        py::arg("threads"), py::arg("out"), py::arg("first_band") = 0);
+        py::arg("threads"), py::arg("out"), py::arg("first_band") = 0, py::arg("bits") = 8,
+        py::arg("context_shift") = 0);
   m.def("encode_screen", &encode_screen, py::arg("planes"), py::arg("threads") = 1, py::arg("first_band") = 0,
         py::arg("count") = -1);
   m.def("decode_screen", &decode_screen, py::arg("streams"), py::arg("threads"), py::arg("out"),
@@ -487,6 +517,7 @@ PYBIND11_MODULE(_coder, m) {
 
   m.attr("PROB_BITS") = kProbBits;
   m.attr("NUM_SCALES") = kNumScales;
+  m.attr("MAX_BITS") = kMaxBits;
   m.attr("SCALE_LOG2_MIN") = kScaleLog2Min;
   m.attr("PRIOR_MAD") = as_tuple(kPriorMad);
   m.attr("LOG8_THRESHOLDS") = as_tuple(kLog8Thresholds);

@@ -8,16 +8,18 @@ import math
 SIGMOID_STEPS_PER_UNIT = 64  # table resolution in t; C++ interpolates 8 more bits
 SIGMOID_RANGE = 16  # t in [-16, 16]; beyond, the logistic is flat to 2**-23
 SIGMOID_ONE = 1 << 24
-NUM_SCALES = 80  # scale(s) = 2**(s / 8 + SCALE_LOG2_MIN): 1/16 .. 58
+NUM_SCALES = 80  # scale(s) = 2**(s / 8 + SCALE_LOG2_MIN): 1/16 .. 58, for 8-bit samples
+# Samples of up to 16 bits reach scales 2**8 times larger: the tables go on to there.
+NUM_WIDE_SCALES = NUM_SCALES + 8 * 8
 SCALE_LOG2_MIN = -4
 INV_SCALE_ONE = 1 << 19
 
 n = 2 * SIGMOID_RANGE * SIGMOID_STEPS_PER_UNIT
 sigmoid = [round(SIGMOID_ONE / (1 + math.exp(-(i / SIGMOID_STEPS_PER_UNIT - SIGMOID_RANGE)))) for i in range(n + 1)]
 sigmoid.append(sigmoid[-1])  # one spare entry so interpolation at the top edge stays in bounds
-inv_scale = [round(INV_SCALE_ONE / 2 ** (s / 8 + SCALE_LOG2_MIN)) for s in range(NUM_SCALES)]
+inv_scale = [round(INV_SCALE_ONE / 2 ** (s / 8 + SCALE_LOG2_MIN)) for s in range(NUM_WIDE_SCALES)]
 # Mean absolute deviation of each scale's logistic (2 ln 2 * scale), in 1/128 sample.
-prior_mad = [round(128 * 2 * math.log(2) * 2 ** (s / 8 + SCALE_LOG2_MIN)) for s in range(NUM_SCALES)]
+prior_mad = [round(128 * 2 * math.log(2) * 2 ** (s / 8 + SCALE_LOG2_MIN)) for s in range(NUM_WIDE_SCALES)]
 # m >= LOG8_THRESHOLDS[j - 1] for a mantissa m in [2**15, 2**16) means round(8 * log2(m / 2**15)) >= j.
 log8_thresholds = [math.ceil(2**15 * 2 ** ((j - 0.5) / 8)) for j in range(1, 9)]
 
@@ -33,6 +35,7 @@ print(f"constexpr int kSigmoidStepsPerUnit = {SIGMOID_STEPS_PER_UNIT};")
 print(f"constexpr int kSigmoidRange = {SIGMOID_RANGE};")
 print(f"constexpr int kSigmoidEntries = {n + 1};")
 print(f"constexpr int kNumScales = {NUM_SCALES};")
+print(f"constexpr int kNumWideScales = {NUM_WIDE_SCALES};")
 print(f"constexpr int kScaleLog2Min = {SCALE_LOG2_MIN};")
 print(f"constexpr int kInvScaleOneLog2 = 19;\n")
 print(c_array("kSigmoid", sigmoid))

@@ -32,13 +32,13 @@ inline int64_t sigmoid_fx(int64_t t) {
   return kSigmoid[i] + (((kSigmoid[i + 1] - kSigmoid[i]) * f) >> step_bits);
 }
 
-// The CDF over symbols 0..num_symbols-1 of a logistic with mean mean8 / 8 and scale
-// 2**(scale_index / 8 + kScaleLog2Min), renormalised to the symbol range, every symbol given at least one
-// of the kProbTotal counts.
+// The CDF over symbols 0..num_symbols-1 of a logistic with mean mean8 / 8 (mean8 / 2**mean_bits
+// if given) and scale 2**(scale_index / 8 + kScaleLog2Min), renormalised to the symbol range,
+// every symbol given at least one of the kProbTotal counts.
 class LogisticCdf {
  public:
-  LogisticCdf(int32_t mean8, int scale_index, int num_symbols)
-      : mean8_(mean8), inv_scale_(kInvScale[scale_index]), n_(num_symbols) {
+  LogisticCdf(int32_t mean8, int scale_index, int num_symbols, int mean_bits = kMeanFracBits)
+      : mean8_(mean8), inv_scale_(kInvScale[scale_index]), n_(num_symbols), mean_bits_(mean_bits) {
     s0_ = boundary(0);
     const int64_t span = boundary(n_) - s0_;
     // (boundary - s0) * multiplier >> 32 spreads the free counts over the symbols: one division
@@ -48,7 +48,7 @@ class LogisticCdf {
 
   // The likeliest symbol: where a search for the decoded symbol should start.
   int mode() const {
-    return static_cast<int>(std::clamp<int64_t>((mean8_ + (1 << (kMeanFracBits - 1))) >> kMeanFracBits, 0, n_ - 1));
+    return static_cast<int>(std::clamp<int64_t>((int64_t{mean8_} + (1 << (mean_bits_ - 1))) >> mean_bits_, 0, n_ - 1));
   }
 
   uint32_t operator()(int k) const {
@@ -61,13 +61,13 @@ class LogisticCdf {
  private:
   // sigmoid at k - 1/2, the lower edge of symbol k
   int64_t boundary(int k) const {
-    const int64_t d = (int64_t{k} << kMeanFracBits) - (1 << (kMeanFracBits - 1)) - mean8_;
-    return sigmoid_fx(floor_shift(d * inv_scale_, kInvScaleOneLog2 + kMeanFracBits - kTShift));
+    const int64_t d = (int64_t{k} << mean_bits_) - (int64_t{1} << (mean_bits_ - 1)) - mean8_;
+    return sigmoid_fx(floor_shift(d * inv_scale_, kInvScaleOneLog2 + mean_bits_ - kTShift));
   }
 
   int32_t mean8_;
   int64_t inv_scale_;
-  int n_;
+  int n_, mean_bits_;
   int64_t s0_ = 0;
   uint64_t multiplier_ = 0;
 };

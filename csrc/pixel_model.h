@@ -61,6 +61,7 @@ constexpr int kAdaptMaxStep = 64;  // at most 8 doublings either way
 constexpr int kCells = kActivityBuckets * kCrossBuckets * kSpreadBuckets;
 constexpr int kBiasPrior = 16;
 
+// base_index: of kPriorMad, which goes on past kNumScales for samples of more than 8 bits.
 inline int adapted_scale_step(int64_t residual_sum8, int64_t count, int base_index) {
   const int64_t prior = kPriorMad[base_index];  // in 1/128 sample; residual sums are in 1/8
   const int64_t ratio256 = ((16 * residual_sum8 + kAdaptPrior * prior) << 8) / ((count + kAdaptPrior) * prior);
@@ -83,15 +84,39 @@ constexpr int kBandRows = 256;
 inline int num_bands(int H) { return std::max(1, (H + kBandRows - 1) / kBandRows); }
 inline int band_start(int H, int band) { return static_cast<int>(int64_t{band} * H / num_bands(H)); }
 
-// One band of H rows of W samples, coded as a stream of its own: the prediction and every
-// adaptive statistic start afresh, so bands decode in parallel.
+// A sample of `bits` bits (9 to 16) with coded mean mean8 (in eighths) and scale index s (of
+// the wide tables): its top 8 bits under the logistic in their units, then its low bits under
+// the same logistic restricted to the top bits' interval. The two factors make up the
+// logistic over all 2**bits values, which the coder's 16-bit counts cannot hold at once.
+// Top symbol t holds the values t 2**low_bits .. (t + 1) 2**low_bits - 1, so a value u lies
+// at (u + 1/2) / 2**low_bits - 1/2 in top units: exactly, in 2**-(3 + low_bits) of them.
+template <bool Decode, class Coder>
+int code_wide_sample(Coder& coder, int v, int mean8, int s, int bits) {
+  const int low_bits = bits - 8;
+  const LogisticCdf top_cdf(mean8 + 4 - (4 << low_bits), std::max(s - 8 * low_bits, 0), 256, kMeanFracBits + low_bits);
+  const int top = code_symbol<Decode>(coder, top_cdf, 256, v >> low_bits, top_cdf.mode());
+  const int low_count = 1 << low_bits;
+  const LogisticCdf low_cdf(mean8 - 8 * (top << low_bits), s, low_count);
+  const int low = code_symbol<Decode>(coder, low_cdf, low_count, v & (low_count - 1), low_cdf.mode());
+  return (top << low_bits) | low;
+}
+
+// One band of H rows of W samples of `bits` bits (8 in uint8_t, 9 to 16 in uint16_t), coded as
+// a stream of its own: the prediction and every adaptive statistic start afresh, so bands
+// decode in parallel.
 // planes: C planes, `plane` samples apart, read when encoding, written when decoding.
 // params: P = num_param_planes(C) planes of network outputs, `params_plane` apart.
-// scale_table: (C, kActivityBuckets, kCrossBuckets, kSpreadBuckets) learned base scale indices.
-template <bool Decode, class Coder>
-void code_pixels(Coder& coder, uint8_t* planes, const int32_t* params, size_t plane, size_t params_plane, int C,
-                 int H, int W, const int32_t* scale_table) {
-  ClassicalPredictor predictor(planes, plane, C, W);
+// scale_table: (C, kActivityBuckets, kCrossBuckets, kSpreadBuckets) learned base scale indices,
+// of 8-bit photographs. Wider samples take their contexts (activity, cross-channel activity,
+// spread) and their least-squares inputs divided by 2**context_shift (0 to bits - 8, the
+// encoder's choice: how much larger than an 8-bit photograph's the image's variations are),
+// and scale the base scales back.
+template <bool Decode, class Coder, class Sample>
+void code_pixels(Coder& coder, Sample* planes, const int32_t* params, size_t plane, size_t params_plane, int C,
+                 int H, int W, const int32_t* scale_table, int bits = 8, int context_shift = 0) {
+  ClassicalPredictor<Sample> predictor(planes, plane, C, W, bits, context_shift);
+  const int max8 = 8 * ((1 << bits) - 1), extra_bits = context_shift;
+  const int num_scales = bits > 8 ? kNumWideScales : kNumScales;
   RollingRows err(C, W);  // |final residual| of each channel
   std::vector<int64_t> cell_sum(static_cast<size_t>(C) * kCells, 0), cell_count(static_cast<size_t>(C) * kCells, 0);
   std::vector<int64_t> cell_signed_sum(static_cast<size_t>(C) * kCells, 0);
@@ -101,35 +126,47 @@ void code_pixels(Coder& coder, uint8_t* planes, const int32_t* params, size_t pl
       const size_t at = static_cast<size_t>(y) * W + x;
       int32_t cross = 0;
       for (int c = 0; c < C; ++c) {
-        uint8_t* img = planes + c * plane;
+        Sample* img = planes + c * plane;
         const Prediction p = predictor.predict(c, y, x);
         const int32_t gamma = params[static_cast<size_t>(C + c) * params_plane + at];
-        const int m = clamp_pred(p.mean8 + floor_div(int64_t{gamma} * p.feedback, 8 << kBetaFracBits));
+        const int m = clamp_pred(p.mean8 + floor_div(int64_t{gamma} * p.feedback, 8 << kBetaFracBits), max8);
 
-        const int32_t activity = err.causal_sum(c, y, x, 2, 2, 1, 1, 1, 1);
+        const int32_t activity = err.causal_sum(c, y, x, 2, 2, 1, 1, 1, 1) >> extra_bits;
         const int qa = bucket(activity, kActivityEdges);
-        const int qb = c > 0 ? bucket(cross, kCrossEdges) : 0;
-        const int qs = bucket(p.spread, kSpreadEdges);
+        const int qb = c > 0 ? bucket(cross >> extra_bits, kCrossEdges) : 0;
+        const int qs = bucket(p.spread >> extra_bits, kSpreadEdges);
         const size_t cell = static_cast<size_t>(c) * kCells + (qa * kCrossBuckets + qb) * kSpreadBuckets + qs;
-        const int base_index = std::clamp(scale_table[cell], 0, kNumScales - 1);
+        const int base_index = std::clamp(scale_table[cell], 0, kNumScales - 1) + 8 * extra_bits;
         // (in int64: the network's offset is whatever int32 the caller gives)
         const int s = static_cast<int>(std::clamp<int64_t>(
             int64_t{base_index} + adapted_scale_step(cell_sum[cell], cell_count[cell], base_index) +
                 params[static_cast<size_t>(c) * params_plane + at],
-            0, kNumScales - 1));
+            0, num_scales - 1));
 
         // Bias cancellation: the coded mean moves by the mean signed residual of the cell so far
         // (shrunk towards zero by kBiasPrior samples). Every other statistic uses the residual
         // of m, so the bias feeds nothing but itself.
-        const int coded_mean = clamp_pred(m + floor_div(cell_signed_sum[cell], cell_count[cell] + kBiasPrior));
-        const LogisticCdf cdf(coded_mean, s, 256);
-        const int v = code_symbol<Decode>(coder, cdf, 256, img[at], cdf.mode());
-        if constexpr (Decode) img[at] = static_cast<uint8_t>(v);
+        const int coded_mean = clamp_pred(m + floor_div(cell_signed_sum[cell], cell_count[cell] + kBiasPrior), max8);
+        int v;
+        if (bits == 8) {
+          const LogisticCdf cdf(coded_mean, s, 256);
+          v = code_symbol<Decode>(coder, cdf, 256, img[at], cdf.mode());
+        } else {
+          v = code_wide_sample<Decode>(coder, img[at], coded_mean, s, bits);
+        }
+        if constexpr (Decode) img[at] = static_cast<Sample>(v);
         predictor.update(c, y, x);
 
         const int32_t residual = 8 * v - m;
-        cell_signed_sum[cell] += residual;
-        cell_sum[cell] += std::abs(residual);
+        // Samples of more than 8 bits meet steps far beyond their cell's usual residuals (the
+        // edge of a CT scan's field of view): the cell's statistics take each residual clipped
+        // to 8 times their mean magnitude so far, plus 8, so that a few steps do not
+        // inflate the scale of every later sample of the cell. (8-bit residuals are never
+        // clipped: the statistics of 8-bit files stay as they were.)
+        const int32_t limit = bits == 8 ? kMaxPred8 : static_cast<int32_t>(64 + 8 * cell_sum[cell] / (cell_count[cell] + 1));
+        const int32_t clipped = std::clamp(residual, -limit, limit);
+        cell_signed_sum[cell] += clipped;
+        cell_sum[cell] += std::abs(clipped);
         ++cell_count[cell];
         cross += std::abs(residual);
         err.row(c, y)[x] = std::abs(residual);

@@ -14,6 +14,10 @@
 // its error on the channels already coded at the pixel); the least-squares predictor's error
 // counts half. A second online least-squares fit then predicts the blend's residual from the
 // residuals of the earlier channels at the pixel.
+//
+// Samples have 8 bits (uint8_t) or 9 to 16 (uint16_t, `bits` of them used): the arithmetic is
+// the same, in units of the sample, with the error sums and the least-squares statistics
+// rescaled so that their tables and integers keep their range (inverse_squares, OnlineLeastSquares).
 #pragma once
 #include <algorithm>
 #include <array>
@@ -26,7 +30,10 @@
 namespace unz {
 
 constexpr int kMaxChannels = 4;
-constexpr int kMaxPred8 = 255 * 8;
+constexpr int kMaxPred8 = 255 * 8;  // of 8-bit samples
+constexpr int kMaxBits = 16;
+// Samples of more than 8 bits: the blend's error sums are taken in units of 12-bit samples.
+constexpr int kWideErrorBits = 12;
 constexpr int kDifferencePredictors = 6;
 constexpr int kPlainPredictors = 4;
 constexpr int kLeastSquaresPredictor = kDifferencePredictors + kPlainPredictors;
@@ -43,16 +50,17 @@ constexpr int kGradientInputs = 3;
 constexpr int kMaxInputs = kNeighbourInputs;
 static_assert(kLaterChannelNeighbours + kGradientInputs <= kMaxInputs, "inputs");
 
-inline int clamp_pred(int64_t v) { return static_cast<int>(std::clamp<int64_t>(v, 0, kMaxPred8)); }
+inline int clamp_pred(int64_t v, int max8 = kMaxPred8) { return static_cast<int>(std::clamp<int64_t>(v, 0, max8)); }
 
-// 2**30 / s**2 for every error sum s a blend can meet (six neighbours' errors, twice those of
-// up to three earlier channels, each at most 2040, plus 4): a table read instead of a division
-// per predictor and sample.
-constexpr int kMaxErrorSum = (6 + 2 * (kMaxChannels - 1)) * kMaxPred8 + 4;
-inline const std::vector<uint32_t>& inverse_squares() {
-  static const std::vector<uint32_t> table = [] {
-    std::vector<uint32_t> t(kMaxErrorSum + 1, 0);
-    for (int64_t s = 1; s <= kMaxErrorSum; ++s) t[s] = static_cast<uint32_t>((int64_t{1} << 30) / (s * s));
+// 2**30 / s**2 (2**40 / s**2 for samples of more than 8 bits) for every error sum s a blend can
+// meet (six neighbours' errors, twice those of up to three earlier channels, each at most eight
+// times the largest sample, plus 4): a table read instead of a division per predictor and sample.
+template <int Bits, int NumeratorBits>
+inline const std::vector<uint64_t>& inverse_squares() {
+  static const std::vector<uint64_t> table = [] {
+    const int64_t max_sum = (6 + 2 * (kMaxChannels - 1)) * 8 * ((int64_t{1} << Bits) - 1) + 4;
+    std::vector<uint64_t> t(max_sum + 1, 0);
+    for (int64_t s = 1; s <= max_sum; ++s) t[s] = static_cast<uint64_t>((int64_t{1} << NumeratorBits) / (s * s));
     return t;
   }();
   return table;
@@ -91,12 +99,18 @@ struct Prediction {
   int32_t feedback;  // 2 W + 2 N + NW + NE of the blend's signed errors, in eighths
 };
 
+template <class Sample = uint8_t>
 class ClassicalPredictor {
  public:
-  // planes: C planes of rows of W samples, plane_stride apart; read only at samples already coded.
-  ClassicalPredictor(const uint8_t* planes, size_t plane_stride, int C, int W)
-      : planes_(planes), W_(W), plane_(plane_stride), sub_err_(static_cast<size_t>(C) * kNumPredictors, W),
-        blend_err_(C, W) {
+  // planes: C planes of rows of W samples of `bits` bits, plane_stride apart; read only at
+  // samples already coded. The least-squares fits take their inputs and targets divided by
+  // 2**input_shift and clipped to their bound (never, for 8-bit samples): the encoder shifts
+  // by as much as the image's variations exceed those of an 8-bit photograph.
+  ClassicalPredictor(const Sample* planes, size_t plane_stride, int C, int W, int bits = 8, int input_shift = 0)
+      : planes_(planes), W_(W), plane_(plane_stride), max8_(8 * ((1 << bits) - 1)), origin_(1 << (bits - 1)),
+        error_shift_(std::max(0, bits - kWideErrorBits)), input_shift_(input_shift),
+        inverse_squares_(bits > 8 ? inverse_squares<kWideErrorBits, 40>().data() : inverse_squares<8, 30>().data()),
+        sub_err_(static_cast<size_t>(C) * kNumPredictors, W), blend_err_(C, W) {
     for (int c = 0; c < C; ++c) {
       neighbours_.emplace_back(c > 0 ? kLaterChannelNeighbours + kGradientInputs : kNeighbourInputs);
       residual_fit_.emplace_back(c);
@@ -107,20 +121,20 @@ class ClassicalPredictor {
   // are known; update(c, y, x) follows before the next call.
   Prediction predict(int c, int y, int x) {
     const size_t at = static_cast<size_t>(y) * W_ + x;
-    const uint8_t* img = planes_ + c * plane_;
+    const Sample* img = planes_ + c * plane_;
     const auto reference = [&](size_t i) {
       int sum = 0;
       for (int j = 0; j < c; ++j) sum += planes_[j * plane_ + i];
       return c > 0 ? sum / c : 0;
     };
     const auto sample = [&](size_t i) { return img[i] - reference(i); };
-    const int origin = c > 0 ? 0 : 128;  // where a sample has no neighbour at all
+    const int origin = c > 0 ? 0 : origin_;  // where a sample has no neighbour at all
     base_ = 8 * reference(at);
     const int w_ = x > 0 ? sample(at - 1) : (y > 0 ? sample(at - W_) : origin);
     const int n_ = y > 0 ? sample(at - W_) : w_;
     const int nw = (y > 0 && x > 0) ? sample(at - W_ - 1) : n_;
     const int ne = (y > 0 && x + 1 < W_) ? sample(at - W_ + 1) : n_;
-    const int pw = x > 0 ? img[at - 1] : (y > 0 ? img[at - W_] : 128);
+    const int pw = x > 0 ? img[at - 1] : (y > 0 ? img[at - W_] : origin_);
     const int pn = y > 0 ? img[at - W_] : pw;
     const int pnw = (y > 0 && x > 0) ? img[at - W_ - 1] : pn;
     const int pne = (y > 0 && x + 1 < W_) ? img[at - W_ + 1] : pn;
@@ -136,34 +150,34 @@ class ClassicalPredictor {
       int v;
       if (yy < y || xx < x) v = sample(static_cast<size_t>(yy) * W_ + xx);
       else v = w_;  // (0, x) itself or to its right on the first row
-      inputs_[n_inputs++] = v - w_;
+      inputs_[n_inputs++] = fit_value(v - w_);
     }
     if (c > 0) {
       const int v = reference(at);
-      inputs_[n_inputs++] = x > 0 ? v - reference(at - 1) : 0;
-      inputs_[n_inputs++] = y > 0 ? v - reference(at - W_) : 0;
-      inputs_[n_inputs++] = y > 0 && x > 0 ? v - reference(at - W_ - 1) : 0;
+      inputs_[n_inputs++] = x > 0 ? fit_value(v - reference(at - 1)) : 0;
+      inputs_[n_inputs++] = y > 0 ? fit_value(v - reference(at - W_)) : 0;
+      inputs_[n_inputs++] = y > 0 && x > 0 ? fit_value(v - reference(at - W_ - 1)) : 0;
     }
-    const int64_t fitted = neighbours_[c].predict(inputs_.data());
+    const int64_t fitted = neighbours_[c].predict(inputs_.data()) * (int64_t{1} << input_shift_);
     constexpr int kBits = OnlineLeastSquares<kMaxInputs>::kWeightBits;
 
-    pred_ = {clamp_pred(base_ + 8 * (n_ + w_ - nw)), clamp_pred(base_ + 8 * w_),
-             clamp_pred(base_ + 8 * n_),             clamp_pred(base_ + 8 * (w_ + ne - n_)),
-             clamp_pred(base_ + 4 * (w_ + n_)),      clamp_pred(base_ + 4 * (n_ + ne)),
-             clamp_pred(8 * (pn + pw - pnw)),        clamp_pred(8 * pw),
-             clamp_pred(8 * pn),                     clamp_pred(8 * (pw + pne - pn)),
-             clamp_pred(base_ + 8 * w_ + floor_shift(8 * fitted + (int64_t{1} << (kBits - 1)), kBits))};
+    const auto clamp = [&](int64_t v) { return clamp_pred(v, max8_); };
+    pred_ = {clamp(base_ + 8 * (n_ + w_ - nw)), clamp(base_ + 8 * w_),
+             clamp(base_ + 8 * n_),             clamp(base_ + 8 * (w_ + ne - n_)),
+             clamp(base_ + 4 * (w_ + n_)),      clamp(base_ + 4 * (n_ + ne)),
+             clamp(8 * (pn + pw - pnw)),        clamp(8 * pw),
+             clamp(8 * pn),                     clamp(8 * (pw + pne - pn)),
+             clamp(base_ + 8 * w_ + floor_shift(8 * fitted + (int64_t{1} << (kBits - 1)), kBits))};
 
     if (c == 0) here_err_.fill(0);
-    const uint32_t* inv_square = inverse_squares().data();
     int64_t num = 0, den = 0;
     for (int k = 0; k < kNumPredictors; ++k) {
       // On the first channel the plain predictors are the difference ones.
       if (c == 0 && k >= kDifferencePredictors && k < kLeastSquaresPredictor) continue;
       const size_t series = static_cast<size_t>(c) * kNumPredictors + k;
-      int64_t sum = sub_err_.causal_sum(series, y, x, 1, 1, 1, 1, 1, 1) + 2 * here_err_[k] + 4;
+      int64_t sum = floor_shift(sub_err_.causal_sum(series, y, x, 1, 1, 1, 1, 1, 1) + 2 * here_err_[k], error_shift_) + 4;
       if (k == kLeastSquaresPredictor) sum = sum / 2 + 1;
-      const int64_t weight = inv_square[sum];
+      const int64_t weight = static_cast<int64_t>(inverse_squares_[sum]);
       num += weight * pred_[k];
       den += weight;
     }
@@ -171,8 +185,11 @@ class ClassicalPredictor {
 
     // The blend's residual, predicted from the earlier channels' blend residuals here.
     int64_t correction = 0;
-    for (int j = 0; j < c; ++j) residual_inputs_[j] = blend_residual_[j];
-    if (c > 0) correction = floor_shift(residual_fit_[c].predict(residual_inputs_.data()) + (int64_t{1} << (kBits - 1)), kBits);
+    for (int j = 0; j < c; ++j) residual_inputs_[j] = fit_value(blend_residual_[j]);
+    if (c > 0)
+      correction = floor_shift(residual_fit_[c].predict(residual_inputs_.data()) * (int64_t{1} << input_shift_) +
+                                   (int64_t{1} << (kBits - 1)),
+                               kBits);
     correction_ = static_cast<int32_t>(correction);
 
     const int32_t feedback = blend_err_.causal_sum(c, y, x, 2, 2, 1, 1, 0, 0);
@@ -188,7 +205,7 @@ class ClassicalPredictor {
   // the blend, the residual fit's correction, the spread, and the blend residuals of the earlier
   // channels at this pixel. Outside the image (or band), window entries are zero.
   void context(int c, int y, int x, int32_t* out) {
-    const uint8_t* img = planes_ + c * plane_;
+    const Sample* img = planes_ + c * plane_;
     const auto reference = [&](size_t i) {
       int sum = 0;
       for (int j = 0; j < c; ++j) sum += planes_[j * plane_ + i];
@@ -218,15 +235,22 @@ class ClassicalPredictor {
     }
     const int32_t residual = 8 * v - blend_;
     blend_err_.row(c, y)[x] = residual;
-    neighbours_[c].update(inputs_.data(), v - base_ / 8 - centre_);  // the sample's difference, relative to W
-    if (c > 0) residual_fit_[c].update(residual_inputs_.data(), residual);
+    neighbours_[c].update(inputs_.data(), fit_value(v - base_ / 8 - centre_));  // the sample's difference, relative to W
+    if (c > 0) residual_fit_[c].update(residual_inputs_.data(), fit_value(residual));
     blend_residual_[c] = residual;
   }
 
  private:
-  const uint8_t* planes_;
+  // An input or target of the least-squares fits, within OnlineLeastSquares's bound.
+  int32_t fit_value(int64_t v) const { return static_cast<int32_t>(std::clamp<int64_t>(floor_shift(v, input_shift_), -kFitLimit, kFitLimit)); }
+  static constexpr int kFitLimit = (1 << 12) - 1;
+
+  const Sample* planes_;
   int W_;
   size_t plane_;
+  int max8_, origin_;  // the largest prediction (eighths); a first sample's
+  int error_shift_, input_shift_;  // of the blend's error sums, and of the least-squares inputs
+  const uint64_t* inverse_squares_;
   RollingRows sub_err_;    // |error| of each predictor
   RollingRows blend_err_;  // signed error of the blend
   std::vector<OnlineLeastSquares<kMaxInputs>> neighbours_;

@@ -1,8 +1,12 @@
 """Pillow plugin for .unz files: Image.open, Image.save, the .unz extension and MIME type.
 
-Modes L, LA, RGB and RGBA are stored as they are. Mode 1 is stored as L (0 and 255) and P and PA
-as RGB or RGBA (RGBA when the palette has transparency): lossless conversions, and the file
-opens in the converted mode. Other modes raise OSError: convert them first, choosing the loss.
+Modes L, LA, RGB, RGBA and I;16 are stored as they are. Mode 1 is stored as L (0 and 255), P and
+PA as RGB or RGBA (RGBA when the palette has transparency), I;16B and I;16L as I;16, and I as I;16
+where its values fit 0..65535: lossless conversions, and the file opens in the converted mode.
+Other modes raise OSError: convert them first, choosing the loss. Pillow has no modes of 16-bit
+colour: files of LA, RGB or RGBA with 16-bit samples (written from numpy) open as LA, RGB or RGBA
+with the top 8 bits of each sample, as Pillow opens such PNG files; pillow_unz.decompress and
+imageio give all 16 bits.
 `save(..., save_all=True, append_images=[...])` stores several frames, which open as a
 multi-frame image (n_frames, seek, tell, ImageSequence).
 
@@ -57,7 +61,7 @@ class UnzImageFile(ImageFile.ImageFile):
     def _select(self, frame: int) -> None:
         header = self._frames[frame][0]
         self._frame = frame
-        self._mode = header.mode
+        self._mode = _PILLOW_MODES.get(header.mode, header.mode)
         self._size = (header.width, header.height)
         self.tile = []
 
@@ -88,8 +92,10 @@ class UnzImageFile(ImageFile.ImageFile):
             self._loaded_frame = self._frame
             if self._exclusive_fp and not self.is_animated:
                 self._fp.close()
+            if self._mode != self._frames[self._frame][0].mode:  # 16-bit colour: the top 8 bits
+                pixels = (pixels >> 8).astype(np.uint8)
             self.load_prepare()
-            self.frombytes(pixels)  # straight from the array: no copy of the pixels as bytes
+            self.frombytes(pixels.astype(pixels.dtype.newbyteorder("<"), copy=False))  # no copy as bytes
         return super().load()
 
     def verify(self) -> None:
@@ -100,18 +106,30 @@ class UnzImageFile(ImageFile.ImageFile):
         super().verify()
 
 
+# The Pillow mode of each stored mode that Pillow lacks: 16-bit colour, read as 8-bit.
+_PILLOW_MODES = {"LA;16": "LA", "RGB;16": "RGB", "RGBA;16": "RGBA"}
+
+
 def storable(im: Image.Image) -> Image.Image:
     """im as the mode a .unz file stores it in (what Image.open gives back): modes outside
     fmt.GROUPS convert to one of them without loss; others raise OSError."""
     if im.mode in fmt.GROUPS:
         return im
+    if im.mode in ("I;16B", "I;16L", "I;16N", "I"):
+        if im.mode == "I":
+            low, high = im.getextrema()
+            if low < 0 or high > 0xFFFF:
+                raise OSError(f"cannot write mode I with values {low}..{high} as UNZ: 16-bit samples hold 0..65535")
+        wide = Image.fromarray(np.asarray(im).astype(np.uint16))  # (Pillow's convert clips I;16B to 255)
+        wide.info = dict(im.info)
+        return wide
     if im.mode == "1":
         return im.convert("L")
     if im.mode == "P":
         return im.convert("RGBA" if "transparency" in im.info else "RGB")
     if im.mode == "PA":
         return im.convert("RGBA")
-    msg = f"cannot write mode {im.mode} as UNZ (supported: L, LA, RGB, RGBA; 1, P and PA are converted)"
+    msg = f"cannot write mode {im.mode} as UNZ (supported: L, LA, RGB, RGBA, I;16; 1, P, PA, I;16B, I;16L and I are converted)"
     raise OSError(msg)
 
 

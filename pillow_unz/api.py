@@ -14,9 +14,31 @@ from .weights import ModelSet, load_models
 
 @dataclass
 class DecodedImage:
-    mode: str
-    pixels: np.ndarray  # (H, W) for L, (H, W, C) otherwise, uint8
+    mode: str  # L, LA, RGB, RGBA; I;16, LA;16, RGB;16, RGBA;16 (16-bit samples)
+    pixels: np.ndarray  # (H, W) for L and I;16, (H, W, C) otherwise; uint8, or uint16 for 16-bit modes
     info: dict[str, bytes] = field(default_factory=dict)
+
+
+# The mode of 16-bit samples of each mode's shape: a uint16 array of mode "L" (or "I;16") is
+# stored as I;16, of mode "RGB" (or "RGB;16") as RGB;16, and so on.
+_WIDE = {**{m: m for m in fmt.WIDE_MODES}, "L": "I;16", "LA": "LA;16", "RGB": "RGB;16", "RGBA": "RGBA;16"}
+
+
+def stored_mode(pixels: np.ndarray, mode: str) -> str:
+    """The mode an array of pixels given as `mode` is stored in: its own for uint8, the 16-bit
+    mode of its shape for uint16."""
+    if pixels.dtype == np.uint16 and mode in _WIDE:
+        return _WIDE[mode]
+    if pixels.dtype == np.uint8 and mode in fmt.GROUPS and mode not in fmt.WIDE_MODES:
+        return mode
+    if mode not in _WIDE:
+        raise ValueError(f"mode {mode!r} cannot be coded (supported: {', '.join(fmt.MODES)})")
+    raise ValueError(f"mode {mode} needs a uint8 or uint16 array, not {pixels.dtype}")
+
+
+def _hashable(pixels: np.ndarray) -> np.ndarray:
+    """The samples as the pixel hash reads them: bytes, or little-endian 16-bit words."""
+    return np.ascontiguousarray(pixels, dtype="<u2" if pixels.dtype.itemsize == 2 else np.uint8)
 
 
 def _split(pixels: np.ndarray, mode: str) -> list[np.ndarray]:
@@ -36,24 +58,26 @@ def _join(groups: list[Sequence[np.ndarray]]) -> np.ndarray:
     planes = [plane for group in groups for plane in group]
     if len(planes) == 1:
         return np.ascontiguousarray(planes[0])
-    out = np.empty((*planes[0].shape, len(planes)), np.uint8)
+    out = np.empty((*planes[0].shape, len(planes)), planes[0].dtype)
     for c, plane in enumerate(planes):
         out[..., c] = plane
     return out
 
 
 def prepare(pixels: np.ndarray, mode: str, models: ModelSet) -> tuple[fmt.Header, list[np.ndarray]]:
-    """Check an 8-bit image, pixels (H, W) for mode L and (H, W, C) for LA, RGB and RGBA; return
-    its header and its plane groups (C, H, W), ready to code."""
-    if mode not in fmt.GROUPS:
-        raise ValueError(f"mode {mode!r} cannot be coded (supported: {', '.join(fmt.GROUPS)})")
-    expected_ndim = 2 if mode == "L" else 3
-    if pixels.dtype != np.uint8 or pixels.ndim != expected_ndim or (pixels.ndim == 3 and pixels.shape[2] != len(mode)):
-        raise ValueError(f"mode {mode} needs a uint8 array of shape {'(H, W)' if mode == 'L' else f'(H, W, {len(mode)})'}")
+    """Check an image, pixels (H, W) for mode L and (H, W, C) for LA, RGB and RGBA, uint8 or
+    uint16 (stored_mode); return its header and its plane groups (C, H, W), ready to code."""
+    pixels = np.asarray(pixels)
+    pixels = pixels.astype(pixels.dtype.newbyteorder("="), copy=False)  # big-endian 16-bit arrays too
+    mode = stored_mode(pixels, mode)
+    channels = sum(fmt.GROUPS[mode])
+    expected = "(H, W)" if channels == 1 else f"(H, W, {channels})"
+    if pixels.ndim != (2 if channels == 1 else 3) or (pixels.ndim == 3 and pixels.shape[2] != channels):
+        raise ValueError(f"mode {mode} needs an array of shape {expected}, not {pixels.shape}")
     height, width = pixels.shape[:2]
     fmt.check_size(width, height)
     pixels = np.ascontiguousarray(pixels)
-    header = fmt.Header(mode, width, height, models.model_id, fmt.pixel_hash(pixels))
+    header = fmt.Header(mode, width, height, models.model_id, fmt.pixel_hash(_hashable(pixels)))
     return header, _split(pixels, mode)
 
 
@@ -69,9 +93,10 @@ def compress(
     models: ModelSet | None = None,
     threads: int | None = None,
 ) -> bytes:
-    """Encode an 8-bit image: pixels (H, W) for mode L, (H, W, C) for LA, RGB and RGBA, on
-    `threads` threads (default: torch's). (pillow_unz.finetune.lora.compress does the same
-    with a per-image adapter.)"""
+    """Encode an image: pixels (H, W) for mode L, (H, W, C) for LA, RGB and RGBA, uint8, or
+    uint16 for 16-bit samples (stored as I;16, LA;16, RGB;16, RGBA;16, which may also be given
+    as the mode), on `threads` threads (default: torch's). (pillow_unz.finetune.lora.compress
+    does the same with a per-image adapter.)"""
     return compress_frames([(pixels, mode)], icc_profile, exif, models, threads)
 
 
@@ -122,9 +147,12 @@ def decode_body(
             raise fmt.UnzFormatError(f"corrupt adapter chunk: {e}") from e
         group_models = [adapter.apply(m, a) if a else m for m, a in zip(group_models, group_adapters)]
     groups = [codec.decode_planes(m, coded, header.height, header.width) for m, coded in zip(group_models, unz.groups)]
-    groups += [np.zeros((n, header.height, header.width), np.uint8) for n in fmt.GROUPS[header.mode][len(groups) :]]
+    dtype = np.uint16 if header.mode in fmt.WIDE_MODES else np.uint8
+    if any(g[0].dtype != dtype for g in groups):
+        raise fmt.UnzFormatError(f"plane group of another sample size than mode {header.mode}: corrupt")
+    groups += [np.zeros((n, header.height, header.width), dtype) for n in fmt.GROUPS[header.mode][len(groups) :]]
     pixels = _join(groups)
-    if not unz.truncated and fmt.pixel_hash(pixels) != header.pixel_hash:
+    if not unz.truncated and fmt.pixel_hash(_hashable(pixels)) != header.pixel_hash:
         raise fmt.ChecksumError("decoded pixels do not match the file's checksum: corrupt file or decoder mismatch")
     return pixels
 

@@ -1,5 +1,6 @@
 """Coding one group of planes (the colour planes, or the alpha plane), band by band, each band
-by the tool that codes it smallest (tools.py).
+by the tool that codes it smallest (tools.py). 16-bit planes first go through their sample
+range (samples.py), and are coded as 8-bit planes where that leaves 8 bits or fewer.
 
 The photo tool: the network's encoder gives z; z is coded under its learned prior; the decoder
 half of the network, run exactly in float64, turns z into the per-pixel parameter planes; the C++
@@ -16,9 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import _coder, coder, tools
+from . import _coder, coder, samples, tools
 from .pixelmodel import coding_order
 from .model import Z_MAX, UnzNet, num_levels
+from .samples import SampleRange
 
 @dataclass(frozen=True)
 class CodedPlanes:
@@ -26,6 +28,7 @@ class CodedPlanes:
     latent: bytes  # z, range coded; empty where no band takes the photo tool
     pixels: bytes  # one stream per band of rows (its tool's byte, then its payload), framed by join_streams
     complete: bool = True  # False: what a truncated file still holds of `pixels`
+    sample_range: SampleRange | None = None  # of 16-bit planes; None for 8-bit ones
 
     @property
     def size(self) -> int:
@@ -142,11 +145,19 @@ def _rows(height: int, first: int, count: int) -> range:
     return range(_coder.band_start(height, first), _coder.band_start(height, first + count))
 
 
+def _top_bytes(planes: np.ndarray, r: SampleRange) -> np.ndarray:
+    """What the network reads of coded planes: their top 8 bits."""
+    return planes if r.bits == samples.MIN_BITS else (planes >> np.uint16(r.bits - 8)).astype(np.uint8)
+
+
 def encode_planes(model: UnzNet, planes: np.ndarray) -> CodedPlanes:
-    """planes: (C, H, W) uint8 with C = model.config.channels. tools.encode_bands picks each
-    band's tool; the network runs only if it asks for the photo tool."""
+    """planes: (C, H, W) uint8 or uint16 with C = model.config.channels. tools.encode_bands
+    picks each band's tool; the network runs only if it asks for the photo tool."""
     c, h, w = planes.shape
-    planes = np.ascontiguousarray(planes[coding_order(c)])
+    sample_range = samples.measure(planes) if planes.dtype == np.uint16 else None
+    r = sample_range or SampleRange()
+    planes = planes[coding_order(c)]
+    planes = np.ascontiguousarray(samples.forward(planes, r) if sample_range else planes)
     shape, latent = latent_shape(model, h, w), b""
 
     def photo(bands: list[int]) -> dict[int, bytes]:
@@ -155,44 +166,50 @@ def encode_planes(model: UnzNet, planes: np.ndarray) -> CodedPlanes:
             return {}
         device = next(model.parameters()).device
         with torch.no_grad():
-            z = model.latent(torch.from_numpy(planes).to(device)[None])
+            z = model.latent(torch.from_numpy(_top_bytes(planes, r)).to(device)[None])
         latent = coder.encode_centered(z.cpu().numpy().reshape(-1).astype(np.int32), _latent_scales(model, shape), Z_MAX)
         table, streams = scale_table(model), {}
         for first, count in tools.runs(bands, _threads()):  # parameter planes for a few bands at a time
             params = parameter_planes(model, z, h, w, _rows(h, first, count))
-            for band, s in enumerate(_coder.encode_pixels(planes, params, table, _threads(), first, count), first):
+            coded = _coder.encode_pixels(planes, params, table, _threads(), first, count, r.bits, r.context_shift)
+            for band, s in enumerate(coded, first):
                 streams[band] = bytes([tools.PHOTO]) + s
         return streams
 
     streams = tools.encode_bands(planes, _threads(), photo)
-    return CodedPlanes(shape, latent if any(s[0] == tools.PHOTO for s in streams) else b"", join_streams(streams))
+    latent = latent if any(s[0] == tools.PHOTO for s in streams) else b""
+    return CodedPlanes(shape, latent, join_streams(streams), sample_range=sample_range)
 
 
 def decode_planes(model: UnzNet, coded: CodedPlanes, height: int, width: int) -> list[np.ndarray]:
     """Inverse of encode_planes: the C planes (H, W), in their usual order (views of one array
     in coding order, not copied); raises ValueError for streams that cannot be this model's. Of
-    incomplete planes (a truncated file), the bands still there, and zeros. Every band stream is
-    checked against its band's size before the image's planes are allocated."""
+    incomplete planes (a truncated file), the bands still there, and zeros (16-bit planes: the
+    sample range's offset). Every band stream is checked against its band's size before the
+    image's planes are allocated."""
     expected = latent_shape(model, height, width)
     if coded.latent_shape != expected:
         raise ValueError(f"latent shape {coded.latent_shape} does not fit a {width}x{height} image ({expected})")
-    channels, bands = model.config.channels, _coder.num_bands(height)
+    r = coded.sample_range or SampleRange()
+    channels, bands, dtype = model.config.channels, _coder.num_bands(height), r.dtype
     streams = split_streams(coded.pixels, bands) if coded.complete else intact_streams(coded.pixels, bands)
     for i, s in enumerate(streams):
         if not s:
             raise ValueError("empty band stream: corrupt")
-        tools.check_band(s[0], s[1:], channels, len(_rows(height, i, 1)), width)
+        tools.check_band(s[0], s[1:], channels, len(_rows(height, i, 1)), width, dtype)
     photo = [i for i, s in enumerate(streams) if s[0] == tools.PHOTO]
     if (photo and not coded.latent) or (coded.complete and coded.latent and not photo):
         raise ValueError("latent z missing for photo bands, or present without them: corrupt")
-    planes = np.zeros((channels, height, width), np.uint8)  # rows no stream reaches stay zero
+    planes = np.zeros((channels, height, width), dtype)  # rows no stream reaches stay zero
     tools.decode_bands(streams, planes, _threads())
     if photo:
         z, table = decode_latent(model, coded), scale_table(model)
         for first, count in tools.runs(photo, _threads()):  # parameter planes for a few bands at a time
             params = parameter_planes(model, z, height, width, _rows(height, first, count))
             payloads = [s[1:] for s in streams[first : first + count]]
-            _coder.decode_pixels(payloads, params, table, _threads(), planes, first)
+            _coder.decode_pixels(payloads, params, table, _threads(), planes, first, r.bits, r.context_shift)
+    if coded.sample_range:
+        planes = samples.inverse(planes, coded.sample_range)
     return [planes[c] for c in np.argsort(coding_order(channels))]
 
 

@@ -2,7 +2,7 @@
 
     header  magic "\\x89UNZ", version, mode, flags, width, height, model id, pixel hash, header CRC
     chunks  [ICCP] [EXIF] [ADPT] (ZLAT PIXL) per plane group, then for every further frame
-            (version 2) FRAM (ZLAT PIXL) per plane group; UEND
+            (version 2 and 3) FRAM (ZLAT PIXL) per plane group; UEND
 
 Readers check every length against the bytes that are really there before reading, so a corrupt
 or hostile file costs no more memory than its own size and raises UnzFormatError (a ValueError).
@@ -18,14 +18,20 @@ from typing import BinaryIO
 
 from PIL import Image
 
+from . import samples
 from .codec import CodedPlanes
 
 MAGIC = b"\x89UNZ"
 VERSION = 1  # one frame
 FRAMES_VERSION = 2  # several frames (FRAM chunks); a reader of version 1 refuses such files
-MODES = ("L", "LA", "RGB", "RGBA")  # stored as index + 1
+WIDE_VERSION = 3  # frames of 16-bit samples too; a reader of version 2 refuses such files
+VERSIONS = (VERSION, FRAMES_VERSION, WIDE_VERSION)
+# Stored as index + 1. The 16-bit modes: "I;16" as Pillow names 16-bit gray, the others after it.
+MODES = ("L", "LA", "RGB", "RGBA", "I;16", "LA;16", "RGB;16", "RGBA;16")
+WIDE_MODES = frozenset(MODES[4:])
 # Plane groups per mode: (number of colour planes coded together, ...); alpha is its own group.
-GROUPS = {"L": (1,), "LA": (1, 1), "RGB": (3,), "RGBA": (3, 1)}
+GROUPS = {"L": (1,), "LA": (1, 1), "RGB": (3,), "RGBA": (3, 1),
+          "I;16": (1,), "LA;16": (1, 1), "RGB;16": (3,), "RGBA;16": (3, 1)}
 MAX_SIDE = 1 << 20
 
 _HEADER = struct.Struct("<4sBBHII8s8s")  # then a CRC-32 of these bytes
@@ -96,7 +102,11 @@ def write(f: BinaryIO, unz: UnzFile) -> None:
         if len(value) > MAX_METADATA:
             raise ValueError(f"{key} is {len(value)} bytes, more than .unz stores ({MAX_METADATA})")
     h = unz.header
-    version = FRAMES_VERSION if unz.frames else VERSION
+    version = VERSION
+    if unz.frames:
+        version = FRAMES_VERSION
+    if any(frame.mode in WIDE_MODES for frame in [h, *(f.header for f in unz.frames)]):
+        version = WIDE_VERSION
     head = _HEADER.pack(MAGIC, version, MODES.index(h.mode) + 1, 0, h.width, h.height, h.model_id, h.pixel_hash)
     f.write(head + struct.pack("<I", zlib.crc32(head)))
     for tag, key in METADATA_TAGS.items():
@@ -115,7 +125,7 @@ def write(f: BinaryIO, unz: UnzFile) -> None:
 def _write_groups(f: BinaryIO, groups: list[CodedPlanes]) -> None:
     for g in groups:
         _write_chunk(f, b"ZLAT", _LATENT.pack(*g.latent_shape) + g.latent)
-        _write_chunk(f, b"PIXL", g.pixels)
+        _write_chunk(f, b"PIXL", (g.sample_range.to_bytes() if g.sample_range else b"") + g.pixels)
 
 
 def _write_chunk(f: BinaryIO, tag: bytes, payload: bytes) -> None:
@@ -193,8 +203,8 @@ def read_header(f: BinaryIO) -> tuple[Header, dict[str, bytes]]:
         raise UnzFormatError("not a .unz file (bad magic)")
     if struct.unpack("<I", raw[-4:])[0] != zlib.crc32(raw[:-4]):
         raise UnzFormatError("corrupt .unz header (CRC mismatch)")
-    if version not in (VERSION, FRAMES_VERSION):
-        raise UnzFormatError(f"unsupported .unz version {version} (this reader knows {VERSION} and {FRAMES_VERSION})")
+    if version not in VERSIONS:
+        raise UnzFormatError(f"unsupported .unz version {version} (this reader knows {', '.join(map(str, VERSIONS))})")
     if flags != 0:
         raise UnzFormatError(f"unsupported flags {flags}")
     header = _frame_header(mode, width, height, model_id, phash, version)
@@ -208,6 +218,8 @@ def read_header(f: BinaryIO) -> tuple[Header, dict[str, bytes]]:
 def _frame_header(mode: int, width: int, height: int, model_id: bytes, phash: bytes, version: int) -> Header:
     if not 1 <= mode <= len(MODES):
         raise UnzFormatError(f"unsupported mode {mode}")
+    if MODES[mode - 1] in WIDE_MODES and version < WIDE_VERSION:
+        raise UnzFormatError(f"mode {MODES[mode - 1]} in a file of version {version}: corrupt")
     check_size(width, height)
     return Header(MODES[mode - 1], width, height, model_id, phash, version)
 
@@ -226,7 +238,7 @@ def index_frames(f: BinaryIO, header: Header) -> list[tuple[Header, int]]:
     stops quietly where the file ends early: loading a frame then reports the truncation."""
     r = _Reader(f)
     frames = [(header, f.tell())]
-    while header.version == FRAMES_VERSION and f.tell() + _CHUNK.size <= r.end:
+    while header.version >= FRAMES_VERSION and f.tell() + _CHUNK.size <= r.end:
         start = f.tell()
         tag, length = _CHUNK.unpack(f.read(_CHUNK.size))
         if tag == b"UEND" or start + _CHUNK.size + length + 4 > r.end:
@@ -245,7 +257,7 @@ def read(f: BinaryIO) -> UnzFile:
     header, metadata = read_header(f)
     unz = read_body(f, header, metadata)
     r = _Reader(f)
-    while r.peek_tag() == b"FRAM" and header.version == FRAMES_VERSION:
+    while r.peek_tag() == b"FRAM" and header.version >= FRAMES_VERSION:
         frame = UnzFrame(_further_frame(r.chunk()[1], header))
         frame.groups = read_body(f, frame.header, {}, first_frame=False).groups
         unz.frames.append(frame)
@@ -286,8 +298,19 @@ def read_body(
             if not complete:
                 return unz  # cut inside the chunk's header
             raise UnzFormatError(f"expected a PIXL chunk, found {tag!r}")
-        unz.groups.append(CodedPlanes(shape, payload[_LATENT.size :], pixels, complete))
-    next_frame = r.peek_tag() == b"FRAM" and header.version == FRAMES_VERSION and r.whole_chunk_follows()
+        sample_range = None
+        if header.mode in WIDE_MODES:
+            if len(pixels) < samples.SIZE:
+                if not complete:
+                    return unz
+                raise UnzFormatError("PIXL chunk too short for its sample range")
+            try:
+                sample_range = samples.SampleRange.from_bytes(pixels[: samples.SIZE])
+            except ValueError as e:
+                raise UnzFormatError(str(e)) from e
+            pixels = pixels[samples.SIZE :]
+        unz.groups.append(CodedPlanes(shape, payload[_LATENT.size :], pixels, complete, sample_range))
+    next_frame = r.peek_tag() == b"FRAM" and header.version >= FRAMES_VERSION and r.whole_chunk_follows()
     if not ends_here() and not next_frame:
         _read_end(r)
     return unz

@@ -6,6 +6,9 @@ smallest, as JPEG XL's modular mode chooses its transforms: photographs keep the
 model, screenshots and drawings take the screen model, a band of one colour costs its colour,
 and nothing ever costs more than PNG-style deflate. The photo tool needs the network, so it lives
 in codec.py; this module holds the others, which need nothing but the pixels.
+
+Planes of 9 to 16 bits (uint16, after their sample range: samples.py) have the photo, flat and
+deflate tools; the screen model codes 8-bit samples only.
 """
 from __future__ import annotations
 
@@ -69,19 +72,26 @@ def repeats(band: np.ndarray) -> float:
     return float(same.mean())
 
 
+def _stored(dtype: np.dtype, order: str) -> np.dtype:
+    """How samples of `dtype` are stored in a stream: bytes, or 16-bit words in `order`."""
+    return np.dtype(np.uint8) if dtype == np.uint8 else np.dtype(order + "u2")
+
+
 def _flat(band: np.ndarray) -> bytes | None:
     first = band[:, :1, :1]
-    return bytes([FLAT]) + first.tobytes() if (band == first).all() else None
+    return bytes([FLAT]) + first.astype(_stored(band.dtype, "<")).tobytes() if (band == first).all() else None
 
 
 def _interleaved_rows(band: np.ndarray) -> np.ndarray:
-    """(C, rows, W) -> (rows, W * C): the byte layout of a PNG row."""
+    """(C, rows, W) -> (rows, W * C * bytes per sample): the byte layout of a PNG row (16-bit
+    samples big-endian, as PNG has them)."""
     c, rows, width = band.shape
-    return np.ascontiguousarray(band.transpose(1, 2, 0)).reshape(rows, width * c)
+    stored = np.ascontiguousarray(band.transpose(1, 2, 0), dtype=_stored(band.dtype, ">"))
+    return stored.view(np.uint8).reshape(rows, width * c * band.itemsize)
 
 
 def _deflate(band: np.ndarray, level: int) -> bytes:
-    filtered = _coder.png_filter(_interleaved_rows(band), band.shape[0])
+    filtered = _coder.png_filter(_interleaved_rows(band), band.shape[0] * band.itemsize)
     return bytes([DEFLATE]) + zlib.compress(filtered.tobytes(), level)
 
 
@@ -107,7 +117,7 @@ def encode_bands(planes: np.ndarray, threads: int, photo: Callable[[list[int]], 
     fast = deflate(todo, 1)
     for i, stream in fast.items():
         streams[i] = stream
-    screen = [i for i in todo if repeats(bands[i]) >= SCREEN_MIN_REPEATS]
+    screen = [i for i in todo if planes.dtype == np.uint8 and repeats(bands[i]) >= SCREEN_MIN_REPEATS]
     for first, count in runs(screen):
         streams_of_run = _coder.encode_screen(planes, threads, first, count)
         _keep_smaller(streams, {i: bytes([SCREEN]) + s for i, s in enumerate(streams_of_run, first)})
@@ -116,28 +126,29 @@ def encode_bands(planes: np.ndarray, threads: int, photo: Callable[[list[int]], 
     return streams
 
 
-def check_band(tool: int, payload: bytes, channels: int, rows: int, width: int) -> None:
-    """Refuse, before decoding, a band stream that cannot hold its band: so that no hostile file
-    makes the decoder allocate or work far beyond its size."""
+def check_band(tool: int, payload: bytes, channels: int, rows: int, width: int, dtype: type = np.uint8) -> None:
+    """Refuse, before decoding, a band stream that cannot hold its band (of samples of `dtype`):
+    so that no hostile file makes the decoder allocate or work far beyond its size."""
     if tool == PHOTO:
         samples, min_bits = channels * rows * width, _PHOTO_MIN_BITS
-    elif tool == SCREEN:
+    elif tool == SCREEN and dtype == np.uint8:
         samples, min_bits = rows * width, _SCREEN_MIN_BITS
     elif tool == FLAT:
-        if len(payload) != channels:
+        if len(payload) != channels * np.dtype(dtype).itemsize:
             raise ValueError("flat band: wrong colour size")
         return
     elif tool == DEFLATE:
         return  # inflating is bounded by the band's size (decode_bands)
     else:
-        raise ValueError(f"band coded with unknown tool {tool}")
+        raise ValueError(f"band coded with unknown tool {tool} (or one that does not code {np.dtype(dtype).name} samples)")
     if samples > (8 * (len(payload) + _RANGE_FRAMING) + 64) / min_bits:
         raise ValueError(f"{NAMES[tool]} band too short for its size: truncated or corrupt")
 
 
 def _inflate(payload: bytes, band: np.ndarray) -> None:
     c, rows, width = band.shape
-    expected = rows * (width * c + 1)
+    stride = width * c * band.itemsize
+    expected = rows * (stride + 1)
     inflater = zlib.decompressobj()
     try:
         filtered = inflater.decompress(payload, expected)
@@ -145,7 +156,8 @@ def _inflate(payload: bytes, band: np.ndarray) -> None:
         raise ValueError(f"corrupt deflate band: {e}") from e
     if len(filtered) != expected or not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
         raise ValueError("corrupt deflate band: wrong size")
-    band[:] = _coder.png_unfilter(filtered, rows, width * c, c).reshape(rows, width, c).transpose(2, 0, 1)
+    rows_of_bytes = _coder.png_unfilter(filtered, rows, stride, c * band.itemsize)
+    band[:] = rows_of_bytes.view(_stored(band.dtype, ">")).reshape(rows, width, c).transpose(2, 0, 1)
 
 
 def decode_bands(streams: list[bytes], planes: np.ndarray, threads: int) -> None:
@@ -157,7 +169,7 @@ def decode_bands(streams: list[bytes], planes: np.ndarray, threads: int) -> None
         tool, payload, band = stream[0], stream[1:], planes[:, band_rows(height, i)]
         screen.append(payload if tool == SCREEN else None)
         if tool == FLAT:
-            band[:] = np.frombuffer(payload, np.uint8)[:, None, None]
+            band[:] = np.frombuffer(payload, _stored(planes.dtype, "<"))[:, None, None]
         elif tool == DEFLATE:
             _inflate(payload, band)
     if any(s is not None for s in screen):
