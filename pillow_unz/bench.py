@@ -24,6 +24,7 @@ class Codec:
     name: str
     encode: Callable[[np.ndarray, str], bytes]
     decode: Callable[[bytes, str], np.ndarray]  # (data, mode of the original)
+    wide: bool = True  # codes 16-bit samples too
 
 
 @dataclass
@@ -44,23 +45,63 @@ class Tally:
         }
 
 
-def _pillow_codec(name: str, fmt: str, **options) -> Codec:
+def _pillow_codec(name: str, fmt: str, wide: bool = False, **options) -> Codec:
     def encode(pixels: np.ndarray, mode: str) -> bytes:
         buf = io.BytesIO()
-        Image.fromarray(pixels, mode).save(buf, format=fmt, **options)
+        (Image.fromarray(pixels) if mode == "I;16" else Image.fromarray(pixels, mode)).save(buf, format=fmt, **options)
         return buf.getvalue()
 
     def decode(data: bytes, mode: str) -> np.ndarray:
         # WebP has no grayscale: it stores L as RGB with equal channels, so take one back.
         return np.asarray(Image.open(io.BytesIO(data)).convert(mode))
 
-    return Codec(name, encode, decode)
+    return Codec(name, encode, decode, wide)
+
+
+def read_image(path: Path) -> tuple[np.ndarray, str]:
+    """A PNG file's pixels and mode, 16-bit samples kept: Pillow reads 16-bit gray as I;16 but
+    16-bit colour as 8-bit, so that imagecodecs (the `bench` extra) reads those."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    with Image.open(path) as img:
+        img.load()
+        if img.mode == "I;16" or head[24] != 16:  # IHDR's bit depth
+            return np.asarray(img), img.mode
+        mode = f"{img.mode};16"
+    import imagecodecs
+
+    return imagecodecs.png_decode(path.read_bytes()), mode
+
+
+_WIDE_COLOUR = ("LA;16", "RGB;16", "RGBA;16")
+
+
+def _png_codec() -> Codec:
+    """PNG at zlib's strongest: Pillow's optimize, and imagecodecs (the `bench` extra) for
+    16-bit colour, which Pillow does not write."""
+    pillow = _pillow_codec("PNG (optimize)", "PNG", optimize=True)
+
+    def encode(pixels: np.ndarray, mode: str) -> bytes:
+        if mode in _WIDE_COLOUR:
+            import imagecodecs
+
+            return imagecodecs.png_encode(pixels, level=9)
+        return pillow.encode(pixels, mode)
+
+    def decode(data: bytes, mode: str) -> np.ndarray:
+        if mode in _WIDE_COLOUR:
+            import imagecodecs
+
+            return imagecodecs.png_decode(data)
+        return pillow.decode(data, mode)
+
+    return Codec(pillow.name, encode, decode)
 
 
 def available_codecs() -> list[Codec]:
     codecs = [
         Codec("pillow-unz", lambda p, m: api.compress(p, m), lambda d, m: api.decompress(d).pixels),
-        _pillow_codec("PNG (optimize)", "PNG", optimize=True),
+        _png_codec(),
         _pillow_codec("WebP lossless m6", "WEBP", lossless=True, method=6, quality=100, exact=True),
     ]
     try:
@@ -98,20 +139,21 @@ def bench_images(folder: str | Path, repeat: int = 1, progress: bool = True) -> 
     results: dict[str, dict[str, Tally]] = {c.name: {} for c in codecs}
     sizes: dict[str, dict[str, int]] = {}
     for f in tqdm(files, desc="bench", disable=not progress):
-        img = Image.open(f)
-        img.load()
-        pixels = np.asarray(img)
+        pixels, mode = read_image(f)
+        height, width = pixels.shape[:2]
         for c in codecs:
-            data, enc_s = _timed(c.encode, pixels, img.mode, repeat=repeat)
-            decoded, dec_s = _timed(c.decode, data, img.mode, repeat=repeat)
+            if pixels.dtype == np.uint16 and not c.wide:
+                continue
+            data, enc_s = _timed(c.encode, pixels, mode, repeat=repeat)
+            decoded, dec_s = _timed(c.decode, data, mode, repeat=repeat)
             if not np.array_equal(np.asarray(decoded).reshape(pixels.shape), pixels):
                 raise AssertionError(f"{c.name} did not round-trip {f.name}")
             sizes.setdefault(f.name, {})[c.name] = len(data)
-            for group in ("all", img.mode):
+            for group in ("all", mode):
                 t = results[c.name].setdefault(group, Tally())
                 t.bits += 8 * len(data)
                 t.samples += pixels.size
-                t.pixels += img.width * img.height
+                t.pixels += width * height
                 t.encode_s += enc_s
                 t.decode_s += dec_s
                 t.images.append(f.name)
