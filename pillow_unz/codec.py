@@ -20,7 +20,7 @@ import torch
 from . import _coder, coder, samples, tools
 from .pixelmodel import coding_order
 from .model import Z_MAX, UnzNet, num_levels
-from .samples import SampleRange
+from .samples import SampleRange, SampleTransform
 
 @dataclass(frozen=True)
 class CodedPlanes:
@@ -28,7 +28,7 @@ class CodedPlanes:
     latent: bytes  # z, range coded; empty where no band takes the photo tool
     pixels: bytes  # one stream per band of rows (its tool's byte, then its payload), framed by join_streams
     complete: bool = True  # False: what a truncated file still holds of `pixels`
-    sample_range: SampleRange | None = None  # of 16-bit planes; None for 8-bit ones
+    samples: SampleTransform | None = None  # of 16-bit planes; None for 8-bit ones
 
     @property
     def size(self) -> int:
@@ -145,19 +145,27 @@ def _rows(height: int, first: int, count: int) -> range:
     return range(_coder.band_start(height, first), _coder.band_start(height, first + count))
 
 
-def _top_bytes(planes: np.ndarray, r: SampleRange) -> np.ndarray:
+def _top_bytes(planes: np.ndarray, t: SampleTransform) -> np.ndarray:
     """What the network reads of coded planes: their top 8 bits."""
-    return planes if r.bits == samples.MIN_BITS else (planes >> np.uint16(r.bits - 8)).astype(np.uint8)
+    return planes if t.bits == samples.MIN_BITS else (planes >> np.uint16(t.bits - 8)).astype(np.uint8)
 
 
 def encode_planes(model: UnzNet, planes: np.ndarray) -> CodedPlanes:
-    """planes: (C, H, W) uint8 or uint16 with C = model.config.channels. tools.encode_bands
-    picks each band's tool; the network runs only if it asks for the photo tool."""
+    """planes: (C, H, W) uint8 or uint16 with C = model.config.channels. 16-bit planes are
+    coded under each of their candidate sample transforms, and the smaller kept."""
+    ordered = planes[coding_order(planes.shape[0])]
+    if planes.dtype == np.uint8:
+        return _encode_coded(model, np.ascontiguousarray(ordered), None)
+    coded = [_encode_coded(model, np.ascontiguousarray(t.forward(ordered)), t) for t in samples.candidates(ordered)]
+    return min(coded, key=lambda c: c.size + len(c.samples.to_bytes()))
+
+
+def _encode_coded(model: UnzNet, planes: np.ndarray, transform: SampleTransform | None) -> CodedPlanes:
+    """Planes already in coding order and through their sample transform (None: 8-bit planes):
+    tools.encode_bands picks each band's tool; the network runs only if it asks for the photo
+    tool."""
     c, h, w = planes.shape
-    sample_range = samples.measure(planes) if planes.dtype == np.uint16 else None
-    r = sample_range or SampleRange()
-    planes = planes[coding_order(c)]
-    planes = np.ascontiguousarray(samples.forward(planes, r) if sample_range else planes)
+    r = transform or SampleRange()
     shape, latent = latent_shape(model, h, w), b""
 
     def photo(bands: list[int]) -> dict[int, bytes]:
@@ -178,19 +186,19 @@ def encode_planes(model: UnzNet, planes: np.ndarray) -> CodedPlanes:
 
     streams = tools.encode_bands(planes, _threads(), photo)
     latent = latent if any(s[0] == tools.PHOTO for s in streams) else b""
-    return CodedPlanes(shape, latent, join_streams(streams), sample_range=sample_range)
+    return CodedPlanes(shape, latent, join_streams(streams), samples=transform)
 
 
 def decode_planes(model: UnzNet, coded: CodedPlanes, height: int, width: int) -> list[np.ndarray]:
     """Inverse of encode_planes: the C planes (H, W), in their usual order (views of one array
     in coding order, not copied); raises ValueError for streams that cannot be this model's. Of
-    incomplete planes (a truncated file), the bands still there, and zeros (16-bit planes: the
-    sample range's offset). Every band stream is checked against its band's size before the
+    incomplete planes (a truncated file), the bands still there, and zeros (16-bit planes: what
+    their sample transform makes of zeros). Every band stream is checked against its band's size before the
     image's planes are allocated."""
     expected = latent_shape(model, height, width)
     if coded.latent_shape != expected:
         raise ValueError(f"latent shape {coded.latent_shape} does not fit a {width}x{height} image ({expected})")
-    r = coded.sample_range or SampleRange()
+    r = coded.samples or SampleRange()
     channels, bands, dtype = model.config.channels, _coder.num_bands(height), r.dtype
     streams = split_streams(coded.pixels, bands) if coded.complete else intact_streams(coded.pixels, bands)
     for i, s in enumerate(streams):
@@ -208,8 +216,8 @@ def decode_planes(model: UnzNet, coded: CodedPlanes, height: int, width: int) ->
             params = parameter_planes(model, z, height, width, _rows(height, first, count))
             payloads = [s[1:] for s in streams[first : first + count]]
             _coder.decode_pixels(payloads, params, table, _threads(), planes, first, r.bits, r.context_shift)
-    if coded.sample_range:
-        planes = samples.inverse(planes, coded.sample_range)
+    if coded.samples:
+        planes = coded.samples.inverse(planes)
     return [planes[c] for c in np.argsort(coding_order(channels))]
 
 

@@ -125,7 +125,7 @@ def write(f: BinaryIO, unz: UnzFile) -> None:
 def _write_groups(f: BinaryIO, groups: list[CodedPlanes]) -> None:
     for g in groups:
         _write_chunk(f, b"ZLAT", _LATENT.pack(*g.latent_shape) + g.latent)
-        _write_chunk(f, b"PIXL", (g.sample_range.to_bytes() if g.sample_range else b"") + g.pixels)
+        _write_chunk(f, b"PIXL", (g.samples.to_bytes() if g.samples else b"") + g.pixels)
 
 
 def _write_chunk(f: BinaryIO, tag: bytes, payload: bytes) -> None:
@@ -283,7 +283,7 @@ def read_body(
 
     if first_frame and not ends_here() and r.peek_tag() == b"ADPT":
         unz.adapter = r.chunk()[1]
-    for _ in GROUPS[header.mode]:
+    for channels in GROUPS[header.mode]:
         if ends_here():
             return unz
         tag, payload = r.chunk()
@@ -298,18 +298,16 @@ def read_body(
             if not complete:
                 return unz  # cut inside the chunk's header
             raise UnzFormatError(f"expected a PIXL chunk, found {tag!r}")
-        sample_range = None
+        transform = None
         if header.mode in WIDE_MODES:
-            if len(pixels) < samples.SIZE:
-                if not complete:
-                    return unz
-                raise UnzFormatError("PIXL chunk too short for its sample range")
             try:
-                sample_range = samples.SampleRange.from_bytes(pixels[: samples.SIZE])
+                transform, size = samples.from_bytes(pixels, channels)
             except ValueError as e:
-                raise UnzFormatError(str(e)) from e
-            pixels = pixels[samples.SIZE :]
-        unz.groups.append(CodedPlanes(shape, payload[_LATENT.size :], pixels, complete, sample_range))
+                if not complete:
+                    return unz  # cut inside the sample transform
+                raise UnzFormatError(f"corrupt PIXL chunk: {e}") from e
+            pixels = pixels[size:]
+        unz.groups.append(CodedPlanes(shape, payload[_LATENT.size :], pixels, complete, transform))
     next_frame = r.peek_tag() == b"FRAM" and header.version >= FRAMES_VERSION and r.whole_chunk_follows()
     if not ends_here() and not next_frame:
         _read_end(r)

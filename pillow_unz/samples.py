@@ -1,26 +1,31 @@
-"""The sample range of a group of 16-bit planes: the first transform of their pipeline.
+"""The sample transform of a group of 16-bit planes: the first step of their pipeline, chosen by
+the encoder and written in the stream (docs/FORMAT.md, "16-bit samples").
 
 16-bit data seldom uses all 16 bits: a 12-bit sensor's samples sit in 0..4095, or in steps of 16
-(12 bits shifted up); a CT slice spans a few thousand values around an offset. The encoder
-measures what the planes really use and codes `(x - offset) >> shift`, which needs `bits` bits:
-8 or fewer go to the 8-bit tools as they are (so 16-bit files of 8-bit content cost what 8-bit
-files do), 9 to 16 to the wide tools (csrc/pixel_model.h: code_wide_sample). `context_shift`
-says how much larger than an 8-bit photograph's the image's variations are, in powers of two:
-the wide pixel model divides its contexts by it (docs/DESIGN.md has the measurements).
+(12 bits shifted up); a CT slice spans a few thousand values around an offset; a drawing has a
+few colours. Two transforms map such planes to what the tools code:
+- SampleRange codes `(x - offset) >> shift`, which needs `bits` bits: 8 go to the 8-bit tools
+  as they are (so 16-bit files of 8-bit content cost what 8-bit files do), 9 to 16 to the wide
+  tools (csrc/pixel_model.h: code_wide_sample), whose contexts it scales by `context_shift`;
+- Palette codes each plane's index into the sorted list of the values it uses, where no plane
+  uses more than 256: 8-bit planes again, for the screen model among others (and 8-bit content
+  widened by 257, as image tools widen it).
 """
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Union
 
 import numpy as np
 
-_FORMAT = struct.Struct("<HBBB")  # offset, shift, bits, context_shift
-SIZE = _FORMAT.size
+RANGE, PALETTE = 0, 1
 MIN_BITS, MAX_BITS = 8, 16
+_RANGE = struct.Struct("<HBBB")  # offset, shift, bits, context_shift
 # The median step between horizontal neighbours of the 8-bit photographs of ../shared/eval is
 # 1 to 5; the context shift brings a wider image's median step near this.
 _PHOTO_STEP = 4
+MAX_PALETTE = 256
 
 
 @dataclass(frozen=True)
@@ -36,26 +41,76 @@ class SampleRange:
         return np.uint8 if self.bits == MIN_BITS else np.uint16
 
     def to_bytes(self) -> bytes:
-        return _FORMAT.pack(self.offset, self.shift, self.bits, self.context_shift)
+        return bytes([RANGE]) + _RANGE.pack(self.offset, self.shift, self.bits, self.context_shift)
 
-    @classmethod
-    def from_bytes(cls, data: bytes) -> SampleRange:
-        """ValueError for bytes that no encoder writes."""
-        if len(data) != SIZE:
-            raise ValueError("sample range: wrong size")
-        r = cls(*_FORMAT.unpack(data))
+    def forward(self, planes: np.ndarray) -> np.ndarray:
+        """16-bit planes -> the planes the tools code, of dtype self.dtype."""
+        return ((planes - np.uint16(self.offset)) >> np.uint16(self.shift)).astype(self.dtype)
+
+    def inverse(self, coded: np.ndarray) -> np.ndarray:
+        """Inverse of forward: uint16 planes; ValueError where a decoded sample leaves 0..65535
+        (a corrupt file: no encoder writes such a range)."""
+        wide = (coded.astype(np.uint32) << np.uint32(self.shift)) + np.uint32(self.offset)
+        if coded.size and int(wide.max()) > 0xFFFF:
+            raise ValueError("decoded sample outside 0..65535: corrupt")
+        return wide.astype(np.uint16)
+
+
+@dataclass(frozen=True)
+class Palette:
+    values: tuple[np.ndarray, ...]  # per plane, the values it uses, increasing (uint16)
+    bits = MIN_BITS
+    context_shift = 0
+    dtype = np.uint8
+
+    def to_bytes(self) -> bytes:
+        return bytes([PALETTE]) + b"".join(struct.pack("<H", len(v)) + v.astype("<u2").tobytes() for v in self.values)
+
+    def forward(self, planes: np.ndarray) -> np.ndarray:
+        return np.stack([np.searchsorted(v, p).astype(np.uint8) for v, p in zip(self.values, planes)])
+
+    def inverse(self, coded: np.ndarray) -> np.ndarray:
+        """ValueError for an index past its plane's palette (a corrupt file)."""
+        if any(len(v) <= int(c.max(initial=0)) for v, c in zip(self.values, coded)):
+            raise ValueError("palette index out of range: corrupt")
+        return np.stack([v[c] for v, c in zip(self.values, coded)])
+
+
+SampleTransform = Union[SampleRange, Palette]
+
+
+def from_bytes(data: bytes, channels: int) -> tuple[SampleTransform, int]:
+    """The transform at the start of `data` for `channels` planes, and its size in bytes;
+    ValueError for bytes that no encoder writes."""
+    if not data:
+        raise ValueError("sample transform missing")
+    if data[0] == RANGE:
+        if len(data) < 1 + _RANGE.size:
+            raise ValueError("sample range cut short")
+        r = SampleRange(*_RANGE.unpack(data[1 : 1 + _RANGE.size]))
         if not (r.shift < 16 and MIN_BITS <= r.bits <= MAX_BITS and 0 <= r.context_shift <= r.bits - MIN_BITS):
             raise ValueError(f"sample range out of bounds: {r}")
-        return r
+        return r, 1 + _RANGE.size
+    if data[0] == PALETTE:
+        values, at = [], 1
+        for _ in range(channels):
+            (count,) = struct.unpack("<H", data[at : at + 2]) if len(data) >= at + 2 else (0,)
+            v = np.frombuffer(data[at + 2 : at + 2 + 2 * count], "<u2").astype(np.uint16)
+            if not 1 <= count <= MAX_PALETTE or len(v) != count or (np.diff(v.astype(np.int32)) <= 0).any():
+                raise ValueError("palette: wrong size or values not increasing")
+            values.append(v)
+            at += 2 + 2 * count
+        return Palette(tuple(values)), at
+    raise ValueError(f"unknown sample transform {data[0]}")
 
 
-def measure(planes: np.ndarray) -> SampleRange:
+def measure_range(planes: np.ndarray) -> SampleRange:
     """The sample range of 16-bit planes (C, H, W): the smallest value, the low bits that are
     zero in every sample above it, the bits what is left needs, and the context shift."""
     offset = int(planes.min())
     spread = int(planes.max()) - offset
-    steps = np.bitwise_or.reduce((planes - np.uint16(offset)).ravel()) if spread else 0
-    shift = (int(steps) & -int(steps)).bit_length() - 1 if steps else 0
+    steps = int(np.bitwise_or.reduce((planes - np.uint16(offset)).ravel())) if spread else 0
+    shift = (steps & -steps).bit_length() - 1 if steps else 0
     bits = max(MIN_BITS, (spread >> shift).bit_length())
     context_shift = 0
     if bits > MIN_BITS:
@@ -65,15 +120,11 @@ def measure(planes: np.ndarray) -> SampleRange:
     return SampleRange(offset, shift, bits, context_shift)
 
 
-def forward(planes: np.ndarray, r: SampleRange) -> np.ndarray:
-    """16-bit planes -> the planes the tools code, of dtype r.dtype."""
-    return ((planes - np.uint16(r.offset)) >> np.uint16(r.shift)).astype(r.dtype)
-
-
-def inverse(coded: np.ndarray, r: SampleRange) -> np.ndarray:
-    """Inverse of forward: uint16 planes; ValueError where a decoded sample leaves 0..65535
-    (a corrupt file: no encoder writes such a range)."""
-    wide = (coded.astype(np.uint32) << np.uint32(r.shift)) + np.uint32(r.offset)
-    if coded.size and int(wide.max()) > 0xFFFF:
-        raise ValueError("decoded sample outside 0..65535: corrupt")
-    return wide.astype(np.uint16)
+def candidates(planes: np.ndarray) -> list[SampleTransform]:
+    """The transforms worth trying on 16-bit planes (C, H, W): the sample range, and a palette
+    where the range leaves more than 8 bits and no plane uses more than 256 values."""
+    r = measure_range(planes)
+    if r.bits == MIN_BITS:
+        return [r]
+    used = [np.flatnonzero(np.bincount(p.ravel(), minlength=1 << 16)).astype(np.uint16) for p in planes]
+    return [r, Palette(tuple(used))] if all(len(u) <= MAX_PALETTE for u in used) else [r]
