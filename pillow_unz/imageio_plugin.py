@@ -1,15 +1,51 @@
-"""imageio's plugin for .unz files: imageio's Pillow plugin, except that `index=None` reads every
-frame of a multi-frame file and stacks them (as that plugin does for GIF), so that
-`imageio.v3.imread(path)` gives a stack for a stack and an image for an image. Imported by
-imageio only, when it opens a .unz file (UnzImagePlugin registers it)."""
+"""imageio's plugin for .unz files: imageio's Pillow plugin, except that
+- `index=None` reads every frame of a multi-frame file and stacks them (as that plugin does for
+  GIF), so that `imageio.v3.imread(path)` gives a stack for a stack and an image for an image;
+- samples come back as stored, 16-bit colour too (Pillow has no mode for it), unless a mode
+  conversion, rotation or gamma is asked for;
+- uint16 arrays are written as 16-bit images of any channel count (Pillow's fromarray takes
+  16-bit gray only).
+Imported by imageio only, when it opens a .unz file (UnzImagePlugin registers it)."""
 from __future__ import annotations
 
 import numpy as np
+from imageio.core.request import URI_BYTES
 from imageio.plugins.pillow import PillowPlugin
+
+from . import api
+
+_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+
+
+def _frame(image: np.ndarray) -> tuple[np.ndarray, str]:
+    """An image (H, W) or (H, W, C) as api.compress takes it."""
+    if image.ndim == 2:
+        return image, "L"
+    if image.ndim != 3 or image.shape[-1] not in _MODES:
+        raise ValueError(f"cannot write an image of shape {image.shape} as .unz: (H, W) or (H, W, 1 to 4)")
+    return (image[..., 0], "L") if image.shape[-1] == 1 else (image, _MODES[image.shape[-1]])
 
 
 class UnzPlugin(PillowPlugin):
     def read(self, *, index: int | None = None, **kwargs) -> np.ndarray:
-        if index is None and getattr(self._image, "n_frames", 1) > 1:
+        frames = getattr(self._image, "n_frames", 1)
+        if index is None and frames > 1:
             index = ...
-        return super().read(index=index, **kwargs)
+        if self._image.format != "UNZ" or any(kwargs.get(k) for k in ("mode", "pilmode", "rotate", "exifrotate", "apply_gamma")):
+            return super().read(index=index, **kwargs)
+        if index is None or isinstance(index, int):
+            if not -frames <= (index or 0) < frames:
+                raise IndexError(f"frame {index} of a file of {frames}")
+            return self._image._decode((index or 0) % frames)
+        return np.stack([self._image._decode(i) for i in range(frames)])
+
+    def write(self, ndimage, *, mode: str | None = None, is_batch: bool | None = None, **kwargs) -> bytes | None:
+        array = np.stack(ndimage) if isinstance(ndimage, list) else np.asarray(ndimage)
+        if array.dtype != np.uint16 or mode is not None:
+            return super().write(ndimage, mode=mode, is_batch=is_batch, **kwargs)
+        if is_batch is None:
+            is_batch = isinstance(ndimage, list) or array.ndim == 4 or (array.ndim == 3 and array.shape[-1] not in (2, 3, 4))
+        frames = [_frame(image) for image in (array if is_batch else array[None])]
+        data = api.compress_frames(frames, threads=kwargs.get("threads"))
+        self._request.get_file().write(data)
+        return data if self._request._uri_type == URI_BYTES else None

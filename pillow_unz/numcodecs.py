@@ -1,5 +1,5 @@
 """A numcodecs codec for zarr: `pillow_unz.numcodecs.Unz` (codec id `pillow_unz`, registered
-through the `numcodecs.codecs` entry point), lossless coding of uint8 image chunks.
+through the `numcodecs.codecs` entry point), lossless coding of uint8 and uint16 image chunks.
 
     import zarr
     from pillow_unz.numcodecs import Unz
@@ -45,8 +45,8 @@ class Unz(Codec):
 
     def encode(self, buf) -> bytes:
         chunk = ensure_ndarray(buf)
-        if chunk.dtype != np.uint8:
-            raise ValueError(f"pillow_unz codes uint8 chunks, not {chunk.dtype}")
+        if chunk.dtype not in (np.uint8, np.uint16):
+            raise ValueError(f"pillow_unz codes uint8 and uint16 chunks, not {chunk.dtype}")
         layout = self.layout or _layout_of(chunk.shape)
         if chunk.ndim != len(layout):
             raise ValueError(f"a {chunk.ndim}-D chunk does not fit layout {layout}")

@@ -1,5 +1,5 @@
-"""The numcodecs codec: zarr arrays of uint8 images, written and read back bit-exactly, also by
-a dask.distributed cluster of two worker processes."""
+"""The numcodecs codec: zarr arrays of uint8 and uint16 images, written and read back
+bit-exactly, also by a dask.distributed cluster of two worker processes."""
 from __future__ import annotations
 
 import numpy as np
@@ -34,8 +34,9 @@ def test_codec_round_trips_every_layout(photo: np.ndarray) -> None:
 
 
 def test_codec_refuses_what_it_cannot_code(photo: np.ndarray) -> None:
-    with pytest.raises(ValueError, match="uint8"):
-        Unz().encode(photo.astype(np.uint16))
+    for dtype in (np.int16, np.float32, np.uint32):
+        with pytest.raises(ValueError, match="uint8 and uint16"):
+            Unz().encode(photo.astype(dtype))
     with pytest.raises(ValueError, match="layout"):
         Unz(layout="CHW")
     with pytest.raises(ValueError, match="does not fit"):
@@ -54,6 +55,18 @@ def test_zarr_array_round_trip(photo: np.ndarray, tmp_path) -> None:
     back = zarr.open_array(str(tmp_path / "a.zarr"), mode="r")
     assert isinstance(back.metadata.compressor, Unz)
     assert np.array_equal(back[:], stack)
+
+
+def test_zarr_array_of_16_bit_images(photo: np.ndarray, tmp_path) -> None:
+    """A stack of 12-bit gray slices and one of 16-bit colour images, chunked across both."""
+    rng = np.random.default_rng(5)
+    slices = (np.stack([photo[..., i % 3] for i in range(3)]).astype(np.uint16) << 4) | rng.integers(0, 16, (3, 96, 128), np.uint16)
+    colour = np.stack([photo] * 2).astype(np.uint16) * 256 + rng.integers(0, 256, (2, 96, 128, 3), np.uint16)
+    for stack, chunks in ((slices, (2, 64, 64)), (colour, (1, 64, 64, 3))):
+        path = str(tmp_path / f"w{stack.ndim}.zarr")
+        z = zarr.create_array(path, shape=stack.shape, chunks=chunks, dtype="uint16", zarr_format=2, compressors=Unz())
+        z[:] = stack
+        assert np.array_equal(zarr.open_array(path, mode="r")[:], stack)
 
 
 def test_dask_distributed_cluster_writes_and_reads(photo: np.ndarray, tmp_path) -> None:
