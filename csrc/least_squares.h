@@ -43,13 +43,16 @@ class OnlineLeastSquares {
     return sum;
   }
 
-  void update(const int32_t* x, int32_t target) {
+  // The sample counts 2**-down_weight times as much as others (0: fully).
+  void update(const int32_t* x, int32_t target, int down_weight = 0) {
+    const int bits = kStatBits - down_weight;
+    const auto scaled = [bits](int64_t v) { return bits >= 0 ? v * (int64_t{1} << bits) : floor_shift(v, -bits); };
     for (int i = 0; i < n_; ++i) {
       for (int j = i; j < n_; ++j) {
-        const int64_t v = cov_[i][j] + towards(int64_t{x[i]} * x[j] * (1 << kStatBits) - cov_[i][j]);
+        const int64_t v = cov_[i][j] + towards(scaled(int64_t{x[i]} * x[j]) - cov_[i][j]);
         cov_[i][j] = cov_[j][i] = v;
       }
-      cross_[i] += towards(int64_t{x[i]} * target * (1 << kStatBits) - cross_[i]);
+      cross_[i] += towards(scaled(int64_t{x[i]} * target) - cross_[i]);
     }
   }
 

@@ -108,7 +108,7 @@ class ClassicalPredictor {
   // by as much as the image's variations exceed those of an 8-bit photograph.
   ClassicalPredictor(const Sample* planes, size_t plane_stride, int C, int W, int bits = 8, int input_shift = 0)
       : planes_(planes), W_(W), plane_(plane_stride), max8_(8 * ((1 << bits) - 1)), origin_(1 << (bits - 1)),
-        error_shift_(std::max(0, bits - kWideErrorBits)), input_shift_(input_shift),
+        error_shift_(std::max(0, bits - kWideErrorBits)), input_shift_(input_shift), robust_(bits > 8),
         inverse_squares_(bits > 8 ? inverse_squares<kWideErrorBits, 40>().data() : inverse_squares<8, 30>().data()),
         sub_err_(static_cast<size_t>(C) * kNumPredictors, W), blend_err_(C, W) {
     for (int c = 0; c < C; ++c) {
@@ -159,6 +159,7 @@ class ClassicalPredictor {
       inputs_[n_inputs++] = y > 0 && x > 0 ? fit_value(v - reference(at - W_ - 1)) : 0;
     }
     const int64_t fitted = neighbours_[c].predict(inputs_.data()) * (int64_t{1} << input_shift_);
+    fitted_ = fitted;
     constexpr int kBits = OnlineLeastSquares<kMaxInputs>::kWeightBits;
 
     const auto clamp = [&](int64_t v) { return clamp_pred(v, max8_); };
@@ -235,7 +236,17 @@ class ClassicalPredictor {
     }
     const int32_t residual = 8 * v - blend_;
     blend_err_.row(c, y)[x] = residual;
-    neighbours_[c].update(inputs_.data(), fit_value(v - base_ / 8 - centre_));  // the sample's difference, relative to W
+    const int64_t target = v - base_ / 8 - centre_;  // the sample's difference, relative to W
+    int down_weight = 0;
+    if (robust_) {  // samples the fit missed by far more than it usually does count less (steps, edges)
+      constexpr int kBits = OnlineLeastSquares<kMaxInputs>::kWeightBits;
+      const int64_t miss = std::abs((target << kBits) - fitted_) >> (kBits - 4);  // in 1/16
+      int64_t& usual = fit_miss_[c];
+      while (down_weight < 24 && miss > (2 * usual + 32) << down_weight) ++down_weight;
+      down_weight *= 2;  // as the squares of the miss: the statistics are of squares
+      usual += floor_shift(miss - usual, 5);
+    }
+    neighbours_[c].update(inputs_.data(), fit_value(target), down_weight);
     if (c > 0) residual_fit_[c].update(residual_inputs_.data(), fit_value(residual));
     blend_residual_[c] = residual;
   }
@@ -250,6 +261,7 @@ class ClassicalPredictor {
   size_t plane_;
   int max8_, origin_;  // the largest prediction (eighths); a first sample's
   int error_shift_, input_shift_;  // of the blend's error sums, and of the least-squares inputs
+  bool robust_;  // down-weight the least-squares fit's big misses (samples of more than 8 bits)
   const uint64_t* inverse_squares_;
   RollingRows sub_err_;    // |error| of each predictor
   RollingRows blend_err_;  // signed error of the blend
@@ -263,6 +275,8 @@ class ClassicalPredictor {
   std::array<int32_t, kMaxChannels> blend_residual_{};
   int base_ = 0, centre_ = 0;
   int32_t blend_ = 0, correction_ = 0, spread_ = 0;
+  int64_t fitted_ = 0;  // the least-squares prediction, in 2**-kWeightBits
+  std::array<int64_t, kMaxChannels> fit_miss_{};  // its usual miss per channel, in 1/16
 };
 
 }  // namespace unz
