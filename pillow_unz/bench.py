@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from . import api, codec
+from . import api, codec, png16
 from .pixelmodel import coding_order
 
 
@@ -59,41 +59,28 @@ def _pillow_codec(name: str, fmt: str, wide: bool = False, **options) -> Codec:
 
 
 def read_image(path: Path) -> tuple[np.ndarray, str]:
-    """A PNG file's pixels and mode, 16-bit samples kept: Pillow reads 16-bit gray as I;16 but
-    16-bit colour as 8-bit, so that imagecodecs (the `bench` extra) reads those."""
-    with open(path, "rb") as f:
-        head = f.read(26)
+    """A PNG file's pixels and mode, 16-bit samples kept (png16: Pillow reads 16-bit colour as
+    8-bit)."""
+    if png16.bit_depth(path) == 16:
+        return png16.read(path)[:2]
     with Image.open(path) as img:
         img.load()
-        if img.mode == "I;16" or head[24] != 16:  # IHDR's bit depth
-            return np.asarray(img), img.mode
-        mode = f"{img.mode};16"
-    import imagecodecs
-
-    return imagecodecs.png_decode(path.read_bytes()), mode
+        return np.asarray(img), img.mode
 
 
 _WIDE_COLOUR = ("LA;16", "RGB;16", "RGBA;16")
 
 
 def _png_codec() -> Codec:
-    """PNG at zlib's strongest: Pillow's optimize, and imagecodecs (the `bench` extra) for
-    16-bit colour, which Pillow does not write."""
+    """PNG at zlib's strongest: Pillow's optimize, and png16 for 16-bit colour, which Pillow
+    does not write."""
     pillow = _pillow_codec("PNG (optimize)", "PNG", optimize=True)
 
     def encode(pixels: np.ndarray, mode: str) -> bytes:
-        if mode in _WIDE_COLOUR:
-            import imagecodecs
-
-            return imagecodecs.png_encode(pixels, level=9)
-        return pillow.encode(pixels, mode)
+        return png16.encode(pixels) if mode in _WIDE_COLOUR else pillow.encode(pixels, mode)
 
     def decode(data: bytes, mode: str) -> np.ndarray:
-        if mode in _WIDE_COLOUR:
-            import imagecodecs
-
-            return imagecodecs.png_decode(data)
-        return pillow.decode(data, mode)
+        return png16.decode(data)[0] if mode in _WIDE_COLOUR else pillow.decode(data, mode)
 
     return Codec(pillow.name, encode, decode)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageSequence
 
-from . import UnzImagePlugin, _coder, adapter, codec, format as fmt, tools  # (importing the plugin registers .unz)
+from . import UnzImagePlugin, _coder, adapter, api, codec, format as fmt, png16, samples, tools  # (importing the plugin registers .unz)
 from .weights import load_models
 
 
@@ -18,8 +18,13 @@ class CliError(Exception):
     """A failure the user can act on: printed as `unz: error: ...`, exit status 1."""
 
 
+def _channels(mode: str) -> int:
+    """Samples per pixel of a stored mode (RGB;16 ...) or a Pillow mode (I;16 ...)."""
+    return sum(fmt.GROUPS[mode]) if mode in fmt.GROUPS else len(Image.getmodebands(mode))
+
+
 def _bpsp(size_bytes: int, width: int, height: int, mode: str) -> float:
-    return 8 * size_bytes / (width * height * len(mode))
+    return 8 * size_bytes / (width * height * _channels(mode))
 
 
 def _check_target(path: Path, force: bool) -> None:
@@ -54,13 +59,21 @@ def _for_each(items: list, work, desc: str) -> int:
     return 1 if failures else 0
 
 
+def _threads() -> int | None:
+    return UnzImagePlugin._defaults.get("threads")
+
+
 def cmd_compress(args: argparse.Namespace) -> int:
     def compress(src: Path, dst: Path) -> None:
         _check_target(dst, args.force)
-        with Image.open(src) as img:
-            img.save(dst, format="UNZ", save_all=True)  # every page or frame of the input
+        if png16.bit_depth(src) == 16:  # (Pillow reads 16-bit colour PNG as 8-bit)
+            pixels, mode, metadata = png16.read(src)
+            dst.write_bytes(api.compress(pixels, mode, **metadata, threads=_threads()))
+        else:
+            with Image.open(src) as img:
+                img.save(dst, format="UNZ", save_all=True)  # every page or frame of the input
         with Image.open(dst) as coded:
-            subpixels = sum(f.width * f.height * len(f.mode) for f in ImageSequence.Iterator(coded))
+            subpixels = sum(f.width * f.height * _channels(f.mode) for f in ImageSequence.Iterator(coded))
             frames = f", {coded.n_frames} frames" if coded.n_frames > 1 else ""
         size = dst.stat().st_size
         print(f"{src} -> {dst}: {size} bytes{frames}, {8 * size / subpixels:.3f} bits/subpixel")
@@ -72,6 +85,16 @@ def cmd_compress(args: argparse.Namespace) -> int:
 def cmd_decompress(args: argparse.Namespace) -> int:
     def decompress(src: Path, dst: Path) -> None:
         _check_target(dst, args.force)
+        with open(src, "rb") as f:
+            frames = fmt.index_frames(f, fmt.read_header(f)[0])
+        if any(header.mode in png16.MODES.values() and header.mode != "I;16" for header, _ in frames):
+            # Pillow has no 16-bit colour modes: such files become 16-bit PNG files here
+            if dst.suffix.lower() != ".png" or len(frames) > 1:
+                raise CliError("it holds 16-bit colour samples, which this writes to one .png file (one frame) only")
+            decoded = api.decompress(src.read_bytes(), threads=_threads())
+            dst.write_bytes(png16.encode(decoded.pixels, **decoded.info))
+            print(f"{src} -> {dst}")
+            return
         with Image.open(src, formats=["UNZ"]) as img:
             img.load()
             fmt_name = Image.registered_extensions().get(dst.suffix.lower())
@@ -89,6 +112,14 @@ def _band_tools(pixels: bytes, height: int) -> str:
     counts = Counter(tools.NAMES.get(s[0], f"tool {s[0]}") if s else "empty"
                      for s in codec.split_streams(pixels, _coder.num_bands(height)))
     return "bands: " + ", ".join(f"{n} {name}" for name, n in counts.items())
+
+
+def _sample_transform(t: samples.SampleTransform | None) -> str:
+    if isinstance(t, samples.Palette):
+        return f", palette of {'/'.join(str(len(v)) for v in t.values)} values"
+    if t is not None:
+        return f", samples (x - {t.offset}) >> {t.shift} in {t.bits} bits, context shift {t.context_shift}"
+    return ""
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -109,11 +140,11 @@ def cmd_info(args: argparse.Namespace) -> int:
                 print(f"    planes {i}: " + (", ".join(f"{a.name} rank {a.rank}" for a in layers) or "not adapted"))
         for i, g in enumerate(unz.groups):
             print(f"  planes {i}: z {'x'.join(map(str, g.latent_shape))} in {len(g.latent)} bytes, pixels {len(g.pixels)} bytes"
-                  f" ({_band_tools(g.pixels, h.height)})")
+                  f" ({_band_tools(g.pixels, h.height)}){_sample_transform(g.samples)}")
         for i, frame in enumerate(unz.frames, 1):
             fh = frame.header
             print(f"  frame {i}: {fh.width}x{fh.height} {fh.mode}, {sum(g.size for g in frame.groups)} coded bytes")
-        subpixels = sum(f.width * f.height * len(f.mode) for f in [h, *(frame.header for frame in unz.frames)])
+        subpixels = sum(f.width * f.height * _channels(f.mode) for f in [h, *(frame.header for frame in unz.frames)])
         print(f"  {total} bytes, {8 * total / subpixels:.3f} bits/subpixel")
 
     return _for_each([(name,) for name in args.inputs], info, "info")
@@ -124,6 +155,8 @@ def cmd_roundtrip(args: argparse.Namespace) -> int:
     import io
 
     def roundtrip(name: str) -> None:
+        if png16.bit_depth(name) == 16:
+            return roundtrip_16(name)
         with Image.open(name) as img:
             img.load()
         buf = io.BytesIO()
@@ -143,6 +176,20 @@ def cmd_roundtrip(args: argparse.Namespace) -> int:
             f"{_bpsp(size, img.width, img.height, reference.mode):.3f} bits/subpixel, "
             f"encode {t1 - t0:.2f} s, decode {t2 - t1:.2f} s: {'identical' if same else 'DIFFERENT'}"
         )
+        if not same:
+            raise CliError("decoded pixels differ")
+
+    def roundtrip_16(name: str) -> None:
+        pixels, mode, _ = png16.read(name)
+        t0 = time.perf_counter()
+        data = api.compress(pixels, mode, threads=_threads())
+        t1 = time.perf_counter()
+        same = np.array_equal(api.decompress(data, threads=_threads()).pixels, pixels)
+        t2 = time.perf_counter()
+        height, width = pixels.shape[:2]
+        print(f"{name}: {width}x{height} {mode}, {Path(name).stat().st_size} bytes as PNG -> {len(data)} bytes as .unz, "
+              f"{8 * len(data) / pixels.size:.3f} bits/subpixel, encode {t1 - t0:.2f} s, decode {t2 - t1:.2f} s: "
+              f"{'identical' if same else 'DIFFERENT'}")
         if not same:
             raise CliError("decoded pixels differ")
 

@@ -228,3 +228,37 @@ def test_load_truncated_16_bit(gray12: np.ndarray) -> None:
         ImageFile.LOAD_TRUNCATED_IMAGES = False
     first = _coder.band_start(300, 1)
     assert got.shape == gray12.shape and np.array_equal(got[:first], gray12[:first])
+
+
+def test_png16_reads_and_writes_every_colour_type(sample: Image.Image) -> None:
+    from pillow_unz import png16
+
+    rgba = np.dstack([widen(sample.crop((0, 0, 40, 30)), 16), np.arange(1200, dtype=np.uint16).reshape(30, 40) * 50])
+    for pixels in (rgba[..., 0], rgba[..., :2], rgba[..., :3], rgba):
+        data = png16.encode(pixels, icc_profile=b"profile", exif=b"Exif\0\0MM\0*")
+        back, mode, metadata = png16.decode(data)
+        assert np.array_equal(back, pixels) and mode == png16.MODES[1 if pixels.ndim == 2 else pixels.shape[2]]
+        assert metadata == {"icc_profile": b"profile", "exif": b"Exif\0\0MM\0*"}
+    with Image.open(io.BytesIO(png16.encode(rgba[..., 0]))) as img:  # Pillow reads what it writes
+        assert img.mode == "I;16" and np.array_equal(np.asarray(img), rgba[..., 0])
+    with pytest.raises(ValueError, match="16-bit"):
+        buf = io.BytesIO()
+        sample.save(buf, format="PNG")
+        png16.decode(buf.getvalue())
+
+
+def test_command_line_keeps_16_bit_colour(sample: Image.Image, tmp_path, capsys) -> None:
+    from pillow_unz import cli, png16
+
+    pixels = widen(sample.crop((0, 0, 64, 48)), 16)
+    src = tmp_path / "scan.png"
+    src.write_bytes(png16.encode(pixels))
+    assert cli.main(["compress", str(src)]) == 0
+    assert "bits/subpixel" in capsys.readouterr().out
+    assert cli.main(["decompress", str(tmp_path / "scan.unz"), "-o", str(tmp_path / "back.png")]) == 0
+    assert np.array_equal(png16.read(tmp_path / "back.png")[0], pixels)
+    assert cli.main(["decompress", str(tmp_path / "scan.unz"), "-o", str(tmp_path / "back.tif")]) == 1
+    assert "16-bit colour" in capsys.readouterr().err
+    assert cli.main(["roundtrip", str(src)]) == 0
+    assert "RGB;16" in capsys.readouterr().out and cli.main(["info", str(tmp_path / "scan.unz")]) == 0
+    assert "in 16 bits" in capsys.readouterr().out
