@@ -89,6 +89,11 @@ def write() -> None:
     frames = [(np.asarray(img), img.mode) for img in list(_images().values())[:4]]
     files["frames"] = api.compress_frames(frames)
     files["adapter"] = _adapted(np.asarray(photo))
+    wide = np.asarray(photo).astype(np.uint16)
+    files["wide-rgb-14bit"] = api.compress((wide << 6) | (wide[::-1] & 63), "RGB")
+    files["wide-i16-offset"] = api.compress(wide[..., 1] * 3 + 20000, "I;16")
+    files["wide-rgba-palette"] = api.compress(np.dstack([wide * 257, np.full(wide.shape[:2], 65535, np.uint16)]) // 4096 * 4097, "RGBA")
+    files["wide-frames"] = api.compress_frames([(wide << 8, "RGB"), (np.asarray(photo.convert("L")), "L")])
 
     parts = seeds["decode_parts"]
     models = load_models()
@@ -110,6 +115,12 @@ def write() -> None:
     coded = codec.encode_planes(models.for_channels(3), np.asarray(photo).transpose(2, 0, 1))
     streams = codec.split_streams(coded.pixels, 1)
     parts["planes"] = bytes(Pack().call(targets._planes, 3, h, w).number(len(coded.latent), 0).raw(coded.latent).streams(streams).out)
+    bits, context_shift = 13, 2
+    wide = (planes.astype(np.uint16) << 5) | (planes[::-1].astype(np.uint16) & 31)
+    wide_params = Pack().number(bits, 9).number(context_shift, 0).raw(bytes(params.size) + (table % 80).astype(np.uint8).tobytes())
+    wide_streams = _coder.encode_pixels(wide, params, table % 80, 1, 0, -1, bits, context_shift)
+    parts["wide"] = bytes(Pack().call(targets._decode_wide, c, h, w).raw(bytes(wide_params.out)).streams(wide_streams).out)
+    parts["wide-round-trip"] = bytes(Pack().call(targets._round_trip_wide, c, h, w).raw(bytes(wide_params.out)).raw((wide << 3).tobytes()).out)
 
     for folder, named in seeds.items():
         for name, data in named.items():

@@ -157,7 +157,33 @@ def _planes(case: Case, channels: int, height: int, width: int, threads: int) ->
         codec.decode_planes(model, coded, height, width)
 
 
-_OPS = [_decode_photo, _decode_screen, _round_trip, _unfilter, _tables, _adapters, _planes]
+def _wide(case: Case, channels: int, height: int, width: int) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """Bits, context shift, parameter planes and scale table of the wide photo tool."""
+    bits = case.number(9, 16)
+    context_shift = case.number(0, bits - 8)
+    params = case.array((_coder.num_param_planes(channels), height, width), np.int8).astype(np.int32)
+    table = case.array((channels, 16, 4, 6), np.uint8).astype(np.int32) % 80
+    return bits, context_shift, params, table
+
+
+def _decode_wide(case: Case, channels: int, height: int, width: int, threads: int) -> None:
+    bits, context_shift, params, table = _wide(case, channels, height, width)
+    out = np.zeros((channels, height, width), np.uint16)
+    _coder.decode_pixels(case.streams(_coder.num_bands(height)), params, table, threads, out, 0, bits, context_shift)
+
+
+def _round_trip_wide(case: Case, channels: int, height: int, width: int, threads: int) -> None:
+    """Samples of 9 to 16 bits from the bytes, through the wide photo tool: exactly back."""
+    bits, context_shift, params, table = _wide(case, channels, height, width)
+    planes = case.array((channels, height, width), np.uint16) >> np.uint16(16 - bits)
+    out = np.zeros_like(planes)
+    streams = _coder.encode_pixels(planes, params, table, threads, 0, -1, bits, context_shift)
+    _coder.decode_pixels(streams, params, table, threads, out, 0, bits, context_shift)
+    assert np.array_equal(out, planes), "wide photo model did not round-trip"
+
+
+# (new operations go last: the seeds name theirs by index)
+_OPS = [_decode_photo, _decode_screen, _round_trip, _unfilter, _tables, _adapters, _planes, _decode_wide, _round_trip_wide]
 
 
 def decode_parts(data: bytes) -> None:
