@@ -240,7 +240,7 @@ class ClassicalPredictor {
     int down_weight = 0;
     if (robust_) {  // samples the fit missed by far more than it usually does count less (steps, edges)
       constexpr int kBits = OnlineLeastSquares<kMaxInputs>::kWeightBits;
-      const int64_t miss = std::abs((target << kBits) - fitted_) >> (kBits - 4);  // in 1/16
+      const int64_t miss = std::abs(target * (int64_t{1} << kBits) - fitted_) >> (kBits - 4);  // in 1/16
       int64_t& usual = fit_miss_[c];
       while (down_weight < 24 && miss > (2 * usual + 32) << down_weight) ++down_weight;
       down_weight *= 2;  // as the squares of the miss: the statistics are of squares
