@@ -44,16 +44,20 @@ class SampleRange:
         return bytes([RANGE]) + _RANGE.pack(self.offset, self.shift, self.bits, self.context_shift)
 
     def forward(self, planes: np.ndarray) -> np.ndarray:
-        """16-bit planes -> the planes the tools code, of dtype self.dtype."""
-        return ((planes - np.uint16(self.offset)) >> np.uint16(self.shift)).astype(self.dtype)
+        """16-bit planes -> the planes the tools code, of dtype self.dtype (one new array)."""
+        coded = planes - np.uint16(self.offset)
+        coded >>= np.uint16(self.shift)
+        return coded.astype(self.dtype, copy=False)
 
     def inverse(self, coded: np.ndarray) -> np.ndarray:
-        """Inverse of forward: uint16 planes; ValueError where a decoded sample leaves 0..65535
-        (a corrupt file: no encoder writes such a range)."""
-        wide = (coded.astype(np.uint32) << np.uint32(self.shift)) + np.uint32(self.offset)
-        if coded.size and int(wide.max()) > 0xFFFF:
+        """Inverse of forward: uint16 planes (in place where coded is uint16); ValueError where
+        a decoded sample leaves 0..65535 (a corrupt file: no encoder writes such a range)."""
+        if coded.size and (int(coded.max()) << self.shift) + self.offset > 0xFFFF:
             raise ValueError("decoded sample outside 0..65535: corrupt")
-        return wide.astype(np.uint16)
+        wide = coded.astype(np.uint16, copy=False)
+        wide <<= np.uint16(self.shift)
+        wide += np.uint16(self.offset)
+        return wide
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,10 @@ def measure_range(planes: np.ndarray) -> SampleRange:
     zero in every sample above it, the bits what is left needs, and the context shift."""
     offset = int(planes.min())
     spread = int(planes.max()) - offset
-    steps = int(np.bitwise_or.reduce((planes - np.uint16(offset)).ravel())) if spread else 0
+    # the low bits that every sample shares with the offset: those of no difference from it
+    rows = range(0, planes.shape[1], 256)  # (a band at a time: no full-size temporary)
+    steps = np.bitwise_or.reduce([np.bitwise_or.reduce((planes[:, r : r + 256] ^ np.uint16(offset)).ravel()) for r in rows])
+    steps = int(steps)
     shift = (steps & -steps).bit_length() - 1 if steps else 0
     bits = max(MIN_BITS, (spread >> shift).bit_length())
     context_shift = 0
