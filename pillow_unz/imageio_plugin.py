@@ -4,15 +4,17 @@
 - samples come back as stored, 16-bit colour too (Pillow has no mode for it), unless a mode
   conversion, rotation or gamma is asked for;
 - uint16 arrays are written as 16-bit images of any channel count (Pillow's fromarray takes
-  16-bit gray only).
+  16-bit gray only);
+- its properties describe what read() gives.
 Imported by imageio only, when it opens a .unz file (UnzImagePlugin registers it)."""
 from __future__ import annotations
 
 import numpy as np
 from imageio.core.request import URI_BYTES
+from imageio.core.v3_plugin_api import ImageProperties
 from imageio.plugins.pillow import PillowPlugin
 
-from . import api
+from . import api, format as fmt
 
 _MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 
@@ -38,6 +40,21 @@ class UnzPlugin(PillowPlugin):
                 raise IndexError(f"frame {index} of a file of {frames}")
             return self._image._decode((index or 0) % frames)
         return np.stack([self._image._decode(i) for i in range(frames)])
+
+    def properties(self, index: int | None = None) -> ImageProperties:
+        """What read() gives: every frame of a multi-frame file for index=None, 16-bit samples
+        as uint16."""
+        if self._image.format != "UNZ":
+            return super().properties(index=index)
+        frames = [header for header, _ in self._image._frames]
+        if index is None:
+            index = ... if len(frames) > 1 else 0
+        header = frames[0 if index is ... else index]
+        channels = sum(fmt.GROUPS[header.mode])
+        shape = (header.height, header.width, channels) if channels > 1 else (header.height, header.width)
+        return ImageProperties(shape=(len(frames), *shape) if index is ... else shape,
+                               dtype=np.dtype(np.uint16 if header.mode in fmt.WIDE_MODES else np.uint8),
+                               n_images=len(frames) if index is ... else None, is_batch=index is ...)
 
     def write(self, ndimage, *, mode: str | None = None, is_batch: bool | None = None, **kwargs) -> bytes | None:
         array = np.stack(ndimage) if isinstance(ndimage, list) else np.asarray(ndimage)

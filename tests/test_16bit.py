@@ -135,6 +135,9 @@ def test_frames_mix_8_and_16_bits(sample: Image.Image, gray12: np.ndarray) -> No
     data = iio.imwrite("<bytes>", stack, extension=".unz")
     assert np.array_equal(iio.imread(data, extension=".unz"), stack)
     assert np.array_equal(iio.imread(data, extension=".unz", index=2), stack[2])
+    props = iio.improps(data, extension=".unz")  # what imread gives
+    assert (props.shape, props.dtype, props.n_images, props.is_batch) == (stack.shape, np.uint16, 3, True)
+    assert iio.improps(data, extension=".unz", index=1).shape == gray12.shape
 
 
 def test_imageio_16_bit_colour(sample: Image.Image, tmp_path) -> None:
