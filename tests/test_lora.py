@@ -13,7 +13,6 @@ import pytest
 import torch
 from PIL import Image
 
-import pillow_unz
 from pillow_unz import adapter, api, codec, format as fmt, tools
 from pillow_unz.weights import load_models
 
