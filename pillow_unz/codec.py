@@ -1,6 +1,7 @@
 """Coding one group of planes (the colour planes, or the alpha plane), band by band, each band
-by the tool that codes it smallest (tools.py). 16-bit planes first go through their sample
-range (samples.py), and are coded as 8-bit planes where that leaves 8 bits or fewer.
+by the tool that codes it smallest (tools.py). 16-bit planes first go through a sample
+transform (samples.py: a range or a palette), and are coded as 8-bit planes where that leaves
+8 bits or fewer.
 
 The photo tool: the network's encoder gives z; z is coded under its learned prior; the decoder
 half of the network, run exactly in float64, turns z into the per-pixel parameter planes; the C++
