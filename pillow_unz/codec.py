@@ -181,6 +181,7 @@ def _encode_coded(model: UnzNet, planes: np.ndarray, transform: SampleTransform 
         for first, count in tools.runs(bands, _threads()):  # parameter planes for a few bands at a time
             params = parameter_planes(model, z, h, w, _rows(h, first, count))
             coded = _coder.encode_pixels(planes, params, table, _threads(), first, count, r.bits, r.context_shift)
+            del params  # before the next run's are made
             for band, s in enumerate(coded, first):
                 streams[band] = bytes([tools.PHOTO]) + s
         return streams
@@ -217,6 +218,7 @@ def decode_planes(model: UnzNet, coded: CodedPlanes, height: int, width: int) ->
             params = parameter_planes(model, z, height, width, _rows(height, first, count))
             payloads = [s[1:] for s in streams[first : first + count]]
             _coder.decode_pixels(payloads, params, table, _threads(), planes, first, r.bits, r.context_shift)
+            del params  # before the next run's are made
     if coded.samples:
         planes = coded.samples.inverse(planes)
     return [planes[c] for c in np.argsort(coding_order(channels))]
