@@ -262,8 +262,9 @@ struct BandRange {
   }
 };
 
-py::array_t<uint8_t> writeable_planes(py::array& out, int max_channels) {
-  auto planes = checked<uint8_t>(out, "out", 3);
+template <class Sample = uint8_t>
+py::array_t<Sample> writeable_planes(py::array& out, int max_channels) {
+  auto planes = checked<Sample>(out, "out", 3);
   if (!planes.writeable()) throw py::value_error("out: must be writeable");
   if (planes.shape(0) < 1 || planes.shape(0) > max_channels)
     throw py::value_error("out: 1 to " + std::to_string(max_channels) + " planes");
@@ -350,8 +351,7 @@ py::list encode_pixels(const py::array& planes, const py::array& params, const p
 template <class Sample>
 void decode_pixels_of(const py::list& streams, const py::array& params, const py::array& table, int threads,
                       py::array& out, int first_band, int bits, int context_shift) {
-  auto planes = checked<Sample>(out, "out", 3);
-  if (!planes.writeable()) throw py::value_error("out: must be writeable");
+  auto planes = writeable_planes<Sample>(out, kMaxChannels);
   const PixelArgs a(params, table, static_cast<int>(planes.shape(0)));
   const int H = static_cast<int>(planes.shape(1)), count = static_cast<int>(streams.size());
   const BandRange range(H, a.W, first_band, count);

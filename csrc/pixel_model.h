@@ -115,7 +115,7 @@ template <bool Decode, class Coder, class Sample>
 void code_pixels(Coder& coder, Sample* planes, const int32_t* params, size_t plane, size_t params_plane, int C,
                  int H, int W, const int32_t* scale_table, int bits = 8, int context_shift = 0) {
   ClassicalPredictor<Sample> predictor(planes, plane, C, W, bits, context_shift);
-  const int max8 = 8 * ((1 << bits) - 1), extra_bits = context_shift;
+  const int max8 = 8 * ((1 << bits) - 1);
   const int num_scales = bits > 8 ? kNumWideScales : kNumScales;
   RollingRows err(C, W);  // |final residual| of each channel
   std::vector<int64_t> cell_sum(static_cast<size_t>(C) * kCells, 0), cell_count(static_cast<size_t>(C) * kCells, 0);
@@ -131,12 +131,12 @@ void code_pixels(Coder& coder, Sample* planes, const int32_t* params, size_t pla
         const int32_t gamma = params[static_cast<size_t>(C + c) * params_plane + at];
         const int m = clamp_pred(p.mean8 + floor_div(int64_t{gamma} * p.feedback, 8 << kBetaFracBits), max8);
 
-        const int32_t activity = err.causal_sum(c, y, x, 2, 2, 1, 1, 1, 1) >> extra_bits;
+        const int32_t activity = err.causal_sum(c, y, x, 2, 2, 1, 1, 1, 1) >> context_shift;
         const int qa = bucket(activity, kActivityEdges);
-        const int qb = c > 0 ? bucket(cross >> extra_bits, kCrossEdges) : 0;
-        const int qs = bucket(p.spread >> extra_bits, kSpreadEdges);
+        const int qb = c > 0 ? bucket(cross >> context_shift, kCrossEdges) : 0;
+        const int qs = bucket(p.spread >> context_shift, kSpreadEdges);
         const size_t cell = static_cast<size_t>(c) * kCells + (qa * kCrossBuckets + qb) * kSpreadBuckets + qs;
-        const int base_index = std::clamp(scale_table[cell], 0, kNumScales - 1) + 8 * extra_bits;
+        const int base_index = std::clamp(scale_table[cell], 0, kNumScales - 1) + 8 * context_shift;
         // (in int64: the network's offset is whatever int32 the caller gives)
         const int s = static_cast<int>(std::clamp<int64_t>(
             int64_t{base_index} + adapted_scale_step(cell_sum[cell], cell_count[cell], base_index) +

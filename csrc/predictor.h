@@ -159,8 +159,7 @@ class ClassicalPredictor {
       inputs_[n_inputs++] = y > 0 ? fit_value(v - reference(at - W_)) : 0;
       inputs_[n_inputs++] = y > 0 && x > 0 ? fit_value(v - reference(at - W_ - 1)) : 0;
     }
-    const int64_t fitted = neighbours_[c].predict(inputs_.data()) * (int64_t{1} << input_shift_);
-    fitted_ = fitted;
+    fitted_ = neighbours_[c].predict(inputs_.data()) * (int64_t{1} << input_shift_);
     constexpr int kBits = OnlineLeastSquares<kMaxInputs>::kWeightBits;
 
     const auto clamp = [&](int64_t v) { return clamp_pred(v, max8_); };
@@ -169,7 +168,7 @@ class ClassicalPredictor {
              clamp(base_ + 4 * (w_ + n_)),      clamp(base_ + 4 * (n_ + ne)),
              clamp(8 * (pn + pw - pnw)),        clamp(8 * pw),
              clamp(8 * pn),                     clamp(8 * (pw + pne - pn)),
-             clamp(base_ + 8 * w_ + floor_shift(8 * fitted + (int64_t{1} << (kBits - 1)), kBits))};
+             clamp(base_ + 8 * w_ + floor_shift(8 * fitted_ + (int64_t{1} << (kBits - 1)), kBits))};
 
     if (c == 0) here_err_.fill(0);
     int64_t num = 0, den = 0;
