@@ -61,7 +61,7 @@ class UnzImageFile(ImageFile.ImageFile):
     def _select(self, frame: int) -> None:
         header = self._frames[frame][0]
         self._frame = frame
-        self._mode = _PILLOW_MODES.get(header.mode, header.mode)
+        self._mode = PILLOW_MODES.get(header.mode, header.mode)
         self._size = (header.width, header.height)
         self.tile = []
 
@@ -106,8 +106,9 @@ class UnzImageFile(ImageFile.ImageFile):
         super().verify()
 
 
-# The Pillow mode of each stored mode that Pillow lacks: 16-bit colour, read as 8-bit.
-_PILLOW_MODES = {"LA;16": "LA", "RGB;16": "RGB", "RGBA;16": "RGBA"}
+# The stored modes Pillow has no mode for (16-bit colour), and the mode they open in, of their
+# top 8 bits.
+PILLOW_MODES = {m: m.removesuffix(";16") for m in fmt.WIDE_MODES if m != "I;16"}
 
 
 def storable(im: Image.Image) -> Image.Image:

@@ -21,7 +21,9 @@ class DecodedImage:
 
 # The mode of 16-bit samples of each mode's shape: a uint16 array of mode "L" (or "I;16") is
 # stored as I;16, of mode "RGB" (or "RGB;16") as RGB;16, and so on.
-_WIDE = {**{m: m for m in fmt.WIDE_MODES}, "L": "I;16", "LA": "LA;16", "RGB": "RGB;16", "RGBA": "RGBA;16"}
+_WIDE = {**dict(zip(fmt.MODES[:4], fmt.MODES[4:])), **{m: m for m in fmt.WIDE_MODES}}
+# The mode compress takes for an image of C channels.
+MODE_OF_CHANNELS = {sum(fmt.GROUPS[m]): m for m in fmt.MODES[:4]}
 
 
 def stored_mode(pixels: np.ndarray, mode: str) -> str:
@@ -34,6 +36,15 @@ def stored_mode(pixels: np.ndarray, mode: str) -> str:
     if mode not in _WIDE:
         raise ValueError(f"mode {mode!r} cannot be coded (supported: {', '.join(fmt.MODES)})")
     raise ValueError(f"mode {mode} needs a uint8 or uint16 array, not {pixels.dtype}")
+
+
+def as_frame(image: np.ndarray) -> tuple[np.ndarray, str]:
+    """An image (H, W) or (H, W, C), C 1 to 4, as compress takes it: (pixels, mode)."""
+    if image.ndim == 2:
+        return image, "L"
+    if image.ndim != 3 or image.shape[-1] not in MODE_OF_CHANNELS:
+        raise ValueError(f"an image of shape {image.shape} cannot be coded: (H, W), or (H, W, C) of 1 to 4 channels")
+    return (image[..., 0], "L") if image.shape[-1] == 1 else (image, MODE_OF_CHANNELS[image.shape[-1]])
 
 
 def _hashable(pixels: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from . import api, codec, png16
+from .UnzImagePlugin import PILLOW_MODES
 from .pixelmodel import coding_order
 
 
@@ -45,7 +46,7 @@ class Tally:
         }
 
 
-def _pillow_codec(name: str, fmt: str, wide: bool = False, **options) -> Codec:
+def _pillow_codec(name: str, fmt: str, **options) -> Codec:
     def encode(pixels: np.ndarray, mode: str) -> bytes:
         buf = io.BytesIO()
         (Image.fromarray(pixels) if mode == "I;16" else Image.fromarray(pixels, mode)).save(buf, format=fmt, **options)
@@ -55,7 +56,7 @@ def _pillow_codec(name: str, fmt: str, wide: bool = False, **options) -> Codec:
         # WebP has no grayscale: it stores L as RGB with equal channels, so take one back.
         return np.asarray(Image.open(io.BytesIO(data)).convert(mode))
 
-    return Codec(name, encode, decode, wide)
+    return Codec(name, encode, decode, wide=False)
 
 
 def read_image(path: Path) -> tuple[np.ndarray, str]:
@@ -68,19 +69,16 @@ def read_image(path: Path) -> tuple[np.ndarray, str]:
         return np.asarray(img), img.mode
 
 
-_WIDE_COLOUR = ("LA;16", "RGB;16", "RGBA;16")
-
-
 def _png_codec() -> Codec:
     """PNG at zlib's strongest: Pillow's optimize, and png16 for 16-bit colour, which Pillow
     does not write."""
     pillow = _pillow_codec("PNG (optimize)", "PNG", optimize=True)
 
     def encode(pixels: np.ndarray, mode: str) -> bytes:
-        return png16.encode(pixels) if mode in _WIDE_COLOUR else pillow.encode(pixels, mode)
+        return png16.encode(pixels) if mode in PILLOW_MODES else pillow.encode(pixels, mode)
 
     def decode(data: bytes, mode: str) -> np.ndarray:
-        return png16.decode(data)[0] if mode in _WIDE_COLOUR else pillow.decode(data, mode)
+        return png16.decode(data)[0] if mode in PILLOW_MODES else pillow.decode(data, mode)
 
     return Codec(pillow.name, encode, decode)
 

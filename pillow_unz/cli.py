@@ -87,7 +87,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         _check_target(dst, args.force)
         with open(src, "rb") as f:
             frames = fmt.index_frames(f, fmt.read_header(f)[0])
-        if any(header.mode in png16.MODES.values() and header.mode != "I;16" for header, _ in frames):
+        if any(header.mode in UnzImagePlugin.PILLOW_MODES for header, _ in frames):
             # Pillow has no 16-bit colour modes: such files become 16-bit PNG files here
             if dst.suffix.lower() != ".png" or len(frames) > 1:
                 raise CliError("it holds 16-bit colour samples, which this writes to one .png file (one frame) only")

@@ -16,17 +16,6 @@ from imageio.plugins.pillow import PillowPlugin
 
 from . import api, format as fmt
 
-_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
-
-
-def _frame(image: np.ndarray) -> tuple[np.ndarray, str]:
-    """An image (H, W) or (H, W, C) as api.compress takes it."""
-    if image.ndim == 2:
-        return image, "L"
-    if image.ndim != 3 or image.shape[-1] not in _MODES:
-        raise ValueError(f"cannot write an image of shape {image.shape} as .unz: (H, W) or (H, W, 1 to 4)")
-    return (image[..., 0], "L") if image.shape[-1] == 1 else (image, _MODES[image.shape[-1]])
-
 
 class UnzPlugin(PillowPlugin):
     def read(self, *, index: int | None = None, **kwargs) -> np.ndarray:
@@ -62,7 +51,7 @@ class UnzPlugin(PillowPlugin):
             return super().write(ndimage, mode=mode, is_batch=is_batch, **kwargs)
         if is_batch is None:
             is_batch = isinstance(ndimage, list) or array.ndim == 4 or (array.ndim == 3 and array.shape[-1] not in (2, 3, 4))
-        frames = [_frame(image) for image in (array if is_batch else array[None])]
+        frames = [api.as_frame(image) for image in (array if is_batch else array[None])]
         data = api.compress_frames(frames, threads=kwargs.get("threads"))
         self._request.get_file().write(data)
         return data if self._request._uri_type == URI_BYTES else None

@@ -21,14 +21,13 @@ from numcodecs.registry import register_codec
 from . import api
 
 LAYOUTS = ("HW", "HWC", "NHW", "NHWC")
-_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 
 
 def _layout_of(shape: tuple[int, ...]) -> str:
     if len(shape) == 2:
         return "HW"
     if len(shape) == 3:
-        return "HWC" if shape[-1] in _MODES else "NHW"
+        return "HWC" if shape[-1] in api.MODE_OF_CHANNELS else "NHW"
     if len(shape) == 4:
         return "NHWC"
     raise ValueError(f"pillow_unz codes 2-D to 4-D image chunks, not {len(shape)}-D ones")
@@ -51,13 +50,7 @@ class Unz(Codec):
         if chunk.ndim != len(layout):
             raise ValueError(f"a {chunk.ndim}-D chunk does not fit layout {layout}")
         images = chunk if layout.startswith("N") else chunk[None]
-        if layout.endswith("C"):
-            if images.shape[-1] not in _MODES:
-                raise ValueError(f"images of {images.shape[-1]} channels cannot be coded (1 to 4)")
-            frames = [(image[..., 0] if image.shape[-1] == 1 else image, _MODES[image.shape[-1]]) for image in images]
-        else:
-            frames = [(image, "L") for image in images]
-        return api.compress_frames(frames, threads=self.threads)
+        return api.compress_frames([api.as_frame(image) for image in images], threads=self.threads)
 
     def decode(self, buf, out=None) -> np.ndarray:
         frames = [f.pixels for f in api.decompress_frames(ensure_bytes(buf), threads=self.threads)]

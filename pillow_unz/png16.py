@@ -15,7 +15,7 @@ from . import _coder, format as fmt
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHANNELS = {0: 1, 4: 2, 2: 3, 6: 4}  # PNG colour type -> samples per pixel
 _COLOUR_TYPE = {c: t for t, c in _CHANNELS.items()}
-MODES = {1: "I;16", 2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}
+MODES = {sum(fmt.GROUPS[m]): m for m in fmt.WIDE_MODES}  # samples per pixel -> mode
 
 
 def _chunks(data: bytes):
