@@ -1,7 +1,7 @@
 """16-bit PNG files of any colour type, read and written whole: Pillow reads 16-bit colour PNG
 as 8-bit and writes none, so that the command line and the benchmark would lose the low bytes.
 Non-interlaced files only (Pillow's optimize writes none interlaced); the ICC profile and Exif
-block come along. The row filters are the deflate tool's (csrc/png_filter.h)."""
+block come along. The rows are filtered and inflated as the deflate tool's (tools.py)."""
 from __future__ import annotations
 
 import struct
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _coder, format as fmt
+from . import format as fmt, tools
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHANNELS = {0: 1, 4: 2, 2: 3, 6: 4}  # PNG colour type -> samples per pixel
@@ -24,7 +24,10 @@ def _chunks(data: bytes):
         length, tag = struct.unpack(">I4s", data[pos : pos + 8])
         if pos + 12 + length > len(data):
             raise ValueError("PNG chunk runs past the end of the file")
-        yield tag, data[pos + 8 : pos + 8 + length]
+        payload = data[pos + 8 : pos + 8 + length]
+        if struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])[0] != zlib.crc32(tag + payload):
+            raise ValueError(f"PNG chunk {tag!r} is corrupt (CRC mismatch)")
+        yield tag, payload
         pos += 12 + length
 
 
@@ -53,18 +56,19 @@ def decode(data: bytes) -> tuple[np.ndarray, str, dict[str, bytes]]:
         raise ValueError(f"not a non-interlaced 16-bit PNG (depth {depth}, colour type {colour}, interlace {interlace})")
     fmt.check_size(width, height)
     channels = _CHANNELS[colour]
-    stride = width * channels * 2
-    expected = height * (stride + 1)
-    inflater = zlib.decompressobj()
-    filtered = inflater.decompress(b"".join(p for t, p in chunks if t == b"IDAT"), expected)
-    if len(filtered) != expected or not inflater.eof:
-        raise ValueError("PNG image data of the wrong size")
-    rows = _coder.png_unfilter(filtered, height, stride, channels * 2)
-    pixels = rows.view(">u2").astype(np.uint16).reshape((height, width, channels) if channels > 1 else (height, width))
+    idat = b"".join(p for t, p in chunks if t == b"IDAT")
+    filtered = tools.inflate_exactly(idat, height * (width * channels * 2 + 1), "PNG image data")
+    pixels = tools.png_pixels(filtered, (height, width, channels), np.uint16).astype(np.uint16)
+    if channels == 1:
+        pixels = pixels[..., 0]
     metadata = {}
     for tag, payload in chunks:
-        if tag == b"iCCP":
-            metadata["icc_profile"] = zlib.decompress(payload[payload.index(b"\0") + 2 :])
+        if tag == b"iCCP":  # name, 0, method, zlib stream (no larger than .unz stores)
+            try:
+                profile = zlib.decompressobj().decompress(payload[payload.index(b"\0") + 2 :], fmt.MAX_METADATA + 1)
+            except zlib.error as e:
+                raise ValueError(f"corrupt ICC profile: {e}") from e
+            metadata["icc_profile"] = profile
         elif tag == b"eXIf":
             metadata["exif"] = b"Exif\0\0" + payload  # as Pillow gives Exif blocks
     return pixels, MODES[channels], metadata
@@ -77,13 +81,12 @@ def _chunk(tag: bytes, payload: bytes) -> bytes:
 def encode(pixels: np.ndarray, icc_profile: bytes | None = None, exif: bytes | None = None, level: int = 9) -> bytes:
     """uint16 pixels (H, W) or (H, W, C), C 1 to 4, as 16-bit PNG bytes."""
     height, width = pixels.shape[:2]
-    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
-    rows = np.ascontiguousarray(pixels, ">u2").view(np.uint8).reshape(height, width * channels * 2)
-    header = struct.pack(">IIBBBBB", width, height, 16, _COLOUR_TYPE[channels], 0, 0, 0)
+    pixels = pixels.reshape(height, width, -1)
+    header = struct.pack(">IIBBBBB", width, height, 16, _COLOUR_TYPE[pixels.shape[2]], 0, 0, 0)
     parts = [SIGNATURE, _chunk(b"IHDR", header)]
     if icc_profile:
         parts.append(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile)))
     if exif:
         parts.append(_chunk(b"eXIf", exif.removeprefix(b"Exif\0\0")))
-    parts += [_chunk(b"IDAT", zlib.compress(_coder.png_filter(rows, channels * 2).tobytes(), level)), _chunk(b"IEND", b"")]
+    parts += [_chunk(b"IDAT", zlib.compress(tools.png_rows(pixels).tobytes(), level)), _chunk(b"IEND", b"")]
     return b"".join(parts)

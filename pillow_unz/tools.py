@@ -82,17 +82,37 @@ def _flat(band: np.ndarray) -> bytes | None:
     return bytes([FLAT]) + first.astype(_stored(band.dtype, "<")).tobytes() if (band == first).all() else None
 
 
-def _interleaved_rows(band: np.ndarray) -> np.ndarray:
-    """(C, rows, W) -> (rows, W * C * bytes per sample): the byte layout of a PNG row (16-bit
-    samples big-endian, as PNG has them)."""
-    c, rows, width = band.shape
-    stored = np.ascontiguousarray(band.transpose(1, 2, 0), dtype=_stored(band.dtype, ">"))
-    return stored.view(np.uint8).reshape(rows, width * c * band.itemsize)
+def png_rows(pixels: np.ndarray) -> np.ndarray:
+    """Pixels (rows, W, C), uint8 or uint16, as PNG stores them: filtered rows (RFC 2083), each
+    its filter byte first, 16-bit samples big-endian (the deflate tool and png16 share them)."""
+    rows, width, c = pixels.shape
+    stored = np.ascontiguousarray(pixels, dtype=_stored(pixels.dtype, ">"))
+    return _coder.png_filter(stored.view(np.uint8).reshape(rows, width * c * pixels.itemsize), c * pixels.itemsize)
+
+
+def png_pixels(filtered: bytes, shape: tuple[int, int, int], dtype: type) -> np.ndarray:
+    """Inverse of png_rows: pixels of `shape` (rows, W, C) and `dtype` from their filtered rows."""
+    rows, width, c = shape
+    itemsize = np.dtype(dtype).itemsize
+    unfiltered = _coder.png_unfilter(filtered, rows, width * c * itemsize, c * itemsize)
+    return unfiltered.view(_stored(dtype, ">")).reshape(shape)
+
+
+def inflate_exactly(payload: bytes, size: int, what: str) -> bytes:
+    """The zlib stream `payload` inflated, which must be exactly `size` bytes with nothing after
+    the stream: never more is inflated (ValueError naming `what` otherwise)."""
+    inflater = zlib.decompressobj()
+    try:
+        data = inflater.decompress(payload, size)
+    except zlib.error as e:
+        raise ValueError(f"corrupt {what}: {e}") from e
+    if len(data) != size or not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
+        raise ValueError(f"corrupt {what}: wrong size")
+    return data
 
 
 def _deflate(band: np.ndarray, level: int) -> bytes:
-    filtered = _coder.png_filter(_interleaved_rows(band), band.shape[0] * band.itemsize)
-    return bytes([DEFLATE]) + zlib.compress(filtered.tobytes(), level)
+    return bytes([DEFLATE]) + zlib.compress(png_rows(band.transpose(1, 2, 0)).tobytes(), level)
 
 
 def _keep_smaller(streams: list[bytes], candidates: dict[int, bytes]) -> None:
@@ -147,17 +167,8 @@ def check_band(tool: int, payload: bytes, channels: int, rows: int, width: int, 
 
 def _inflate(payload: bytes, band: np.ndarray) -> None:
     c, rows, width = band.shape
-    stride = width * c * band.itemsize
-    expected = rows * (stride + 1)
-    inflater = zlib.decompressobj()
-    try:
-        filtered = inflater.decompress(payload, expected)
-    except zlib.error as e:
-        raise ValueError(f"corrupt deflate band: {e}") from e
-    if len(filtered) != expected or not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
-        raise ValueError("corrupt deflate band: wrong size")
-    rows_of_bytes = _coder.png_unfilter(filtered, rows, stride, c * band.itemsize)
-    band[:] = rows_of_bytes.view(_stored(band.dtype, ">")).reshape(rows, width, c).transpose(2, 0, 1)
+    filtered = inflate_exactly(payload, rows * (width * c * band.itemsize + 1), "deflate band")
+    band[:] = png_pixels(filtered, (rows, width, c), band.dtype).transpose(2, 0, 1)
 
 
 def decode_bands(streams: list[bytes], planes: np.ndarray, threads: int) -> None:

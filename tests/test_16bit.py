@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
 import subprocess
 import sys
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -248,6 +250,14 @@ def test_png16_reads_and_writes_every_colour_type(sample: Image.Image) -> None:
         buf = io.BytesIO()
         sample.save(buf, format="PNG")
         png16.decode(buf.getvalue())
+    data = png16.encode(rgba)
+    idat = data.index(b"IDAT")
+    with pytest.raises(ValueError, match="CRC"):
+        png16.decode(data[: idat + 10] + bytes([data[idat + 10] ^ 1]) + data[idat + 11 :])
+    (length,) = struct.unpack(">I", data[idat - 4 : idat])
+    bad = b"IDAT" + zlib.compress(b"\0" * 100)  # a valid chunk of too little image data
+    with pytest.raises(ValueError, match="PNG image data"):
+        png16.decode(data[: idat - 4] + struct.pack(">I", len(bad) - 4) + bad + struct.pack(">I", zlib.crc32(bad)) + data[idat + 8 + length :])
 
 
 def test_command_line_keeps_16_bit_colour(sample: Image.Image, tmp_path, capsys) -> None:
