@@ -154,44 +154,41 @@ def cmd_roundtrip(args: argparse.Namespace) -> int:
     """Compress, decompress and compare, in memory: the README's first command."""
     import io
 
-    def roundtrip(name: str) -> None:
-        if png16.bit_depth(name) == 16:
-            return roundtrip_16(name)
-        with Image.open(name) as img:
-            img.load()
-        buf = io.BytesIO()
-        t0 = time.perf_counter()
-        img.save(buf, format="UNZ")
-        t1 = time.perf_counter()
-        buf.seek(0)
-        back = Image.open(buf)
-        back.load()
-        t2 = time.perf_counter()
-        reference = UnzImagePlugin.storable(img)
-        same = back.mode == reference.mode and np.array_equal(np.asarray(back), np.asarray(reference))
-        size = len(buf.getvalue())
+    def report(name: str, source: str, width: int, height: int, mode: str, size: int, times: list[float], same: bool) -> None:
+        """times: before encoding, after it, after decoding."""
         print(
-            f"{name}: {img.width}x{img.height} {reference.mode}, {Path(name).stat().st_size} bytes as "
-            f"{img.format or 'input'} -> {size} bytes as .unz, "
-            f"{_bpsp(size, img.width, img.height, reference.mode):.3f} bits/subpixel, "
-            f"encode {t1 - t0:.2f} s, decode {t2 - t1:.2f} s: {'identical' if same else 'DIFFERENT'}"
+            f"{name}: {width}x{height} {mode}, {Path(name).stat().st_size} bytes as {source} -> {size} bytes as .unz, "
+            f"{_bpsp(size, width, height, mode):.3f} bits/subpixel, "
+            f"encode {times[1] - times[0]:.2f} s, decode {times[2] - times[1]:.2f} s: {'identical' if same else 'DIFFERENT'}"
         )
         if not same:
             raise CliError("decoded pixels differ")
 
+    def roundtrip(name: str) -> None:
+        if png16.bit_depth(name) == 16:  # (Pillow reads 16-bit colour PNG as 8-bit)
+            return roundtrip_16(name)
+        with Image.open(name) as img:
+            img.load()
+        buf = io.BytesIO()
+        times = [time.perf_counter()]
+        img.save(buf, format="UNZ")
+        times.append(time.perf_counter())
+        buf.seek(0)
+        back = Image.open(buf)
+        back.load()
+        times.append(time.perf_counter())
+        reference = UnzImagePlugin.storable(img)
+        same = back.mode == reference.mode and np.array_equal(np.asarray(back), np.asarray(reference))
+        report(name, img.format or "input", img.width, img.height, reference.mode, len(buf.getvalue()), times, same)
+
     def roundtrip_16(name: str) -> None:
         pixels, mode, _ = png16.read(name)
-        t0 = time.perf_counter()
+        times = [time.perf_counter()]
         data = api.compress(pixels, mode, threads=_threads())
-        t1 = time.perf_counter()
+        times.append(time.perf_counter())
         same = np.array_equal(api.decompress(data, threads=_threads()).pixels, pixels)
-        t2 = time.perf_counter()
-        height, width = pixels.shape[:2]
-        print(f"{name}: {width}x{height} {mode}, {Path(name).stat().st_size} bytes as PNG -> {len(data)} bytes as .unz, "
-              f"{8 * len(data) / pixels.size:.3f} bits/subpixel, encode {t1 - t0:.2f} s, decode {t2 - t1:.2f} s: "
-              f"{'identical' if same else 'DIFFERENT'}")
-        if not same:
-            raise CliError("decoded pixels differ")
+        times.append(time.perf_counter())
+        report(name, "PNG", pixels.shape[1], pixels.shape[0], mode, len(data), times, same)
 
     return _for_each([(name,) for name in args.inputs], roundtrip, "roundtrip")
 
