@@ -78,7 +78,7 @@ def test_numpy_modes_round_trip(sample: Image.Image) -> None:
 
 def test_16_bit_colour_opens_in_pillow_as_its_top_bytes(sample: Image.Image) -> None:
     pixels = widen(sample.crop((0, 0, 64, 48)), 16)
-    with Image.open(io.BytesIO(pillow_unz.compress(pixels, "RGB"))) as img:
+    with Image.open(io.BytesIO(round_trip(pixels, "RGB"))) as img:
         assert img.mode == "RGB"
         assert np.array_equal(np.asarray(img), (pixels >> 8).astype(np.uint8))
 
@@ -91,7 +91,9 @@ def test_unused_bits_cost_nothing(gray12: np.ndarray) -> None:
     assert len(round_trip(gray12 + 20000, "L")) == size
     eight = (gray12 >> 4).astype(np.uint8)
     eight[0, 0] = 0  # (the range starts at the smallest sample)
-    assert len(round_trip(eight.astype(np.uint16) << 8, "L")) == len(pillow_unz.compress(eight, "L")) + 6
+    eight_bytes = pillow_unz.compress(eight, "L")
+    assert np.array_equal(pillow_unz.decompress(eight_bytes).pixels, eight)
+    assert len(round_trip(eight.astype(np.uint16) << 8, "L")) == len(eight_bytes) + 6
 
 
 def test_sample_transforms(gray12: np.ndarray) -> None:
@@ -175,7 +177,7 @@ def test_decode_in_other_process(sample: Image.Image, gray12: np.ndarray, tmp_pa
 
 
 def test_hostile_sample_transforms_raise(gray12: np.ndarray) -> None:
-    data = pillow_unz.compress(gray12, "L")
+    data = round_trip(gray12, "L")
     assert fmt.read(io.BytesIO(data)).groups[0].samples.bits == 12
     prefix = len(samples.SampleRange().to_bytes())
     hostile = {
@@ -206,8 +208,12 @@ def test_hostile_sample_transforms_raise(gray12: np.ndarray) -> None:
 
 def test_broken_16_bit_and_multi_frame_files_raise(sample: Image.Image, gray12: np.ndarray) -> None:
     rng = np.random.default_rng(3)
-    single = pillow_unz.compress(widen(sample.crop((0, 0, 60, 40)), 13), "RGB")
-    frames = pillow_unz.api.compress_frames([(gray12[:60], "L"), (np.asarray(sample.crop((0, 0, 30, 20))), "RGB")])
+    wide = widen(sample.crop((0, 0, 60, 40)), 13)
+    single = round_trip(wide, "RGB")
+    originals = [(gray12[:60], "L"), (np.asarray(sample.crop((0, 0, 30, 20))), "RGB")]
+    frames = pillow_unz.api.compress_frames(originals)
+    decoded = pillow_unz.api.decompress_frames(frames)
+    assert len(decoded) == 2 and all(np.array_equal(d.pixels, p) for d, (p, _) in zip(decoded, originals))
     for data in (single, frames):
         for i in range(150):
             broken = bytearray(data)
@@ -224,7 +230,7 @@ def test_broken_16_bit_and_multi_frame_files_raise(sample: Image.Image, gray12: 
 def test_load_truncated_16_bit(gray12: np.ndarray) -> None:
     from PIL import ImageFile
 
-    data = pillow_unz.compress(gray12, "L")
+    data = round_trip(gray12, "L")
     ImageFile.LOAD_TRUNCATED_IMAGES = True
     try:
         with Image.open(io.BytesIO(data[: len(data) - 30])) as img:  # inside the second band
