@@ -110,6 +110,8 @@ def test_hostile_band_streams_raise(sample: Image.Image) -> None:
     buf = io.BytesIO()
     img.save(buf, format="UNZ")
     data = buf.getvalue()
+    with Image.open(io.BytesIO(data)) as whole:  # unbroken, it decodes exactly
+        assert np.array_equal(np.asarray(whole), np.asarray(img))
     screen, photo = codec.split_streams(fmt.read(io.BytesIO(data)).groups[0].pixels, 2)
     assert (screen[0], photo[0]) == (tools.SCREEN, tools.PHOTO)
     rows = 256 * (240 * 3 + 1)  # a band's filtered bytes
