@@ -199,23 +199,26 @@ py::array_t<int32_t> decode_logistic(const py::bytes& data, const py::array& mea
   return result;
 }
 
+// The pixel model's arguments for bands of `rows` rows of W samples: params (P, rows, W), or
+// (P,) for the same parameters at every pixel; the scale table (C, A, B, S).
 struct PixelArgs {
-  int C, H, W;
-  const int32_t* params;
+  int C;
+  Parameters params;
   const int32_t* table;
-  PixelArgs(const py::array& params_arr, const py::array& table_arr, int channels) {
-    auto p = checked<int32_t>(params_arr, "params", 3);
-    auto t = checked<int32_t>(table_arr, "scale_table", 4);
+  PixelArgs(const py::array& params_arr, const py::array& table_arr, int channels, int rows, int W) {
     C = channels;
     if (C < 1 || C > kMaxChannels) throw py::value_error("channels must be 1..4");
+    const bool constant = params_arr.ndim() == 1;
+    auto p = checked<int32_t>(params_arr, "params", constant ? 1 : 3);
     if (p.shape(0) != num_param_planes(C))
       throw py::value_error("params: expected " + std::to_string(num_param_planes(C)) + " planes");
-    H = static_cast<int>(p.shape(1));
-    W = static_cast<int>(p.shape(2));
+    if (!constant && (p.shape(1) != rows || p.shape(2) != W))
+      throw py::value_error("params must cover the rows of the bands to code");
+    auto t = checked<int32_t>(table_arr, "scale_table", 4);
     if (t.shape(0) != C || t.shape(1) != kActivityBuckets || t.shape(2) != kCrossBuckets ||
         t.shape(3) != kSpreadBuckets)
       throw py::value_error("scale_table: wrong shape");
-    params = p.data();
+    params = constant ? Parameters{p.data(), 1, 0} : Parameters{p.data(), static_cast<size_t>(rows) * W, 1};
     table = t.data();
   }
 };
@@ -322,25 +325,24 @@ template <class Sample>
 py::list encode_pixels_of(const py::array& planes, const py::array& params, const py::array& table, int threads,
                           int first_band, int count, int bits, int context_shift) {
   auto img = checked<Sample>(planes, "planes", 3);
-  const PixelArgs a(params, table, static_cast<int>(img.shape(0)));
-  const int H = static_cast<int>(img.shape(1));
+  const int H = static_cast<int>(img.shape(1)), W = static_cast<int>(img.shape(2));
   if (count < 0) count = num_bands(H) - first_band;
-  const BandRange range(H, a.W, first_band, count);
-  if (img.shape(2) != a.W || a.H != range.rows) throw py::value_error("params must cover the rows of the bands to code");
+  const BandRange range(H, W, first_band, count);
+  const PixelArgs a(params, table, static_cast<int>(img.shape(0)), range.rows, W);
   Sample* data = const_cast<Sample*>(img.data());  // read only: Decode=false never writes
-  const size_t plane = static_cast<size_t>(H) * a.W, params_plane = static_cast<size_t>(a.H) * a.W;
+  const size_t plane = static_cast<size_t>(H) * W;
   if (bits > 8 && *std::max_element(data, data + a.C * plane) >> bits)
     throw py::value_error("planes: a sample has more than " + std::to_string(bits) + " bits");
-  return encode_bands(H, a.W, first_band, count, threads, [&](RangeEncoder& enc, const Band& b) {
-    code_pixels<false>(enc, data + b.offset, a.params + (b.offset - range.row_offset), plane, params_plane, a.C,
-                       b.rows, a.W, a.table, bits, context_shift);
+  return encode_bands(H, W, first_band, count, threads, [&](RangeEncoder& enc, const Band& b) {
+    code_pixels<false>(enc, data + b.offset, a.params.from(b.offset - range.row_offset), plane, a.C, b.rows, W,
+                       a.table, bits, context_shift);
   });
 }
 
 // The photo tool's streams of bands [first_band, first_band + count) (count -1: to the last band)
 // of planes (C, H, W) of `bits`-bit samples, coded with params (P, rows, W) for exactly those
-// bands' rows: so that the caller computes parameter planes for a few bands at a time, never
-// for the whole image.
+// bands' rows (so that the caller computes parameter planes for a few bands at a time, never
+// for the whole image), or (P,) for the same parameters at every pixel.
 py::list encode_pixels(const py::array& planes, const py::array& params, const py::array& table, int threads,
                        int first_band, int count, int bits, int context_shift) {
   check_sample_bits(planes, bits, context_shift);
@@ -352,20 +354,21 @@ template <class Sample>
 void decode_pixels_of(const py::list& streams, const py::array& params, const py::array& table, int threads,
                       py::array& out, int first_band, int bits, int context_shift) {
   auto planes = writeable_planes<Sample>(out, kMaxChannels);
-  const PixelArgs a(params, table, static_cast<int>(planes.shape(0)));
-  const int H = static_cast<int>(planes.shape(1)), count = static_cast<int>(streams.size());
-  const BandRange range(H, a.W, first_band, count);
-  if (planes.shape(2) != a.W || a.H != range.rows) throw py::value_error("params must cover the rows of the bands to decode");
+  const int H = static_cast<int>(planes.shape(1)), W = static_cast<int>(planes.shape(2));
+  const int count = static_cast<int>(streams.size());
+  const BandRange range(H, W, first_band, count);
+  const PixelArgs a(params, table, static_cast<int>(planes.shape(0)), range.rows, W);
   Sample* data = planes.mutable_data();
-  const size_t plane = static_cast<size_t>(H) * a.W, params_plane = static_cast<size_t>(a.H) * a.W;
-  decode_bands(streams, H, a.W, first_band, threads, [&](RangeDecoder& dec, const Band& b) {
-    code_pixels<true>(dec, data + b.offset, a.params + (b.offset - range.row_offset), plane, params_plane, a.C,
-                      b.rows, a.W, a.table, bits, context_shift);
+  const size_t plane = static_cast<size_t>(H) * W;
+  decode_bands(streams, H, W, first_band, threads, [&](RangeDecoder& dec, const Band& b) {
+    code_pixels<true>(dec, data + b.offset, a.params.from(b.offset - range.row_offset), plane, a.C, b.rows, W,
+                      a.table, bits, context_shift);
   });
 }
 
 // Decodes the photo tool's streams of bands [first_band, first_band + len(streams)) into `out`
-// (C, H, W) of `bits`-bit samples, in place, with params (P, rows, W) for exactly those bands' rows.
+// (C, H, W) of `bits`-bit samples, in place, with params (P, rows, W) for exactly those bands'
+// rows, or (P,).
 void decode_pixels(const py::list& streams, const py::array& params, const py::array& table, int threads,
                    py::array& out, int first_band, int bits, int context_shift) {
   check_sample_bits(out, bits, context_shift);

@@ -74,9 +74,19 @@ inline int64_t floor_div(int64_t a, int64_t b) {  // b > 0
   return (a % b != 0 && a < 0) ? q - 1 : q;
 }
 
-// Number of network parameter planes for `channels` colour channels: a scale offset and an
+// Number of parameter planes for `channels` colour channels: a scale offset and an
 // error-feedback coefficient each.
 inline int num_param_planes(int channels) { return 2 * channels; }
+
+// The parameters of every pixel: P planes `plane` values apart (the network's), or one value
+// per plane for every pixel (pixel = 0: the model's learned constants).
+struct Parameters {
+  const int32_t* data;
+  size_t plane, pixel;
+  int32_t operator()(int p, size_t at) const { return data[p * plane + at * pixel]; }
+  // The parameters of the pixels from `at` on.
+  Parameters from(size_t at) const { return {data + at * pixel, plane, pixel}; }
+};
 
 // Images are coded in bands of at most kBandRows rows (a test measured the cost of a band
 // boundary at under 0.1% of the file), which decode in parallel.
@@ -105,14 +115,15 @@ int code_wide_sample(Coder& coder, int v, int mean8, int s, int bits) {
 // a stream of its own: the prediction and every adaptive statistic start afresh, so bands
 // decode in parallel.
 // planes: C planes, `plane` samples apart, read when encoding, written when decoding.
-// params: P = num_param_planes(C) planes of network outputs, `params_plane` apart.
+// params: num_param_planes(C) values for every pixel: per channel the scale offset, then per
+// channel the error-feedback coefficient.
 // scale_table: (C, kActivityBuckets, kCrossBuckets, kSpreadBuckets) learned base scale indices,
 // of 8-bit photographs. Wider samples take their contexts (activity, cross-channel activity,
 // spread) and their least-squares inputs divided by 2**context_shift (0 to bits - 8, the
 // encoder's choice: how much larger than an 8-bit photograph's the image's variations are),
 // and scale the base scales back.
 template <bool Decode, class Coder, class Sample>
-void code_pixels(Coder& coder, Sample* planes, const int32_t* params, size_t plane, size_t params_plane, int C,
+void code_pixels(Coder& coder, Sample* planes, const Parameters& params, size_t plane, int C,
                  int H, int W, const int32_t* scale_table, int bits = 8, int context_shift = 0) {
   ClassicalPredictor<Sample> predictor(planes, plane, C, W, bits, context_shift);
   const int max8 = 8 * ((1 << bits) - 1);
@@ -128,7 +139,7 @@ void code_pixels(Coder& coder, Sample* planes, const int32_t* params, size_t pla
       for (int c = 0; c < C; ++c) {
         Sample* img = planes + c * plane;
         const Prediction p = predictor.predict(c, y, x);
-        const int32_t gamma = params[static_cast<size_t>(C + c) * params_plane + at];
+        const int32_t gamma = params(C + c, at);
         const int m = clamp_pred(p.mean8 + floor_div(int64_t{gamma} * p.feedback, 8 << kBetaFracBits), max8);
 
         const int32_t activity = err.causal_sum(c, y, x, 2, 2, 1, 1, 1, 1) >> context_shift;
@@ -139,8 +150,7 @@ void code_pixels(Coder& coder, Sample* planes, const int32_t* params, size_t pla
         const int base_index = std::clamp(scale_table[cell], 0, kNumScales - 1) + 8 * context_shift;
         // (in int64: the network's offset is whatever int32 the caller gives)
         const int s = static_cast<int>(std::clamp<int64_t>(
-            int64_t{base_index} + adapted_scale_step(cell_sum[cell], cell_count[cell], base_index) +
-                params[static_cast<size_t>(c) * params_plane + at],
+            int64_t{base_index} + adapted_scale_step(cell_sum[cell], cell_count[cell], base_index) + params(c, at),
             0, num_scales - 1));
 
         // Bias cancellation: the coded mean moves by the mean signed residual of the cell so far
