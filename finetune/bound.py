@@ -17,27 +17,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pillow_unz import UnzImagePlugin, api, codec, pixelmodel
-from pillow_unz.model import UnzNet
+from pillow_unz import UnzImagePlugin, _coder, api, codec, pixelmodel
 from pillow_unz.weights import load_models
 
 
-def pixel_bytes(model: UnzNet, ordered: np.ndarray, params: torch.Tensor) -> int:
+def pixel_bytes(photo: codec.PhotoModel, ordered: np.ndarray, params: torch.Tensor) -> int:
     """Coded size of the samples (planes in coding order) with the given parameter planes."""
-    return len(codec.encode_samples(model, ordered, np.ascontiguousarray(params.round().numpy().astype(np.int32))))
+    planes = np.ascontiguousarray(params.round().numpy().astype(np.int32))
+    return len(codec.join_streams(_coder.encode_pixels(ordered, planes, photo.scale_table, 2)))
 
 
-def bound(model: UnzNet, planes: np.ndarray, block: int, steps: int, lr: float = 0.5) -> tuple[int, int]:
-    """For planes (C, H, W) uint8: (pixel bytes with the model's parameter planes, pixel bytes
-    with free parameter planes constant over blocks, tuned on them)."""
+def bound(photo: codec.PhotoModel, planes: np.ndarray, block: int, steps: int, lr: float = 0.5) -> tuple[int, int]:
+    """For planes (C, H, W) uint8: (pixel bytes with the model's constant parameters, pixel
+    bytes with free parameter planes constant over blocks, tuned on them)."""
     c, h, w = planes.shape
-    ordered = np.ascontiguousarray(planes[pixelmodel.coding_order(c)])
+    ordered = np.ascontiguousarray(planes[codec.coding_order(c)])
     x = torch.from_numpy(ordered).long()[None]
-    with torch.no_grad():
-        z = model.latent(x.double())
-    base = torch.from_numpy(codec.parameter_planes(model, z, h, w)).double()[None]
+    base = torch.from_numpy(photo.constants).double().view(1, -1, 1, 1).expand(1, -1, h, w)
     classical = pixelmodel.classical_prediction(x)
-    table = model.scale_table_index().detach().double()
+    table = torch.from_numpy(photo.scale_table).double()
     delta = torch.zeros(1, base.shape[1], -(-h // block), -(-w // block), dtype=torch.float64, requires_grad=True)
 
     def tuned_planes() -> torch.Tensor:
@@ -51,7 +49,7 @@ def bound(model: UnzNet, planes: np.ndarray, block: int, steps: int, lr: float =
         loss.backward()
         optimizer.step()
     with torch.no_grad():
-        return pixel_bytes(model, ordered, base[0]), pixel_bytes(model, ordered, tuned_planes()[0])
+        return pixel_bytes(photo, ordered, base[0]), pixel_bytes(photo, ordered, tuned_planes()[0])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,8 +4,9 @@ PEFT wraps the decoder's convolutions and attention projections with low-rank ad
 are trained on the one image to minimise its code length plus the adapter's own (the minimum
 description length trade). The adapted layers compute exactly what pillow_unz.adapter.apply
 merges for decoding: the base weight plus lora_delta, rounded to the weight grid. Only the
-decoder is adapted (pillow_unz/adapter.py says why), so z is computed once and kept. Each plane
-group's adapter is stored only if the group's coded bytes shrink by more than the adapter costs.
+decoder is adapted, from z = 0 (pillow_unz/adapter.py says why). An adapted group's photo bands
+take the adapted network's parameter planes instead of the model's constants; each plane group's
+adapter is stored only if the group's coded bytes shrink by more than the adapter costs.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import copy
 import random
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -22,7 +23,7 @@ from torch import nn
 
 from pillow_unz import adapter as adapters, api, codec, format as fmt, pixelmodel
 from pillow_unz.fixedpoint import QConv2d, QConvTranspose2d, WEIGHT_BITS
-from pillow_unz.model import Z_MAX, UnzNet
+from pillow_unz.model import UnzNet
 from pillow_unz.weights import ModelSet, load_models
 
 try:
@@ -189,18 +190,22 @@ def adapter_bits(model: nn.Module) -> torch.Tensor:
 
 
 def tune(
-    model: UnzNet, planes: np.ndarray, settings: LoraSettings, progress: Callable[[int, float], None] | None = None
+    model: UnzNet,
+    model_scale_table: np.ndarray,
+    planes: np.ndarray,
+    settings: LoraSettings,
+    progress: Callable[[int, float], None] | None = None,
 ) -> tuple[adapters.Adapter, int]:
-    """Train an adapter of `model` on planes (C, H, W) uint8; returns it and the steps taken.
-    progress(step, bits per subpixel) is called after every step."""
+    """Train an adapter of the network `model` on planes (C, H, W) uint8, coded with the scale
+    table `model_scale_table`; returns it and the steps taken. progress(step, bits per subpixel)
+    is called after every step."""
     device = torch.device(settings.device)
     tuned = wrap(model, settings.rank, settings.targets).to(device)
     c, h, w = planes.shape
-    x = torch.from_numpy(np.ascontiguousarray(planes[pixelmodel.coding_order(c)])).long().to(device)[None]
+    x = torch.from_numpy(np.ascontiguousarray(planes[codec.coding_order(c)])).long().to(device)[None]
     classical = pixelmodel.classical_prediction(x)
-    with torch.no_grad():
-        z = tuned.latent(x.float())
-        z_bits = pixelmodel.latent_bits(z, tuned.z_scale_index(), Z_MAX).sum()
+    z = torch.zeros((1, *tuned.latent_shape(h, w)), device=device)
+    scale_table = torch.from_numpy(model_scale_table).to(device)
     rows = min(h, max(1, STEP_PIXELS // w))
     rng = random.Random(0)
     params = [p for layer in lora_layers(tuned).values() for p in layer.parameters() if p.requires_grad]
@@ -212,9 +217,9 @@ def tune(
         top = rng.randrange(h - rows + 1)
         band = slice(top, top + rows)
         param_planes = tuned.decode(z, h, w, range(top, top + rows))
-        pixel_bits = pixelmodel.pixel_bits(x[..., band, :], param_planes, tuned.scale_table_index(), tuple(t[..., band, :].contiguous() for t in classical)).sum()
-        # Per subpixel: the band's pixels stand for the image's, z and the adapter are the whole's.
-        loss = pixel_bits / (c * rows * w) + (z_bits + adapter_bits(tuned).to(device)) / planes.size
+        pixel_bits = pixelmodel.pixel_bits(x[..., band, :], param_planes, scale_table, tuple(t[..., band, :].contiguous() for t in classical)).sum()
+        # Per subpixel: the band's pixels stand for the image's, the adapter is the whole's.
+        loss = pixel_bits / (c * rows * w) + adapter_bits(tuned).to(device) / planes.size
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -239,11 +244,12 @@ def compress(
     header, groups = api.prepare(pixels, mode, models)
     tuned, plain, adapted, reports = [], [], [], []
     for planes in groups:
-        model = models.for_channels(len(planes))
+        photo, network = models.for_channels(len(planes)), models.network(len(planes))
         start = time.monotonic()
-        adapter, steps = tune(model, planes, settings, progress)
-        plain.append(codec.encode_planes(model, planes))
-        adapted.append(codec.encode_planes(adapters.apply(model, adapter), planes) if adapter else plain[-1])
+        adapter, steps = tune(network, photo.scale_table, planes, settings, progress)
+        plain.append(codec.encode_planes(photo, planes))
+        adapted_photo = replace(photo, network=adapters.apply(network, adapter))
+        adapted.append(codec.encode_planes(adapted_photo, planes) if adapter else plain[-1])
         cost = len(adapters.encode([adapter]))
         reports.append(GroupReport(len(planes), plain[-1].size, adapted[-1].size, cost, steps, time.monotonic() - start))
         worth = adapted[-1].size + reports[-1].adapter_bytes < plain[-1].size

@@ -32,9 +32,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from pillow_unz import _coder, pixelmodel
+from pillow_unz import _coder, codec, pixelmodel
 from pillow_unz.finetune.train import REDUCTIONS, image_files, planes_of, to_mode
-from pillow_unz.model import _scale_index
 from pillow_unz.weights import load_models
 
 CONTEXT_SIZE = _coder.classical_contexts(np.zeros((1, 1, 1), np.uint8)).shape[0]
@@ -45,7 +44,7 @@ class Sample:
     """Planes in coding order with their classical prediction and context, computed once."""
 
     def __init__(self, planes: np.ndarray) -> None:
-        planes = np.ascontiguousarray(planes[pixelmodel.coding_order(len(planes))])
+        planes = np.ascontiguousarray(planes[codec.coding_order(len(planes))])
         self.x = torch.from_numpy(planes).long()[None]
         self.classical = pixelmodel.classical_prediction(self.x)
         self.context = torch.from_numpy(_coder.classical_contexts(planes, torch.get_num_threads()))[None]
@@ -164,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     evals = [Sample(planes_of(im)) for im in map(Image.open, image_files(args.eval)) if len(im.getbands()) == args.channels]
     if not crops or not evals:
         raise SystemExit("probe: no training crops or no evaluation images of that many channels")
-    table = _scale_index(load_models().for_channels(args.channels).log_scale_table.detach())
+    table = torch.from_numpy(load_models().for_channels(args.channels).scale_table).float()
     sample_contexts = torch.cat([c.context.transpose(0, 1).flatten(1) for c in crops[:64]], 1).float()
     norm = sample_contexts.clamp(-CONTEXT_LIMIT, CONTEXT_LIMIT).abs().mean(1).clamp(min=1)
     model = ContextModel(args.channels, args.hidden, args.layers, args.rows, norm)

@@ -2,7 +2,7 @@
 
     python -m pillow_unz.finetune.train --channels 3 --data data/train --out runs/rgb
     python -m pillow_unz.finetune.train --channels 1 --data data/train --out runs/gray
-    python -m pillow_unz.finetune.train export runs/rgb runs/gray -o weights/unz-default.safetensors
+    python -m pillow_unz.finetune.train export runs/rgb runs/gray --data data/train -o weights/unz-default.safetensors
 
 Under torchrun the same command trains with DistributedDataParallel (gloo on CPUs, NCCL on
 GPUs), each process drawing its own crops:
@@ -11,9 +11,15 @@ GPUs), each process drawing its own crops:
 
 Photographs are reduced 2x, 3x and 4x (which washes out their JPEG history), cropped at random
 and flipped. The loss is the code length in bits per subpixel of the pixel model plus z. Every
-`--eval-every` steps the real codec measures bits per subpixel on --eval (evaluation only). The
-run checkpoints to OUT/ckpt.pt and resumes from it; OUT/model.safetensors holds the latest
-weights with their config, the data's hash and the seed in its metadata.
+`--eval-every` steps the real codec measures bits per subpixel on --eval (evaluation only), with
+the network's parameter planes. The run checkpoints to OUT/ckpt.pt and resumes from it;
+OUT/model.safetensors holds the latest network with its config, the data's hash and the seed in
+its metadata.
+
+Export turns each run into a shipped model: the network, its scale table, and the constant
+parameters that code the training photographs (reduced FIT_REDUCTION times) in the fewest bytes,
+from the mean of the network's planes (pillow_unz.bench.fit_constants). Files use the constants;
+the network serves per-image adapters.
 """
 from __future__ import annotations
 
@@ -34,10 +40,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from pillow_unz import _coder, codec, pixelmodel
+from pillow_unz.bench import fit_constants
 from pillow_unz.model import Z_MAX, ModelConfig, UnzNet
-from pillow_unz.weights import MODEL_KEYS, read_models, serialize_models
+from pillow_unz.weights import MODEL_KEYS, read_networks, serialize_models
 
 REDUCTIONS = (2, 3, 4)
+FIT_REDUCTION = 4
 
 
 def image_files(folder: str | Path) -> list[Path]:
@@ -66,7 +74,7 @@ class TrainingImage:
     depend on the pixels alone, and are most of the pixel model's cost."""
 
     def __init__(self, planes: np.ndarray) -> None:
-        planes = planes[pixelmodel.coding_order(len(planes))]
+        planes = planes[codec.coding_order(len(planes))]
         self.versions = []
         for version in (planes, np.ascontiguousarray(planes[:, :, ::-1])):
             x = torch.from_numpy(version).long()[None]
@@ -134,16 +142,25 @@ def init_scale_table(model: UnzNet, batch: Batch) -> None:
         table[c] = torch.log2(mean / (2 * math.log(2))).clamp(min=_coder.SCALE_LOG2_MIN).float()
 
 
+def photo_model(model: UnzNet, constants: np.ndarray | None = None) -> codec.PhotoModel:
+    """The photo tool with the model's scale table: with `constants`, the shipped kind; without,
+    the parameter planes of a float64 copy of the network."""
+    table = np.ascontiguousarray(model.scale_table_index().detach().cpu().numpy().astype(np.int32))
+    if constants is not None:
+        return codec.PhotoModel(table, constants)
+    network = copy.deepcopy(model).cpu().double().eval()
+    return codec.PhotoModel(table, np.zeros(_coder.num_param_planes(model.config.channels), np.int32), network)
+
+
 def evaluate(model: UnzNet, files: list[Path]) -> float:
-    """Real bits per subpixel of the codec (float64 copy of the model) on the evaluation photos."""
-    exact = copy.deepcopy(model).cpu().double().eval()
+    """Real bits per subpixel of the codec with the network's parameter planes on the evaluation photos."""
+    photo = photo_model(model)
     bits = samples = 0
     for f in files:
         planes = planes_of(Image.open(f))
         if planes.shape[0] != model.config.channels:
             continue
-        coded = codec.encode_planes(exact, planes)
-        bits += 8 * (len(coded.latent) + len(coded.pixels))
+        bits += 8 * codec.encode_planes(photo, planes).size
         samples += planes.size
     return bits / max(samples, 1)
 
@@ -223,7 +240,7 @@ def train(args: argparse.Namespace) -> None:
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                     "elapsed": elapsed, "rng": rng.getstate()}, ckpt_path)
         meta = {"training": json.dumps(dict(run_info, steps_done=step))}
-        (out / "model.safetensors").write_bytes(serialize_models({config.channels: model}, meta))
+        (out / "model.safetensors").write_bytes(serialize_models({config.channels: model}, {config.channels: photo_model(model, np.zeros(_coder.num_param_planes(config.channels), np.int32))}, meta))
 
     log = open(out / "log.txt", "a") if main_process else None
     bar = tqdm(total=args.steps, initial=step, dynamic_ncols=True, mininterval=5, disable=not main_process)
@@ -260,15 +277,38 @@ def train(args: argparse.Namespace) -> None:
         torch.distributed.destroy_process_group()
 
 
+def fitted_photo_model(model: UnzNet, files: list[Path]) -> tuple[codec.PhotoModel, dict]:
+    """The shipped photo tool of a trained model: its scale table and the constants fitted on
+    `files` reduced FIT_REDUCTION times, from the mean of the network's planes there."""
+    network = photo_model(model)
+    groups = []
+    for f in files:
+        planes = planes_of(to_mode(Image.open(f), model.config.channels).reduce(FIT_REDUCTION))
+        groups.append(np.ascontiguousarray(planes[codec.coding_order(len(planes))]))
+    pixels = np.array([g[0].size for g in groups], np.float64)
+    means = sum(n * network.parameters(*g.shape[1:], range(g.shape[1])).reshape(len(network.constants), -1).mean(1)
+                for n, g in zip(pixels, groups)) / pixels.sum()
+    start = photo_model(model, np.rint(means).astype(np.int32))
+    constants, fitted = fit_constants(start, groups)
+    network_bytes = sum(len(codec.encode_samples(network, g)) for g in groups)
+    fit = {"reduction": FIT_REDUCTION, "files": len(files), "data_hash": data_hash(files),
+           "network_bytes": network_bytes, "constant_bytes": fitted}
+    return photo_model(model, constants), fit
+
+
 def export(args: argparse.Namespace) -> None:
     """Combine finished runs (one colour, one grayscale) into the shipped weights file."""
-    models, metadata = {}, {}
+    networks, photo, metadata = {}, {}, {}
+    files = image_files(args.data)
     for run in args.runs:
-        run_models, meta = read_models((Path(run) / "model.safetensors").read_bytes())
-        for channels, model in run_models.items():
-            models[channels] = model
+        run_networks, meta = read_networks((Path(run) / "model.safetensors").read_bytes())
+        for channels, network in run_networks.items():
+            networks[channels] = network
+            photo[channels], fit = fitted_photo_model(network, files)
+            print(f"{MODEL_KEYS[channels]}: constants {photo[channels].constants.tolist()}, {fit}")
             metadata[f"{MODEL_KEYS[channels]}.training"] = meta["training"]
-    Path(args.output).write_bytes(serialize_models(models, metadata))
+            metadata[f"{MODEL_KEYS[channels]}.constants"] = json.dumps(fit)
+    Path(args.output).write_bytes(serialize_models(networks, photo, metadata))
     print(f"wrote {args.output} ({os.path.getsize(args.output)} bytes)")
 
 
@@ -277,6 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     if argv[:1] == ["export"]:
         p = argparse.ArgumentParser(prog="train export")
         p.add_argument("runs", nargs="+")
+        p.add_argument("--data", default="data/train", help="training images, on which the constants are fitted")
         p.add_argument("-o", "--output", required=True)
         return export(p.parse_args(argv[1:]))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

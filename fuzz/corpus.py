@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -67,13 +68,13 @@ def _images() -> dict[str, Image.Image]:
 def _adapted(pixels: np.ndarray) -> bytes:
     """An RGB file with a rank-1 adapter of the colour model's head (small random factors)."""
     models = load_models()
-    model = models.for_channels(3)
+    network = models.network(3)
     rng = np.random.default_rng(1)
-    shapes = adapters.factor_shapes(adapters.adaptable_layers(model)["head"], 1)
+    shapes = adapters.factor_shapes(adapters.adaptable_layers(network)["head"], 1)
     a, b, *shift = [rng.integers(-3, 4, shape).astype(np.int32) for shape in shapes]
     adapter = [adapters.LayerAdapter("head", a, b, shift[0] if shift else None)]
     header, groups = api.prepare(pixels, "RGB", models)
-    coded = [codec.encode_planes(adapters.apply(model, adapter), groups[0])]
+    coded = [codec.encode_planes(replace(models.for_channels(3), network=adapters.apply(network, adapter)), groups[0])]
     return fmt.to_bytes(fmt.UnzFile(header, {}, adapters.encode([adapter]), coded))
 
 
@@ -100,7 +101,7 @@ def write() -> None:
     planes = np.ascontiguousarray(np.asarray(photo).transpose(2, 0, 1)[[1, 0, 2]])
     c, h, w = planes.shape
     params = np.zeros((_coder.num_param_planes(c), h, w), np.int32)
-    table = codec.scale_table(models.for_channels(3))
+    table = models.for_channels(3).scale_table
     photo_streams = _coder.encode_pixels(planes, params, table, 1)
     parts["photo"] = bytes(Pack().call(targets._decode_photo, c, h, w).raw(params.tobytes() + table.tobytes()).streams(photo_streams).out)
     screen = np.ascontiguousarray(np.asarray(_images()["screen-rgb"]).transpose(2, 0, 1))
@@ -114,7 +115,7 @@ def write() -> None:
     parts["adapters"] = bytes(Pack().call(targets._adapters, 1, 1, 1).number(len(payload), 0).raw(payload).out)
     coded = codec.encode_planes(models.for_channels(3), np.asarray(photo).transpose(2, 0, 1))
     streams = codec.split_streams(coded.pixels, 1)
-    parts["planes"] = bytes(Pack().call(targets._planes, 3, h, w).number(len(coded.latent), 0).raw(coded.latent).streams(streams).out)
+    parts["planes"] = bytes(Pack().call(targets._planes, 3, h, w).streams(streams).out)
     bits, context_shift = 13, 2
     wide = (planes.astype(np.uint16) << 5) | (planes[::-1].astype(np.uint16) & 31)
     wide_params = Pack().number(bits, 9).number(context_shift, 0).raw(bytes(params.size) + (table % 80).astype(np.uint8).tobytes())

@@ -142,19 +142,18 @@ def _tables(case: Case, channels: int, height: int, width: int, threads: int) ->
 
 def _adapters(case: Case, channels: int, height: int, width: int, threads: int) -> None:
     models = load_models()
-    group = [models.for_channels(3), models.for_channels(1)][: 1 + channels % 2]
-    for model, layers in zip(group, adapter.decode(case.take(case.number(0, 4096)), group)):
+    group = [models.network(3), models.network(1)][: 1 + channels % 2]
+    for network, layers in zip(group, adapter.decode(case.take(case.number(0, 4096)), group)):
         if layers:
-            adapter.apply(model, layers)
+            adapter.apply(network, layers)
 
 
 def _planes(case: Case, channels: int, height: int, width: int, threads: int) -> None:
-    """A plane group's chunks as the container holds them, through the codec."""
-    model = load_models().for_channels(3 if channels >= 3 else 1)
-    shape = codec.latent_shape(model, height, width)
-    coded = codec.CodedPlanes(shape, case.take(case.number(0, 512)), codec.join_streams(case.streams(_coder.num_bands(height))))
+    """A plane group's PIXL chunk as the container holds it, through the codec."""
+    photo = load_models().for_channels(3 if channels >= 3 else 1)
+    coded = codec.CodedPlanes(codec.join_streams(case.streams(_coder.num_bands(height))))
     with codec.coding_threads(threads):
-        codec.decode_planes(model, coded, height, width)
+        codec.decode_planes(photo, coded, height, width)
 
 
 def _wide(case: Case, channels: int, height: int, width: int) -> tuple[int, int, np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ imageio give all 16 bits.
 `save(..., save_all=True, append_images=[...])` stores several frames, which open as a
 multi-frame image (n_frames, seek, tell, ImageSequence).
 
-`save(..., threads=N)` codes on N threads (default: torch's; the bytes never depend on it).
+`save(..., threads=N)` codes on N threads (default: one per core; the bytes never depend on it).
 `save(..., lora=True)` tunes a per-image adapter first (pillow_unz/finetune/lora.py; needs the
 `lora` extra), with the options of `unz-finetune --lora`: rank, steps or seconds, device, targets.
 `register_unz_opener(**defaults)` sets defaults for these options (threads also for decoding),

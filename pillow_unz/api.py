@@ -3,12 +3,12 @@ with the right model, and checks the pixel hash and model identity of every file
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO, Sequence
 
 import numpy as np
 
-from . import adapter, codec, format as fmt
+from . import codec, format as fmt
 from .weights import ModelSet, load_models
 
 
@@ -106,7 +106,7 @@ def compress(
 ) -> bytes:
     """Encode an image: pixels (H, W) for mode L, (H, W, C) for LA, RGB and RGBA, uint8, or
     uint16 for 16-bit samples (stored as I;16, LA;16, RGB;16, RGBA;16, which may also be given
-    as the mode), on `threads` threads (default: torch's). (pillow_unz.finetune.lora.compress
+    as the mode), on `threads` threads (default: one per core). (pillow_unz.finetune.lora.compress
     does the same with a per-image adapter.)"""
     return compress_frames([(pixels, mode)], icc_profile, exif, models, threads)
 
@@ -152,11 +152,15 @@ def decode_body(
         )
     group_models = [models.for_channels(n) for n in fmt.GROUPS[header.mode]]
     if unz.adapter is not None:
+        from . import adapter  # imports torch: only files with an adapter need the network
+
+        networks = [models.network(n) for n in fmt.GROUPS[header.mode]]
         try:
-            group_adapters = adapter.decode(unz.adapter, group_models)
+            group_adapters = adapter.decode(unz.adapter, networks)
         except ValueError as e:
             raise fmt.UnzFormatError(f"corrupt adapter chunk: {e}") from e
-        group_models = [adapter.apply(m, a) if a else m for m, a in zip(group_models, group_adapters)]
+        group_models = [replace(m, network=adapter.apply(n, a)) if a else m
+                        for m, n, a in zip(group_models, networks, group_adapters)]
     groups = [codec.decode_planes(m, coded, header.height, header.width) for m, coded in zip(group_models, unz.groups)]
     dtype = np.uint16 if header.mode in fmt.WIDE_MODES else np.uint8
     if any(g[0].dtype != dtype for g in groups):
@@ -175,7 +179,7 @@ def _open(data: bytes | BinaryIO) -> tuple[BinaryIO, fmt.Header, dict[str, bytes
 
 
 def decompress(data: bytes | BinaryIO, models: ModelSet | None = None, threads: int | None = None) -> DecodedImage:
-    """Decode .unz bytes (or a seekable binary file) on `threads` threads (default: torch's);
+    """Decode .unz bytes (or a seekable binary file) on `threads` threads (default: one per core);
     of a file of several frames, the first."""
     f, header, metadata = _open(data)
     with codec.coding_threads(threads):

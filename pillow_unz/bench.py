@@ -8,7 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -17,7 +17,7 @@ from PIL import Image
 
 from . import api, codec, png16
 from .UnzImagePlugin import PILLOW_MODES
-from .pixelmodel import coding_order
+from .codec import PhotoModel, coding_order
 
 
 @dataclass
@@ -145,36 +145,19 @@ def bench_images(folder: str | Path, repeat: int = 1, progress: bool = True) -> 
     return {"codecs": {name: {g: t.row() for g, t in groups.items()} for name, groups in results.items()}, "files": sizes}
 
 
-@dataclass
-class _AblationGroup:
-    """One plane group of one image: its samples in coding order, the network's parameter planes
-    for it, and its usual coded size."""
-
-    planes: np.ndarray
-    params: np.ndarray
-    usual_bytes: int
-
-
-def _constant_planes(constants: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    return np.ascontiguousarray(np.broadcast_to(constants[:, None, None], (len(constants), *shape)), dtype=np.int32)
-
-
-def _fit_constants(model, groups: list[_AblationGroup]) -> tuple[np.ndarray, int]:
-    """The best constant per network output for these groups, by real coded bytes: from the
-    pixel-weighted mean of each parameter plane, a coordinate search over integers (steps of one
-    scale step for offsets, 2/64 for coefficients) that keeps every move that saves bytes."""
+def fit_constants(photo: PhotoModel, groups: list[np.ndarray]) -> tuple[np.ndarray, int]:
+    """The best constant parameters of the photo tool for these plane groups (8-bit, in coding
+    order), by real coded bytes: from photo.constants, a coordinate search over integers (steps
+    of one scale step for offsets, 2/64 for coefficients) that keeps every move that saves bytes."""
 
     def cost(constants: np.ndarray) -> int:
-        return sum(len(codec.encode_samples(model, g.planes, _constant_planes(constants, g.planes.shape[1:])))
-                   for g in groups)
+        trial = replace(photo, constants=constants, network=None)
+        return sum(len(codec.encode_samples(trial, g)) for g in groups)
 
-    weights = np.array([g.params[0].size for g in groups], np.float64)
-    means = sum(w * g.params.reshape(len(g.params), -1).mean(1) for w, g in zip(weights, groups)) / weights.sum()
-    best = np.rint(means).astype(np.int32)
+    best = photo.constants.astype(np.int32)
     best_cost = cost(best)
-    channels = model.config.channels
     for i in range(len(best)):
-        step = 1 if i < channels else 2
+        step = 1 if i < photo.channels else 2
         for direction in (1, -1):
             while True:
                 trial = best.copy()
@@ -187,10 +170,11 @@ def _fit_constants(model, groups: list[_AblationGroup]) -> tuple[np.ndarray, int
 
 
 def bench_ablation(folder: str | Path, progress: bool = True) -> dict:
-    """The network's share of the ratio on the PNG images of folder: every plane group coded as
-    usual and with the network's outputs (its parameter planes) replaced by the best constant per
-    output, fitted on the same images by coded size; both codings are decoded and compared.
-    network_share = 1 - usual bytes / ablated bytes (the coded planes, z included in usual)."""
+    """The network's share on the PNG images of folder: the photo tool codes every plane group
+    with the network's parameter planes (what adapters start from), and with the best constant
+    parameters fitted on the same images by coded size; network_share = 1 - network bytes /
+    constant bytes. The shipped constants' bytes (what files use) are reported beside them.
+    Every coding is decoded and compared."""
     from tqdm import tqdm
 
     from .weights import load_models
@@ -199,43 +183,42 @@ def bench_ablation(folder: str | Path, progress: bool = True) -> dict:
     if not files:
         raise FileNotFoundError(f"no .png images in {folder}")
     models = load_models()
-    by_model: dict[int, list[_AblationGroup]] = {}
-    for f in tqdm(files, desc="usual", disable=not progress):
+    by_model: dict[int, list[np.ndarray]] = {}
+    for f in files:
         img = Image.open(f)
-        _, groups = api.prepare(np.asarray(img), img.mode, models)
-        for planes in groups:
-            model = models.for_channels(len(planes))
-            coded = codec.encode_planes(model, planes)
-            ordered = np.ascontiguousarray(planes[coding_order(len(planes))])
-            params = codec.parameter_planes(model, codec.decode_latent(model, coded), *planes.shape[1:])
-            if not np.array_equal(codec.decode_planes(model, coded, *planes.shape[1:]), planes):
-                raise AssertionError(f"pillow-unz did not round-trip {f.name}")
-            by_model.setdefault(len(planes), []).append(_AblationGroup(ordered, params, coded.size))
+        for planes in api.prepare(np.asarray(img), img.mode, models)[1]:
+            by_model.setdefault(len(planes), []).append(np.ascontiguousarray(planes[coding_order(len(planes))]))
+
+    def coded_bytes(photo: PhotoModel, groups: list[np.ndarray]) -> int:
+        total = 0
+        for g in tqdm(groups, desc="network" if photo.network else "constants", disable=not progress):
+            stream = codec.encode_samples(photo, g)
+            if not np.array_equal(codec.decode_samples(photo, stream, *g.shape[1:]), g):
+                raise AssertionError("the photo tool did not round-trip")
+            total += len(stream)
+        return total
+
     result: dict = {"images": len(files), "models": {}}
-    for channels, groups in tqdm(by_model.items(), desc="ablated", disable=not progress):
-        model = models.for_channels(channels)
-        constants, ablated = _fit_constants(model, groups)
-        for g in groups:
-            params = _constant_planes(constants, g.planes.shape[1:])
-            stream = codec.encode_samples(model, g.planes, params)
-            if not np.array_equal(codec.decode_samples(model, stream, params), g.planes):
-                raise AssertionError("the ablated coding did not round-trip")
-        usual = sum(g.usual_bytes for g in groups)
-        result["models"][channels] = {"usual_bytes": usual, "ablated_bytes": ablated,
-                                      "network_share": round(1 - usual / ablated, 5), "constants": constants.tolist()}
-    usual = sum(m["usual_bytes"] for m in result["models"].values())
-    ablated = sum(m["ablated_bytes"] for m in result["models"].values())
-    result.update(usual_bytes=usual, ablated_bytes=ablated, network_share=round(1 - usual / ablated, 5))
+    for channels, groups in by_model.items():
+        shipped = models.for_channels(channels)
+        network = coded_bytes(replace(shipped, network=models.network(channels)), groups)
+        constants, fitted = fit_constants(shipped, groups)
+        coded_bytes(replace(shipped, constants=constants), groups)
+        result["models"][channels] = {"network_bytes": network, "constant_bytes": fitted, "shipped_bytes": coded_bytes(shipped, groups),
+                                      "network_share": round(1 - network / fitted, 5), "constants": constants.tolist()}
+    for key in ("network_bytes", "constant_bytes", "shipped_bytes"):
+        result[key] = sum(m[key] for m in result["models"].values())
+    result["network_share"] = round(1 - result["network_bytes"] / result["constant_bytes"], 5)
     return result
 
 
 def format_ablation(result: dict) -> str:
-    lines = [f"ablation over {result['images']} images: the network's outputs replaced by the best constant per output",
-             f"{'model':<10} {'usual bytes':>12} {'ablated bytes':>14} {'network share':>14}"]
+    lines = [f"ablation over {result['images']} images: the photo tool with the network's parameter planes, "
+             "and with the best constants fitted on them",
+             f"{'model':<10} {'network bytes':>14} {'constant bytes':>15} {'network share':>14} {'shipped bytes':>14}"]
     names = {1: "gray", 3: "colour"}
-    for channels, m in result["models"].items():
-        lines.append(f"{names.get(int(channels), channels):<10} {m['usual_bytes']:>12,} {m['ablated_bytes']:>14,} {m['network_share']:>13.2%}")
-    lines.append(f"{'all':<10} {result['usual_bytes']:>12,} {result['ablated_bytes']:>14,} {result['network_share']:>13.2%}")
+    for key, m in [*((names.get(int(c), c), m) for c, m in result["models"].items()), ("all", result)]:
+        lines.append(f"{key:<10} {m['network_bytes']:>14,} {m['constant_bytes']:>15,} {m['network_share']:>13.2%} {m['shipped_bytes']:>14,}")
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageSequence
 
-from . import UnzImagePlugin, _coder, adapter, api, codec, format as fmt, png16, samples, tools  # (importing the plugin registers .unz)
+from . import UnzImagePlugin, _coder, api, codec, format as fmt, png16, samples, tools  # (importing the plugin registers .unz)
 from .weights import load_models
 
 
@@ -135,11 +135,13 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(f"  {key}: {len(value)} bytes")
         if unz.adapter is not None:
             print(f"  adapter: {len(unz.adapter)} bytes")
-            models = [load_models().for_channels(n) for n in fmt.GROUPS[h.mode]]
-            for i, layers in enumerate(adapter.decode(unz.adapter, models)):
+            from . import adapter  # imports torch, for files with an adapter only
+
+            networks = [load_models().network(n) for n in fmt.GROUPS[h.mode]]
+            for i, layers in enumerate(adapter.decode(unz.adapter, networks)):
                 print(f"    planes {i}: " + (", ".join(f"{a.name} rank {a.rank}" for a in layers) or "not adapted"))
         for i, g in enumerate(unz.groups):
-            print(f"  planes {i}: z {'x'.join(map(str, g.latent_shape))} in {len(g.latent)} bytes, pixels {len(g.pixels)} bytes"
+            print(f"  planes {i}: {len(g.pixels)} bytes"
                   f" ({_band_tools(g.pixels, h.height)}){_sample_transform(g.samples)}")
         for i, frame in enumerate(unz.frames, 1):
             fh = frame.header

@@ -3,30 +3,51 @@ by the tool that codes it smallest (tools.py). 16-bit planes first go through a 
 transform (samples.py: a range or a palette), and are coded as 8-bit planes where that leaves
 8 bits or fewer.
 
-The photo tool: the network's encoder gives z; z is coded under its learned prior; the decoder
-half of the network, run exactly in float64, turns z into the per-pixel parameter planes; the C++
-pixel model codes the samples with them. Decoding repeats the last two steps from the stored z.
-z is stored only where some band of the group takes the photo tool.
+The photo tool is the C++ pixel model under the group's PhotoModel: the learned scale table of
+its context cells and its parameters (per channel a scale offset and an error-feedback
+coefficient): the model's learned constants, or, where the file's adapter adapts the group, the
+adapted network's parameter planes (pillow_unz.adapter; only then is torch imported).
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import torch
 
-from . import _coder, coder, samples, tools
-from .pixelmodel import coding_order
-from .model import Z_MAX, UnzNet, num_levels
+from . import _coder, samples, tools
 from .samples import SampleRange, SampleTransform
+
+def coding_order(channels: int) -> list[int]:
+    """The order in which a pixel's channels are coded: for colour, green first (the least noisy
+    channel of a camera photograph, and the best predictor of the other two), then red, blue."""
+    return [1, 0, 2] if channels == 3 else list(range(channels))
+
+
+@dataclass(frozen=True)
+class PhotoModel:
+    """What the photo tool codes a group of C planes with."""
+
+    scale_table: np.ndarray  # (C, A, B, S) int32: the base scale index of every context cell
+    constants: np.ndarray  # (2C,) int32: per channel the scale offset, then the feedback coefficient
+    network: Any = None  # an adapted pillow_unz.model.UnzNet whose parameter planes replace the constants
+
+    @property
+    def channels(self) -> int:
+        return self.scale_table.shape[0]
+
+    def parameters(self, height: int, width: int, rows: range) -> np.ndarray:
+        """The pixel model's parameters for `rows` of a height x width image: the constants
+        (P,), or the network's planes (P, len(rows), width)."""
+        return self.constants if self.network is None else self.network.parameter_planes(height, width, rows)
+
 
 @dataclass(frozen=True)
 class CodedPlanes:
-    latent_shape: tuple[int, int, int]  # (channels, height, width) of z
-    latent: bytes  # z, range coded; empty where no band takes the photo tool
     pixels: bytes  # one stream per band of rows (its tool's byte, then its payload), framed by join_streams
     complete: bool = True  # False: what a truncated file still holds of `pixels`
     samples: SampleTransform | None = None  # of 16-bit planes; None for 8-bit ones
@@ -34,7 +55,7 @@ class CodedPlanes:
     @property
     def size(self) -> int:
         """Coded bytes (without the container's framing)."""
-        return len(self.latent) + len(self.pixels)
+        return len(self.pixels)
 
 
 def join_streams(streams: list[bytes]) -> bytes:
@@ -82,8 +103,8 @@ def checked_threads(threads: int | None) -> int | None:
 
 @contextmanager
 def coding_threads(threads: int | None) -> Iterator[None]:
-    """Within the block, code bands on `threads` threads (None: as many as torch is allowed).
-    The bytes and pixels never depend on it."""
+    """Within the block, code bands on `threads` threads (None: one per core this process may
+    use). The bytes and pixels never depend on it."""
     token = _THREADS.set(checked_threads(threads))
     try:
         yield
@@ -92,53 +113,26 @@ def coding_threads(threads: int | None) -> Iterator[None]:
 
 
 def _threads() -> int:
-    return _THREADS.get() or max(1, torch.get_num_threads())
+    if _THREADS.get():
+        return _THREADS.get()
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def latent_shape(model: UnzNet, height: int, width: int) -> tuple[int, int, int]:
-    for _ in range(num_levels(height, width)):
-        height, width = (height + 1) // 2, (width + 1) // 2
-    return model.config.latent, height, width
-
-
-def parameter_planes(model: UnzNet, z: torch.Tensor, height: int, width: int, rows: range | None = None) -> np.ndarray:
-    """The decoder half in float64: integer parameter planes (of `rows` only, if given),
-    identical on every machine."""
-    rows = rows if rows is not None else range(height)
-    params = np.empty((_coder.num_param_planes(model.config.channels), len(rows), width), np.int32)
-    with torch.no_grad(), torch.backends.cudnn.flags(enabled=False):
-        for part, planes in model.decode_chunks(z.to(torch.float64), height, width, rows):
-            params[:, part.start - rows.start : part.stop - rows.start] = planes[0].cpu().numpy()
-    return params
-
-
-def _latent_scales(model: UnzNet, shape: tuple[int, int, int]) -> np.ndarray:
-    """z's scale index for every element: one per channel."""
-    _, h, w = shape
-    return np.repeat(model.z_scale_index().detach().cpu().numpy().astype(np.int32), h * w)
-
-
-def scale_table(model: UnzNet) -> np.ndarray:
-    table = model.scale_table_index().detach().cpu().numpy()
-    return np.ascontiguousarray(table.astype(np.int32))
-
-
-def encode_samples(model: UnzNet, ordered: np.ndarray, params: np.ndarray) -> bytes:
-    """The photo tool's streams of planes (C, H, W) uint8, already in coding order, under the
-    pixel model with the integer parameter planes `params` and the model's scale table (no tool
+def encode_samples(photo: PhotoModel, ordered: np.ndarray) -> bytes:
+    """The photo tool's streams of 8-bit planes (C, H, W), already in coding order (no tool
     bytes: for measurements of the photo tool alone)."""
-    return join_streams(_coder.encode_pixels(np.ascontiguousarray(ordered), params, scale_table(model), _threads()))
+    _, height, width = ordered.shape
+    params = photo.parameters(height, width, range(height))
+    return join_streams(_coder.encode_pixels(np.ascontiguousarray(ordered), params, photo.scale_table, _threads()))
 
 
-def decode_samples(model: UnzNet, pixels: bytes, params: np.ndarray) -> np.ndarray:
-    """Inverse of encode_samples: planes (C, H, W) uint8 in coding order, from its pixel streams
-    and the parameter planes (P, H, W) they were coded with."""
-    channels, (height, width) = model.config.channels, params.shape[1:]
-    out = np.empty((channels, height, width), np.uint8)
+def decode_samples(photo: PhotoModel, pixels: bytes, height: int, width: int) -> np.ndarray:
+    """Inverse of encode_samples: 8-bit planes (C, H, W) in coding order."""
+    out = np.empty((photo.channels, height, width), np.uint8)
     streams = split_streams(pixels, _coder.num_bands(height))
     for i, s in enumerate(streams):
-        tools.check_band(tools.PHOTO, s, channels, len(_rows(height, i, 1)), width)
-    _coder.decode_pixels(streams, params, scale_table(model), _threads(), out)
+        tools.check_band(tools.PHOTO, s, photo.channels, len(_rows(height, i, 1)), width)
+    _coder.decode_pixels(streams, photo.parameters(height, width, range(height)), photo.scale_table, _threads(), out)
     return out
 
 
@@ -146,86 +140,56 @@ def _rows(height: int, first: int, count: int) -> range:
     return range(_coder.band_start(height, first), _coder.band_start(height, first + count))
 
 
-def _top_bytes(planes: np.ndarray, t: SampleTransform) -> np.ndarray:
-    """What the network reads of coded planes: their top 8 bits."""
-    return planes if t.bits == samples.MIN_BITS else (planes >> np.uint16(t.bits - 8)).astype(np.uint8)
-
-
-def encode_planes(model: UnzNet, planes: np.ndarray) -> CodedPlanes:
-    """planes: (C, H, W) uint8 or uint16 with C = model.config.channels. 16-bit planes are
-    coded under each of their candidate sample transforms, and the smaller kept."""
+def encode_planes(photo: PhotoModel, planes: np.ndarray) -> CodedPlanes:
+    """planes: (C, H, W) uint8 or uint16 with C = photo.channels. 16-bit planes are coded under
+    each of their candidate sample transforms, and the smaller kept."""
     ordered = planes[coding_order(planes.shape[0])]
     if planes.dtype == np.uint8:
-        return _encode_coded(model, np.ascontiguousarray(ordered), None)
-    coded = [_encode_coded(model, np.ascontiguousarray(t.forward(ordered)), t) for t in samples.candidates(ordered)]
+        return _encode_coded(photo, np.ascontiguousarray(ordered), None)
+    coded = [_encode_coded(photo, np.ascontiguousarray(t.forward(ordered)), t) for t in samples.candidates(ordered)]
     return min(coded, key=lambda c: c.size + len(c.samples.to_bytes()))
 
 
-def _encode_coded(model: UnzNet, planes: np.ndarray, transform: SampleTransform | None) -> CodedPlanes:
+def _encode_coded(photo: PhotoModel, planes: np.ndarray, transform: SampleTransform | None) -> CodedPlanes:
     """Planes already in coding order and through their sample transform (None: 8-bit planes):
-    tools.encode_bands picks each band's tool; the network runs only if it asks for the photo
-    tool."""
-    c, h, w = planes.shape
+    tools.encode_bands picks each band's tool."""
+    _, h, w = planes.shape
     r = transform or SampleRange()
-    shape, latent = latent_shape(model, h, w), b""
 
-    def photo(bands: list[int]) -> dict[int, bytes]:
-        nonlocal latent
-        if not bands:
-            return {}
-        device = next(model.parameters()).device
-        with torch.no_grad():
-            z = model.latent(torch.from_numpy(_top_bytes(planes, r)).to(device)[None])
-        latent = coder.encode_centered(z.cpu().numpy().reshape(-1).astype(np.int32), _latent_scales(model, shape), Z_MAX)
-        table, streams = scale_table(model), {}
-        for first, count in tools.runs(bands, _threads()):  # parameter planes for a few bands at a time
-            params = parameter_planes(model, z, h, w, _rows(h, first, count))
-            coded = _coder.encode_pixels(planes, params, table, _threads(), first, count, r.bits, r.context_shift)
+    def photo_tool(bands: list[int]) -> dict[int, bytes]:
+        streams = {}
+        for first, count in tools.runs(bands, _threads()):  # parameters for a few bands at a time
+            params = photo.parameters(h, w, _rows(h, first, count))
+            coded = _coder.encode_pixels(planes, params, photo.scale_table, _threads(), first, count, r.bits, r.context_shift)
             del params  # before the next run's are made
             for band, s in enumerate(coded, first):
                 streams[band] = bytes([tools.PHOTO]) + s
         return streams
 
-    streams = tools.encode_bands(planes, _threads(), photo)
-    latent = latent if any(s[0] == tools.PHOTO for s in streams) else b""
-    return CodedPlanes(shape, latent, join_streams(streams), samples=transform)
+    return CodedPlanes(join_streams(tools.encode_bands(planes, _threads(), photo_tool)), samples=transform)
 
 
-def decode_planes(model: UnzNet, coded: CodedPlanes, height: int, width: int) -> list[np.ndarray]:
+def decode_planes(photo: PhotoModel, coded: CodedPlanes, height: int, width: int) -> list[np.ndarray]:
     """Inverse of encode_planes: the C planes (H, W), in their usual order (views of one array
     in coding order, not copied); raises ValueError for streams that cannot be this model's. Of
     incomplete planes (a truncated file), the bands still there, and zeros (16-bit planes: what
     their sample transform makes of zeros). Every band stream is checked against its band's size before the
     image's planes are allocated."""
-    expected = latent_shape(model, height, width)
-    if coded.latent_shape != expected:
-        raise ValueError(f"latent shape {coded.latent_shape} does not fit a {width}x{height} image ({expected})")
     r = coded.samples or SampleRange()
-    channels, bands, dtype = model.config.channels, _coder.num_bands(height), r.dtype
+    channels, bands, dtype = photo.channels, _coder.num_bands(height), r.dtype
     streams = split_streams(coded.pixels, bands) if coded.complete else intact_streams(coded.pixels, bands)
     for i, s in enumerate(streams):
         if not s:
             raise ValueError("empty band stream: corrupt")
         tools.check_band(s[0], s[1:], channels, len(_rows(height, i, 1)), width, dtype)
-    photo = [i for i, s in enumerate(streams) if s[0] == tools.PHOTO]
-    if (photo and not coded.latent) or (coded.complete and coded.latent and not photo):
-        raise ValueError("latent z missing for photo bands, or present without them: corrupt")
     planes = np.zeros((channels, height, width), dtype)  # rows no stream reaches stay zero
     tools.decode_bands(streams, planes, _threads())
-    if photo:
-        z, table = decode_latent(model, coded), scale_table(model)
-        for first, count in tools.runs(photo, _threads()):  # parameter planes for a few bands at a time
-            params = parameter_planes(model, z, height, width, _rows(height, first, count))
-            payloads = [s[1:] for s in streams[first : first + count]]
-            _coder.decode_pixels(payloads, params, table, _threads(), planes, first, r.bits, r.context_shift)
-            del params  # before the next run's are made
+    photo_bands = [i for i, s in enumerate(streams) if s[0] == tools.PHOTO]
+    for first, count in tools.runs(photo_bands, _threads()):  # parameters for a few bands at a time
+        params = photo.parameters(height, width, _rows(height, first, count))
+        payloads = [s[1:] for s in streams[first : first + count]]
+        _coder.decode_pixels(payloads, params, photo.scale_table, _threads(), planes, first, r.bits, r.context_shift)
+        del params  # before the next run's are made
     if coded.samples:
         planes = coded.samples.inverse(planes)
     return [planes[c] for c in np.argsort(coding_order(channels))]
-
-
-def decode_latent(model: UnzNet, coded: CodedPlanes) -> torch.Tensor:
-    """z of coded planes, (1, latent, h, w) float64 on the model's device."""
-    symbols = coder.decode_centered(coded.latent, _latent_scales(model, coded.latent_shape), Z_MAX)
-    device = next(model.parameters()).device
-    return torch.from_numpy(symbols.astype(np.float64)).view(1, *coded.latent_shape).to(device)

@@ -1,8 +1,8 @@
 """The .unz container (docs/FORMAT.md): a fixed header, then CRC-protected chunks.
 
     header  magic "\\x89UNZ", version, mode, flags, width, height, model id, pixel hash, header CRC
-    chunks  [ICCP] [EXIF] [ADPT] (ZLAT PIXL) per plane group, then for every further frame
-            (version 2 and 3) FRAM (ZLAT PIXL) per plane group; UEND
+    chunks  [ICCP] [EXIF] [ADPT] PIXL per plane group, then for every further frame
+            FRAM and PIXL per plane group; UEND
 
 Readers check every length against the bytes that are really there before reading, so a corrupt
 or hostile file costs no more memory than its own size and raises UnzFormatError (a ValueError).
@@ -22,10 +22,11 @@ from . import samples
 from .codec import CodedPlanes
 
 MAGIC = b"\x89UNZ"
-VERSION = 1  # one frame
-FRAMES_VERSION = 2  # several frames (FRAM chunks); a reader of version 1 refuses such files
-WIDE_VERSION = 3  # frames of 16-bit samples too; a reader of version 2 refuses such files
-VERSIONS = (VERSION, FRAMES_VERSION, WIDE_VERSION)
+# Version 4: no coded latent (the ZLAT chunk of each plane group in versions 1 to 3, which held
+# a z that was zero in every file the shipped models wrote: docs/DESIGN.md).
+VERSION = 4
+# Versions 1 (one frame), 2 (frames) and 3 (16-bit samples) carried z; pillow-unz 0.1 reads them.
+LATENT_VERSIONS = (1, 2, 3)
 # Stored as index + 1. The 16-bit modes: "I;16" as Pillow names 16-bit gray, the others after it.
 MODES = ("L", "LA", "RGB", "RGBA", "I;16", "LA;16", "RGB;16", "RGBA;16")
 WIDE_MODES = frozenset(MODES[4:])
@@ -36,7 +37,6 @@ MAX_SIDE = 1 << 20
 
 _HEADER = struct.Struct("<4sBBHII8s8s")  # then a CRC-32 of these bytes
 _CHUNK = struct.Struct("<4sI")  # tag, payload length; payload; CRC-32 of tag and payload
-_LATENT = struct.Struct("<BHH")  # z channels, height, width; then the z stream
 _FRAME = struct.Struct("<BII8s")  # a further frame's mode, width, height, pixel hash
 HEADER_SIZE = _HEADER.size + 4
 METADATA_TAGS = {b"ICCP": "icc_profile", b"EXIF": "exif"}
@@ -59,7 +59,7 @@ class Header:
     height: int
     model_id: bytes
     pixel_hash: bytes
-    version: int = VERSION  # as read; write() picks the version a file needs
+    version: int = VERSION  # as read
 
 
 @dataclass
@@ -102,12 +102,7 @@ def write(f: BinaryIO, unz: UnzFile) -> None:
         if len(value) > MAX_METADATA:
             raise ValueError(f"{key} is {len(value)} bytes, more than .unz stores ({MAX_METADATA})")
     h = unz.header
-    version = VERSION
-    if unz.frames:
-        version = FRAMES_VERSION
-    if any(frame.mode in WIDE_MODES for frame in [h, *(f.header for f in unz.frames)]):
-        version = WIDE_VERSION
-    head = _HEADER.pack(MAGIC, version, MODES.index(h.mode) + 1, 0, h.width, h.height, h.model_id, h.pixel_hash)
+    head = _HEADER.pack(MAGIC, VERSION, MODES.index(h.mode) + 1, 0, h.width, h.height, h.model_id, h.pixel_hash)
     f.write(head + struct.pack("<I", zlib.crc32(head)))
     for tag, key in METADATA_TAGS.items():
         if unz.metadata.get(key):
@@ -124,7 +119,6 @@ def write(f: BinaryIO, unz: UnzFile) -> None:
 
 def _write_groups(f: BinaryIO, groups: list[CodedPlanes]) -> None:
     for g in groups:
-        _write_chunk(f, b"ZLAT", _LATENT.pack(*g.latent_shape) + g.latent)
         _write_chunk(f, b"PIXL", (g.samples.to_bytes() if g.samples else b"") + g.pixels)
 
 
@@ -203,11 +197,16 @@ def read_header(f: BinaryIO) -> tuple[Header, dict[str, bytes]]:
         raise UnzFormatError("not a .unz file (bad magic)")
     if struct.unpack("<I", raw[-4:])[0] != zlib.crc32(raw[:-4]):
         raise UnzFormatError("corrupt .unz header (CRC mismatch)")
-    if version not in VERSIONS:
-        raise UnzFormatError(f"unsupported .unz version {version} (this reader knows {', '.join(map(str, VERSIONS))})")
+    if version in LATENT_VERSIONS:
+        raise UnzFormatError(
+            f"unsupported .unz version {version}: an earlier format (with a coded latent), "
+            f"which pillow-unz 0.1 decodes; this reader knows version {VERSION}"
+        )
+    if version != VERSION:
+        raise UnzFormatError(f"unsupported .unz version {version} (this reader knows version {VERSION})")
     if flags != 0:
         raise UnzFormatError(f"unsupported flags {flags}")
-    header = _frame_header(mode, width, height, model_id, phash, version)
+    header = _frame_header(mode, width, height, model_id, phash)
     metadata = {}
     while r.peek_tag() in METADATA_TAGS:
         tag, payload = r.chunk(MAX_METADATA)
@@ -215,13 +214,11 @@ def read_header(f: BinaryIO) -> tuple[Header, dict[str, bytes]]:
     return header, metadata
 
 
-def _frame_header(mode: int, width: int, height: int, model_id: bytes, phash: bytes, version: int) -> Header:
+def _frame_header(mode: int, width: int, height: int, model_id: bytes, phash: bytes) -> Header:
     if not 1 <= mode <= len(MODES):
         raise UnzFormatError(f"unsupported mode {mode}")
-    if MODES[mode - 1] in WIDE_MODES and version < WIDE_VERSION:
-        raise UnzFormatError(f"mode {MODES[mode - 1]} in a file of version {version}: corrupt")
     check_size(width, height)
-    return Header(MODES[mode - 1], width, height, model_id, phash, version)
+    return Header(MODES[mode - 1], width, height, model_id, phash)
 
 
 def _further_frame(payload: bytes, first: Header) -> Header:
@@ -229,7 +226,7 @@ def _further_frame(payload: bytes, first: Header) -> Header:
     if len(payload) != _FRAME.size:
         raise UnzFormatError("FRAM chunk has the wrong size")
     mode, width, height, phash = _FRAME.unpack(payload)
-    return _frame_header(mode, width, height, first.model_id, phash, first.version)
+    return _frame_header(mode, width, height, first.model_id, phash)
 
 
 def index_frames(f: BinaryIO, header: Header) -> list[tuple[Header, int]]:
@@ -238,7 +235,7 @@ def index_frames(f: BinaryIO, header: Header) -> list[tuple[Header, int]]:
     stops quietly where the file ends early: loading a frame then reports the truncation."""
     r = _Reader(f)
     frames = [(header, f.tell())]
-    while header.version >= FRAMES_VERSION and f.tell() + _CHUNK.size <= r.end:
+    while f.tell() + _CHUNK.size <= r.end:
         start = f.tell()
         tag, length = _CHUNK.unpack(f.read(_CHUNK.size))
         if tag == b"UEND" or start + _CHUNK.size + length + 4 > r.end:
@@ -257,7 +254,7 @@ def read(f: BinaryIO) -> UnzFile:
     header, metadata = read_header(f)
     unz = read_body(f, header, metadata)
     r = _Reader(f)
-    while r.peek_tag() == b"FRAM" and header.version >= FRAMES_VERSION:
+    while r.peek_tag() == b"FRAM":
         frame = UnzFrame(_further_frame(r.chunk()[1], header))
         frame.groups = read_body(f, frame.header, {}, first_frame=False).groups
         unz.frames.append(frame)
@@ -281,17 +278,11 @@ def read_body(
             unz.truncated = True
         return unz.truncated
 
-    if first_frame and not ends_here() and r.peek_tag() == b"ADPT":
+    if first_frame and r.peek_tag() == b"ADPT" and not ends_here():
         unz.adapter = r.chunk()[1]
     for channels in GROUPS[header.mode]:
-        if ends_here():
+        if unz.truncated:  # inside an earlier group
             return unz
-        tag, payload = r.chunk()
-        if tag != b"ZLAT":
-            raise UnzFormatError(f"expected a ZLAT chunk, found {tag!r}")
-        if len(payload) < _LATENT.size:
-            raise UnzFormatError("ZLAT chunk too short")
-        shape = _LATENT.unpack(payload[: _LATENT.size])
         complete = not ends_here()
         tag, pixels = r.chunk() if complete else r.truncated_chunk()
         if tag != b"PIXL":
@@ -307,8 +298,8 @@ def read_body(
                     return unz  # cut inside the sample transform
                 raise UnzFormatError(f"corrupt PIXL chunk: {e}") from e
             pixels = pixels[size:]
-        unz.groups.append(CodedPlanes(shape, payload[_LATENT.size :], pixels, complete, transform))
-    next_frame = r.peek_tag() == b"FRAM" and header.version >= FRAMES_VERSION and r.whole_chunk_follows()
+        unz.groups.append(CodedPlanes(pixels, complete, transform))
+    next_frame = r.peek_tag() == b"FRAM" and r.whole_chunk_follows()
     if not ends_here() and not next_frame:
         _read_end(r)
     return unz

@@ -15,6 +15,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -165,6 +166,22 @@ class UnzNet(nn.Module):
             skip = needed(level).start - 2 * needed(level - 1).start
             h = h[..., skip : skip + len(needed(level)), :]
         return self.head(h)
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """(channels, height, width) of z for an image of this size."""
+        for _ in range(num_levels(height, width)):
+            height, width = (height + 1) // 2, (width + 1) // 2
+        return self.config.latent, height, width
+
+    def parameter_planes(self, height: int, width: int, rows: range) -> np.ndarray:
+        """The decoder half, in float64 from z = 0 (files carry no z: it was zero on every image
+        the shipped models coded): integer planes (P, len(rows), width), identical on every machine."""
+        z = torch.zeros((1, *self.latent_shape(height, width)), dtype=torch.float64, device=self.head.weight.device)
+        params = np.empty((num_param_planes(self.config.channels), len(rows), width), np.int32)
+        with torch.no_grad(), torch.backends.cudnn.flags(enabled=False):
+            for part, planes in self.decode_chunks(z, height, width, rows):
+                params[:, part.start - rows.start : part.stop - rows.start] = planes[0].cpu().numpy()
+        return params
 
     def latent(self, x: torch.Tensor) -> torch.Tensor:
         """z: the encoder's y rounded to integers in [-Z_MAX, Z_MAX] (straight through in training)."""

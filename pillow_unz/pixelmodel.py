@@ -36,12 +36,6 @@ def _floor(t: torch.Tensor) -> torch.Tensor:
     return t + (torch.floor(t) - t).detach()
 
 
-def coding_order(channels: int) -> list[int]:
-    """The order in which a pixel's channels are coded: for colour, green first (the least noisy
-    channel of a camera photograph, and the best predictor of the other two), then red, blue."""
-    return [1, 0, 2] if channels == 3 else list(range(channels))
-
-
 def _causal_sum(e: torch.Tensor, weights: tuple[int, int, int, int, int, int]) -> torch.Tensor:
     """weights . (e[N], e[W], e[NW], e[NE], e[WW], e[NN]) with zeros outside the image;
     e: (..., H, W)."""

@@ -1,35 +1,56 @@
 """The shipped models: one safetensors file holding a colour (RGB) and a grayscale model.
 
-Tensors are stored under "rgb." and "gray."; the metadata holds each model's config as JSON and
-how it was trained. The file's SHA-256, taken with the pixel model's revision, identifies the
-models in every .unz header, so a file never decodes with models other than those that coded it.
+Each model's tensors are stored under "rgb." or "gray.": the photo tool's (photo.scale_table, the
+base scale index of every context cell, and photo.constants, the pixel model's parameters at
+every pixel), which coding reads with numpy alone, and the network's, which only adapted files
+and training need (built with torch on first use). The metadata holds each network's config as
+JSON and how it was trained. The file's SHA-256, taken with the pixel model's revision,
+identifies the models in every .unz header, so a file never decodes with models other than those
+that coded it.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from safetensors.torch import load, save
+import numpy as np
+from safetensors.numpy import load, save
 
 from . import _coder
-from .model import ModelConfig, UnzNet
+from .codec import PhotoModel
+
+if TYPE_CHECKING:
+    from .model import UnzNet
 
 DEFAULT_WEIGHTS = "unz-default.safetensors"
 MODEL_KEYS = {3: "rgb", 1: "gray"}  # by number of colour channels
+PHOTO = "photo."  # prefix of the photo tool's tensors within a model's
 
 
 @dataclass(frozen=True)
 class ModelSet:
-    models: dict[int, UnzNet]  # by number of channels, float64, eval mode
+    photo: dict[int, PhotoModel]  # by number of channels
     model_id: bytes  # model_id_of(the weights file)
     metadata: dict[str, str]
+    data: bytes = field(repr=False)  # the weights file, whose networks network() builds
+    _networks: dict[int, UnzNet] = field(default_factory=dict, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def for_channels(self, channels: int) -> UnzNet:
-        return self.models[channels]
+    def for_channels(self, channels: int) -> PhotoModel:
+        return self.photo[channels]
+
+    def network(self, channels: int) -> UnzNet:
+        """The network of the `channels` model, float64, built once (this imports torch)."""
+        with self._lock:
+            if channels not in self._networks:
+                networks, _ = read_networks(self.data)
+                self._networks.update({c: m.double().eval().requires_grad_(False) for c, m in networks.items()})
+            return self._networks[channels]
 
 
 def model_id_of(data: bytes) -> bytes:
@@ -38,39 +59,54 @@ def model_id_of(data: bytes) -> bytes:
     return hashlib.sha256(data + revision).digest()[:8]
 
 
-def read_models(data: bytes) -> tuple[dict[int, UnzNet], dict[str, str]]:
-    """The models a weights file holds (any of colour and grayscale), float32, and its metadata."""
+def _metadata(data: bytes) -> dict[str, str]:
     header_len = int.from_bytes(data[:8], "little")
-    metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__", {})
-    tensors = load(data)
-    models = {}
+    return json.loads(data[8 : 8 + header_len]).get("__metadata__", {})
+
+
+def read_networks(data: bytes) -> tuple[dict[int, UnzNet], dict[str, str]]:
+    """The networks a weights file holds (any of colour and grayscale), float32, and its metadata."""
+    import torch
+
+    from .model import ModelConfig, UnzNet
+
+    metadata, tensors = _metadata(data), load(data)
+    networks = {}
     for channels, key in MODEL_KEYS.items():
         if f"{key}.config" not in metadata:
             continue
-        model = UnzNet(ModelConfig(**json.loads(metadata[f"{key}.config"])))
-        model.load_state_dict({name[len(key) + 1 :]: t for name, t in tensors.items() if name.startswith(key + ".")})
-        models[channels] = model
-    return models, metadata
+        network = UnzNet(ModelConfig(**json.loads(metadata[f"{key}.config"])))
+        prefix = key + "."
+        network.load_state_dict({name[len(prefix) :]: torch.from_numpy(t) for name, t in tensors.items()
+                                 if name.startswith(prefix) and not name.startswith(prefix + PHOTO)})
+        networks[channels] = network
+    return networks, metadata
 
 
 def parse_models(data: bytes) -> ModelSet:
-    """The codec's models from the bytes of a weights file: float64, for exact inference."""
-    models, metadata = read_models(data)
-    missing = [key for channels, key in MODEL_KEYS.items() if channels not in models]
-    if missing:
-        raise ValueError(f"weights file lacks the {', '.join(missing)} model")
-    exact = {c: m.double().eval().requires_grad_(False) for c, m in models.items()}
-    return ModelSet(exact, model_id_of(data), metadata)
+    """The codec's models from the bytes of a weights file."""
+    tensors, photo = load(data), {}
+    for channels, key in MODEL_KEYS.items():
+        table, constants = (tensors.get(f"{key}.{PHOTO}{name}") for name in ("scale_table", "constants"))
+        if table is None or constants is None:
+            raise ValueError(f"weights file lacks the {key} model's photo tables")
+        if table.shape[0] != channels or constants.shape != (_coder.num_param_planes(channels),):
+            raise ValueError(f"weights file's {key} photo tables have the wrong shape")
+        photo[channels] = PhotoModel(np.ascontiguousarray(table, np.int32), np.ascontiguousarray(constants, np.int32))
+    return ModelSet(photo, model_id_of(data), _metadata(data), data)
 
 
-def serialize_models(models: dict[int, UnzNet], metadata: dict[str, str]) -> bytes:
-    """Weights-file bytes (float32 tensors, configs in the metadata) for any of the models."""
+def serialize_models(networks: dict[int, UnzNet], photo: dict[int, PhotoModel], metadata: dict[str, str]) -> bytes:
+    """Weights-file bytes: for each model, its photo tables and its network (float32 tensors,
+    config in the metadata)."""
     tensors, meta = {}, dict(metadata)
-    for channels, model in models.items():
+    for channels, network in networks.items():
         key = MODEL_KEYS[channels]
-        meta[f"{key}.config"] = json.dumps(model.config.to_dict())
-        for name, t in model.state_dict().items():
-            tensors[f"{key}.{name}"] = t.detach().float().contiguous().cpu()
+        meta[f"{key}.config"] = json.dumps(network.config.to_dict())
+        for name, t in network.state_dict().items():
+            tensors[f"{key}.{name}"] = t.detach().float().contiguous().cpu().numpy()
+        tensors[f"{key}.{PHOTO}scale_table"] = photo[channels].scale_table.astype(np.int32)
+        tensors[f"{key}.{PHOTO}constants"] = photo[channels].constants.astype(np.int32)
     return save(tensors, metadata=meta)
 
 

@@ -51,17 +51,16 @@ def test_three_frames_round_trip_through_pillow(frames: list[Image.Image], coded
         assert np.array_equal(np.asarray(img), np.asarray(frames[1]))
         with pytest.raises(EOFError):
             img.seek(3)
-    assert fmt.read(io.BytesIO(coded)).header.version == fmt.FRAMES_VERSION
+    assert fmt.read(io.BytesIO(coded)).header.version == fmt.VERSION
 
 
-def test_single_frames_stay_version_1(small: Image.Image) -> None:
+def test_single_frames_are_single(small: Image.Image) -> None:
     for save_all in (False, True):
         buf = io.BytesIO()
         small.save(buf, format="UNZ", save_all=save_all)
         with Image.open(buf) as img:
             assert (img.n_frames, img.is_animated) == (1, False)
             assert np.array_equal(np.asarray(img), np.asarray(small))
-        assert buf.getvalue()[4] == fmt.VERSION
 
 
 def test_each_frame_decodes_without_the_others(frames: list[Image.Image], coded: bytes) -> None:
@@ -113,13 +112,6 @@ def test_broken_multi_frame_files_raise(coded: bytes) -> None:
         chunk = b"FRAM" + struct.pack("<I", len(payload)) + payload + struct.pack("<I", zlib.crc32(b"FRAM" + payload))
         with pytest.raises(fmt.UnzFormatError):
             Image.open(io.BytesIO(coded[:fram] + chunk + coded[fram + 12 + 17 :]))
-    # A version-1 header (CRC valid) with frames: refused, as a reader of version 1 refuses it.
-    head = bytearray(coded[: fmt.HEADER_SIZE - 4])
-    head[4] = fmt.VERSION
-    v1 = bytes(head) + struct.pack("<I", zlib.crc32(bytes(head))) + coded[fmt.HEADER_SIZE :]
-    with pytest.raises(fmt.UnzFormatError, match="UEND"):
-        with Image.open(io.BytesIO(v1)) as img:
-            img.load()
 
 
 def test_lora_refuses_several_frames(frames: list[Image.Image]) -> None:

@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -27,9 +28,11 @@ def adapted_file(img: Image.Image, steps: int = 3) -> tuple[bytes, list[adapter.
     models = load_models()
     header, groups = api.prepare(np.asarray(img), img.mode, models)
     settings = lora.LoraSettings(steps=steps)
-    tuned = [lora.tune(models.for_channels(len(g)), g, settings)[0] for g in groups]
+    photos = [models.for_channels(len(g)) for g in groups]
+    tuned = [lora.tune(models.network(len(g)), p.scale_table, g, settings)[0] for g, p in zip(groups, photos)]
     coded = [
-        codec.encode_planes(adapter.apply(models.for_channels(len(g)), a), g) for g, a in zip(groups, tuned)
+        codec.encode_planes(replace(p, network=adapter.apply(models.network(len(g)), a)), g)
+        for g, p, a in zip(groups, photos, tuned)
     ]
     return fmt.to_bytes(fmt.UnzFile(header, {}, adapter.encode(tuned), coded)), tuned
 
@@ -59,8 +62,8 @@ def test_adapted_file_decodes_exactly(rgba_adapted) -> None:
 
 def test_adapter_chunk_roundtrip(rgba_adapted) -> None:
     _, data, tuned = rgba_adapted
-    models = [load_models().for_channels(n) for n in fmt.GROUPS["RGBA"]]
-    back = adapter.decode(fmt.read(io.BytesIO(data)).adapter, models)
+    networks = [load_models().network(n) for n in fmt.GROUPS["RGBA"]]
+    back = adapter.decode(fmt.read(io.BytesIO(data)).adapter, networks)
     for a, b in zip(tuned, back):
         assert [layer.name for layer in a] == [layer.name for layer in b]
         for la, lb in zip(a, b):
@@ -190,10 +193,10 @@ def test_bound_starts_from_the_codec(small: Image.Image) -> None:
     (one photo band: its tool byte, then the photo tool's stream)."""
     from pillow_unz.finetune import bound
 
-    model = load_models().for_channels(3)
+    photo = load_models().for_channels(3)
     planes = np.ascontiguousarray(np.asarray(small).transpose(2, 0, 1))
-    base, tuned = bound.bound(model, planes, block=8, steps=0)
-    coded = codec.encode_planes(model, planes)
-    assert np.array_equal(codec.decode_planes(model, coded, small.height, small.width), planes)
+    base, tuned = bound.bound(photo, planes, block=8, steps=0)
+    coded = codec.encode_planes(photo, planes)
+    assert np.array_equal(codec.decode_planes(photo, coded, small.height, small.width), planes)
     assert coded.pixels[0] == tools.PHOTO
     assert base == tuned == len(coded.pixels) - 1

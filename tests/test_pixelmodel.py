@@ -1,5 +1,5 @@
 """The training twin of the pixel model predicts the coder's real code length, and the network's
-exact path is exact."""
+exact path (adapted files' parameter planes) is exact."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from pillow_unz import codec, pixelmodel
-from pillow_unz.model import Z_MAX, num_levels
+from pillow_unz.model import num_levels
 from pillow_unz.weights import load_models
 
 
@@ -17,29 +17,31 @@ def test_training_loss_is_the_real_code_length(sample: Image.Image, mode: str) -
     img = sample.convert(mode)
     a = np.asarray(img)
     planes = np.ascontiguousarray(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-    model = load_models().for_channels(len(planes))
-    coded = codec.encode_planes(model, planes)
-    assert np.array_equal(codec.decode_planes(model, coded, img.height, img.width), planes)
-    x = torch.from_numpy(np.ascontiguousarray(planes[pixelmodel.coding_order(len(planes))])).long()[None]
-    with torch.no_grad():
-        z, params = model(x.double())
-        twin = pixelmodel.pixel_bits(x, params, model.scale_table_index()).sum().item()
-        twin += pixelmodel.latent_bits(z, model.z_scale_index(), Z_MAX).sum().item()
-    real = 8 * (len(coded.pixels) + len(coded.latent))
+    photo = load_models().for_channels(len(planes))
+    coded = codec.encode_planes(photo, planes)
+    assert np.array_equal(codec.decode_planes(photo, coded, img.height, img.width), planes)
+    x = torch.from_numpy(np.ascontiguousarray(planes[codec.coding_order(len(planes))])).long()[None]
+    params = torch.from_numpy(photo.constants).view(1, -1, 1, 1).expand(1, -1, *x.shape[-2:])
+    twin = pixelmodel.pixel_bits(x, params, torch.from_numpy(photo.scale_table).float()).sum().item()
+    real = 8 * len(coded.pixels)
     assert abs(twin - real) / real < 0.01
 
 
 def test_exact_network_ignores_float_environment(sample: Image.Image) -> None:
     """The decoder's parameter planes do not change with thread count or oneDNN."""
-    model = load_models().for_channels(3)
+    model = load_models().network(3)
     z = torch.from_numpy(np.random.default_rng(0).integers(-5, 6, (1, 8, 15, 20))).double()
-    reference = codec.parameter_planes(model, z, 240, 320)
+    with torch.no_grad():
+        reference = model.decode(z, 240, 320)
+    reference_zero = model.parameter_planes(240, 320, range(240))  # what adapted files decode with: z = 0
     threads, mkldnn = torch.get_num_threads(), torch.backends.mkldnn.enabled
     try:
         for n, onednn in ((1, True), (3, False)):
             torch.set_num_threads(n)
             torch.backends.mkldnn.enabled = onednn
-            assert np.array_equal(codec.parameter_planes(model, z, 240, 320), reference)
+            with torch.no_grad():
+                assert torch.equal(model.decode(z, 240, 320), reference)
+            assert np.array_equal(model.parameter_planes(240, 320, range(240)), reference_zero)
     finally:
         torch.set_num_threads(threads)
         torch.backends.mkldnn.enabled = mkldnn
@@ -48,7 +50,7 @@ def test_exact_network_ignores_float_environment(sample: Image.Image) -> None:
 def test_decoding_some_rows_gives_those_rows_of_the_planes() -> None:
     """LoRA tuning decodes only the rows of its band; they must be the full planes' rows (the
     1000x1500 size makes the full-resolution path run in two bands of core rows)."""
-    model = load_models().for_channels(3).double()
+    model = load_models().network(3)
     z = torch.from_numpy(np.random.default_rng(1).integers(-5, 6, (1, 8, 8, 12))).double()
     with torch.no_grad():
         full = model.decode(z, 1000, 1500)
@@ -82,7 +84,7 @@ def test_least_squares_learns_an_image_correlation() -> None:
 def test_banded_encoder_equals_the_whole_image_pass(sample: Image.Image) -> None:
     """The encoder computes its full-resolution layers a band of rows at a time, from uint8
     samples: y must be the plain layer-by-layer pass over the whole float64 image, exactly."""
-    model = load_models().for_channels(3).double()
+    model = load_models().network(3)
     planes = np.asarray(sample.resize((1100, 700))).transpose(2, 0, 1)  # 1100 wide: two bands of output rows
     x = torch.from_numpy(np.ascontiguousarray(planes))[None]
     with torch.no_grad():
@@ -97,7 +99,7 @@ def test_chunked_decoder_equals_the_whole_image_pass() -> None:
     plain level-by-level pass over the whole image, exactly."""
     from pillow_unz.fixedpoint import quantize
 
-    model = load_models().for_channels(3).double()
+    model = load_models().network(3)
     z = torch.from_numpy(np.random.default_rng(2).integers(-5, 6, (1, 8, 11, 16))).double()
     height, width = 1300, 2000  # chunks of 64 rows
     with torch.no_grad():

@@ -81,11 +81,6 @@ def test_each_band_takes_its_own_tool(sample: Image.Image) -> None:
     assert band_tools(data) == [[tools.SCREEN, tools.PHOTO]]
 
 
-def test_no_latent_without_photo_bands() -> None:
-    unz = fmt.read(io.BytesIO(coded(line_chart())))
-    assert unz.groups[0].latent == b""
-
-
 @pytest.mark.parametrize("mode", ["L", "LA", "RGBA"])
 def test_gray_and_alpha_planes_take_the_screen_tool(mode: str) -> None:
     img = with_alpha(text_and_shapes(320, 200).convert("L")) if mode == "LA" else text_and_shapes(320, 200)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from pillow_unz import api
 from pillow_unz.finetune import train
-from pillow_unz.weights import parse_models, read_models
+from pillow_unz.weights import parse_models, read_networks
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +34,11 @@ def test_training_steps_and_export(photos, tmp_path, small: Image.Image) -> None
     assert len((tmp_path / "gray" / "log.txt").read_text().splitlines()) == 3
 
     weights = tmp_path / "w.safetensors"
-    train.main(["export", str(tmp_path / "rgb"), str(tmp_path / "gray"), "-o", str(weights)])
+    train.main(["export", str(tmp_path / "rgb"), str(tmp_path / "gray"), "--data", str(photos), "-o", str(weights)])
     models = parse_models(weights.read_bytes())
     assert json.loads(models.metadata["rgb.training"])["data_hash"] == train.data_hash(train.image_files(photos))
+    fit = json.loads(models.metadata["gray.constants"])  # fitted by coded bytes: never worse than the network's planes
+    assert fit["constant_bytes"] <= fit["network_bytes"] or fit["files"] == 0
     pixels = np.asarray(small)
     assert np.array_equal(api.decompress(api.compress(pixels, "RGB", models=models), models=models).pixels, pixels)
 
@@ -47,7 +49,7 @@ def test_two_process_distributed_training(photos, tmp_path) -> None:
            "-m", "pillow_unz.finetune.train", "--channels", "3", "--data", str(photos), "--out", str(out),
            "--steps", "3", "--crop", "48", "--batch", "2", "--device", "cpu"]
     subprocess.run(cmd, check=True, capture_output=True, timeout=300)
-    models, meta = read_models((out / "model.safetensors").read_bytes())
+    models, meta = read_networks((out / "model.safetensors").read_bytes())
     assert json.loads(meta["training"])["processes"] == 2 and json.loads(meta["training"])["steps_done"] == 3
     assert 3 in models
 
