@@ -111,7 +111,7 @@ class ClassicalPredictor {
       : planes_(planes), W_(W), plane_(plane_stride), max8_(8 * ((1 << bits) - 1)), origin_(1 << (bits - 1)),
         error_shift_(std::max(0, bits - kWideErrorBits)), input_shift_(input_shift), robust_(bits > 8),
         inverse_squares_(bits > 8 ? inverse_squares<kWideErrorBits, 40>().data() : inverse_squares<8, 30>().data()),
-        sub_err_(static_cast<size_t>(C) * kNumPredictors, W), blend_err_(C, W) {
+        sub_err_(static_cast<size_t>(C) * kNumPredictors, W), blend_err_(C, W), reference_(C, W), difference_(C, W) {
     for (int c = 0; c < C; ++c) {
       neighbours_.emplace_back(c > 0 ? kLaterChannelNeighbours + kGradientInputs : kNeighbourInputs);
       residual_fit_.emplace_back(c);
@@ -123,18 +123,19 @@ class ClassicalPredictor {
   Prediction predict(int c, int y, int x) {
     const size_t at = static_cast<size_t>(y) * W_ + x;
     const Sample* img = planes_ + c * plane_;
-    const auto reference = [&](size_t i) {
-      int sum = 0;
-      for (int j = 0; j < c; ++j) sum += planes_[j * plane_ + i];
-      return c > 0 ? sum / c : 0;
-    };
-    const auto sample = [&](size_t i) { return img[i] - reference(i); };
+    // The channel's differences to the reference (the floor mean of the earlier channels) at
+    // the causal neighbours, kept in rows by update(); the reference here, kept for the
+    // neighbours' gradients.
+    const int32_t* diff = difference_.row(c, y);
+    const int32_t* diff_up = difference_.row(c, y + 2);  // y - 1
+    int32_t* ref = reference_.row(c, y);
+    ref[x] = reference(c, at);
     const int origin = c > 0 ? 0 : origin_;  // where a sample has no neighbour at all
-    base_ = 8 * reference(at);
-    const int w_ = x > 0 ? sample(at - 1) : (y > 0 ? sample(at - W_) : origin);
-    const int n_ = y > 0 ? sample(at - W_) : w_;
-    const int nw = (y > 0 && x > 0) ? sample(at - W_ - 1) : n_;
-    const int ne = (y > 0 && x + 1 < W_) ? sample(at - W_ + 1) : n_;
+    base_ = 8 * ref[x];
+    const int w_ = x > 0 ? diff[x - 1] : (y > 0 ? diff_up[x] : origin);
+    const int n_ = y > 0 ? diff_up[x] : w_;
+    const int nw = (y > 0 && x > 0) ? diff_up[x - 1] : n_;
+    const int ne = (y > 0 && x + 1 < W_) ? diff_up[x + 1] : n_;
     const int pw = x > 0 ? img[at - 1] : (y > 0 ? img[at - W_] : origin_);
     const int pn = y > 0 ? img[at - W_] : pw;
     const int pnw = (y > 0 && x > 0) ? img[at - W_ - 1] : pn;
@@ -149,15 +150,15 @@ class ClassicalPredictor {
       const int yy = std::max(y - d[0], 0);
       const int xx = std::clamp(x - d[1], 0, W_ - 1);
       int v;
-      if (yy < y || xx < x) v = sample(static_cast<size_t>(yy) * W_ + xx);
+      if (yy < y || xx < x) v = difference_.row(c, yy)[xx];
       else v = w_;  // (0, x) itself or to its right on the first row
       inputs_[n_inputs++] = fit_value(v - w_);
     }
     if (c > 0) {
-      const int v = reference(at);
-      inputs_[n_inputs++] = x > 0 ? fit_value(v - reference(at - 1)) : 0;
-      inputs_[n_inputs++] = y > 0 ? fit_value(v - reference(at - W_)) : 0;
-      inputs_[n_inputs++] = y > 0 && x > 0 ? fit_value(v - reference(at - W_ - 1)) : 0;
+      const int32_t* ref_up = reference_.row(c, y + 2);  // y - 1
+      inputs_[n_inputs++] = x > 0 ? fit_value(ref[x] - ref[x - 1]) : 0;
+      inputs_[n_inputs++] = y > 0 ? fit_value(ref[x] - ref_up[x]) : 0;
+      inputs_[n_inputs++] = y > 0 && x > 0 ? fit_value(ref[x] - ref_up[x - 1]) : 0;
     }
     fitted_ = neighbours_[c].predict(inputs_.data()) * (int64_t{1} << input_shift_);
     constexpr int kBits = OnlineLeastSquares<kMaxInputs>::kWeightBits;
@@ -206,17 +207,10 @@ class ClassicalPredictor {
   // the blend, the residual fit's correction, the spread, and the blend residuals of the earlier
   // channels at this pixel. Outside the image (or band), window entries are zero.
   void context(int c, int y, int x, int32_t* out) {
-    const Sample* img = planes_ + c * plane_;
-    const auto reference = [&](size_t i) {
-      int sum = 0;
-      for (int j = 0; j < c; ++j) sum += planes_[j * plane_ + i];
-      return c > 0 ? sum / c : 0;
-    };
     for (int k = 0; k < kWindow; ++k) {
       const int yy = y + kWindowOffsets[k][0], xx = x + kWindowOffsets[k][1];
       const bool inside = yy >= 0 && xx >= 0 && xx < W_;
-      const size_t i = static_cast<size_t>(yy) * W_ + xx;
-      out[k] = inside ? 8 * (img[i] - reference(i)) + base_ - blend_ : 0;
+      out[k] = inside ? 8 * difference_.row(c, yy)[xx] + base_ - blend_ : 0;
       out[kWindow + k] = inside ? blend_err_.row(c, yy)[xx] : 0;
     }
     int32_t* rest = out + 2 * kWindow;
@@ -229,6 +223,7 @@ class ClassicalPredictor {
 
   void update(int c, int y, int x) {
     const int v = planes_[c * plane_ + static_cast<size_t>(y) * W_ + x];
+    difference_.row(c, y)[x] = v - base_ / 8;
     for (int k = 0; k < kNumPredictors; ++k) {
       const int32_t e = std::abs(8 * v - pred_[k]);
       sub_err_.row(static_cast<size_t>(c) * kNumPredictors + k, y)[x] = e;
@@ -253,6 +248,18 @@ class ClassicalPredictor {
 
  private:
   // An input or target of the least-squares fits, within OnlineLeastSquares's bound.
+  // The floor mean of channels 0..c-1 at sample index i (0 for the first channel).
+  int reference(int c, size_t i) const {
+    int sum = 0;
+    for (int j = 0; j < c; ++j) sum += planes_[j * plane_ + i];
+    switch (c) {  // constant divisors: no division instruction
+      case 0: return 0;
+      case 1: return sum;
+      case 2: return sum / 2;
+      default: return c == 3 ? sum / 3 : sum / c;
+    }
+  }
+
   int32_t fit_value(int64_t v) const { return static_cast<int32_t>(std::clamp<int64_t>(floor_shift(v, input_shift_), -kFitLimit, kFitLimit)); }
   static constexpr int kFitLimit = (1 << 12) - 1;
 
@@ -265,6 +272,8 @@ class ClassicalPredictor {
   const uint64_t* inverse_squares_;
   RollingRows sub_err_;    // |error| of each predictor
   RollingRows blend_err_;  // signed error of the blend
+  RollingRows reference_;  // each channel's reference at each pixel
+  RollingRows difference_;  // each sample minus its channel's reference
   std::vector<OnlineLeastSquares<kMaxInputs>> neighbours_;
   std::vector<OnlineLeastSquares<kMaxChannels - 1>> residual_fit_;
   // State of the sample between predict and update.

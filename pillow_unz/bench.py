@@ -301,6 +301,20 @@ elif step == "decode":
     with Image.open(dst) as img:
         img.load()
     seconds = time.perf_counter() - t
+elif step == "jxl-encode":  # JPEG XL effort 7, as `unz bench` runs it
+    import imagecodecs, numpy
+    with Image.open(src) as img:
+        pixels = numpy.asarray(img)
+    t = time.perf_counter()
+    data = imagecodecs.jpegxl_encode(pixels, lossless=True, effort=7)
+    seconds = time.perf_counter() - t
+    open(dst, "wb").write(data)
+elif step == "jxl-decode":
+    import imagecodecs
+    data = open(dst, "rb").read()
+    t = time.perf_counter()
+    imagecodecs.jpegxl_decode(data)
+    seconds = time.perf_counter() - t
 try:  # Linux: the peak of this program's own memory (ru_maxrss may count the parent's, by vfork)
     peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 except OSError:
@@ -324,8 +338,15 @@ def generated_photo(path: Path, width: int = 6000, height: int = 4000, seed: int
 def bench_memory(files: list[str], generated: tuple[int, int] = (6000, 4000), progress: bool = True) -> list[dict]:
     """Peak resident memory and speed of encoding (img.save) and decoding (Image.open + load)
     each PNG, and a generated photo of `generated` (width, height), each step in a process of
-    its own."""
+    its own; and, where imagecodecs is installed, JPEG XL effort 7's (numpy in and out)."""
     from tqdm import tqdm
+
+    try:
+        import imagecodecs  # noqa: F401
+
+        jxl = True
+    except ImportError:
+        jxl = False
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -337,11 +358,18 @@ def bench_memory(files: list[str], generated: tuple[int, int] = (6000, 4000), pr
                 megapixels, raw_mb = img.width * img.height / 1e6, img.width * img.height * len(img.getbands()) / 2**20
             coded = Path(tmp) / "coded.unz"
             encode, decode = (_memory_step(step, str(path), str(coded)) for step in ("encode", "decode"))
-            rows.append({"file": path.name, "megapixels": round(megapixels, 2), "raw_mb": round(raw_mb, 1),
-                         "bytes": coded.stat().st_size, "process_floor_mb": round(floor),
-                         "encode_s": round(encode["seconds"], 2), "encode_mps": round(megapixels / encode["seconds"], 3),
-                         "encode_peak_mb": round(encode["peak_mb"]), "decode_s": round(decode["seconds"], 2),
-                         "decode_mps": round(megapixels / decode["seconds"], 3), "decode_peak_mb": round(decode["peak_mb"])})
+            row = {"file": path.name, "megapixels": round(megapixels, 2), "raw_mb": round(raw_mb, 1),
+                   "bytes": coded.stat().st_size, "process_floor_mb": round(floor)}
+            steps = {"encode": encode, "decode": decode}
+            if jxl:
+                coded = Path(tmp) / "coded.jxl"
+                steps.update({step: _memory_step(step, str(path), str(coded)) for step in ("jxl-encode", "jxl-decode")})
+                row["jxl_bytes"] = coded.stat().st_size
+            for step, m in steps.items():
+                key = step.replace("-", "_")
+                row.update({f"{key}_s": round(m["seconds"], 2), f"{key}_mps": round(megapixels / m["seconds"], 3),
+                            f"{key}_peak_mb": round(m["peak_mb"])})
+            rows.append(row)
     return rows
 
 
@@ -354,10 +382,15 @@ def _memory_step(step: str, src: str, dst: str) -> dict:
 
 def format_memory(rows: list[dict]) -> str:
     lines = [f"peak resident memory of a whole process (after import pillow_unz alone: {rows[0]['process_floor_mb']} MB)",
-             f"{'file':<34} {'MP':>6} {'raw MB':>7} {'enc s':>6} {'enc MP/s':>8} {'enc MB':>7} {'dec s':>6} {'dec MP/s':>8} {'dec MB':>7}"]
+             f"{'file':<28} {'codec':<11} {'MP':>5} {'raw MB':>6} {'bytes':>11} {'enc s':>6} {'enc MP/s':>8} {'enc MB':>7} "
+             f"{'dec s':>6} {'dec MP/s':>8} {'dec MB':>7}"]
     for r in rows:
-        lines.append(f"{r['file'][:34]:<34} {r['megapixels']:>6.1f} {r['raw_mb']:>7.0f} {r['encode_s']:>6.1f} {r['encode_mps']:>8.2f} "
-                     f"{r['encode_peak_mb']:>7} {r['decode_s']:>6.1f} {r['decode_mps']:>8.2f} {r['decode_peak_mb']:>7}")
+        for codec_name, key, size in (("pillow-unz", "", r["bytes"]), ("JPEG XL e7", "jxl_", r.get("jxl_bytes"))):
+            if size is None:
+                continue
+            lines.append(f"{r['file'][:28]:<28} {codec_name:<11} {r['megapixels']:>5.1f} {r['raw_mb']:>6.0f} {size:>11,} "
+                         f"{r[key + 'encode_s']:>6.1f} {r[key + 'encode_mps']:>8.2f} {r[key + 'encode_peak_mb']:>7} "
+                         f"{r[key + 'decode_s']:>6.1f} {r[key + 'decode_mps']:>8.2f} {r[key + 'decode_peak_mb']:>7}")
     return "\n".join(lines)
 
 

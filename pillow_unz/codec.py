@@ -40,6 +40,13 @@ class PhotoModel:
     def channels(self) -> int:
         return self.scale_table.shape[0]
 
+    def run_length(self, threads: int) -> int | None:
+        """How many consecutive bands to code in one call: the network's planes are made for
+        one band per thread at a time (their memory grows with the rows); constants serve
+        every band at once, and the threads then take bands as they finish (no waiting for
+        the slowest band of each call)."""
+        return None if self.network is None else threads
+
     def parameters(self, height: int, width: int, rows: range) -> np.ndarray:
         """The pixel model's parameters for `rows` of a height x width image: the constants
         (P,), or the network's planes (P, len(rows), width)."""
@@ -158,7 +165,7 @@ def _encode_coded(photo: PhotoModel, planes: np.ndarray, transform: SampleTransf
 
     def photo_tool(bands: list[int]) -> dict[int, bytes]:
         streams = {}
-        for first, count in tools.runs(bands, _threads()):  # parameters for a few bands at a time
+        for first, count in tools.runs(bands, photo.run_length(_threads())):
             params = photo.parameters(h, w, _rows(h, first, count))
             coded = _coder.encode_pixels(planes, params, photo.scale_table, _threads(), first, count, r.bits, r.context_shift)
             del params  # before the next run's are made
@@ -185,7 +192,7 @@ def decode_planes(photo: PhotoModel, coded: CodedPlanes, height: int, width: int
     planes = np.zeros((channels, height, width), dtype)  # rows no stream reaches stay zero
     tools.decode_bands(streams, planes, _threads())
     photo_bands = [i for i, s in enumerate(streams) if s[0] == tools.PHOTO]
-    for first, count in tools.runs(photo_bands, _threads()):  # parameters for a few bands at a time
+    for first, count in tools.runs(photo_bands, photo.run_length(_threads())):
         params = photo.parameters(height, width, _rows(height, first, count))
         payloads = [s[1:] for s in streams[first : first + count]]
         _coder.decode_pixels(payloads, params, photo.scale_table, _threads(), planes, first, r.bits, r.context_shift)
