@@ -87,6 +87,32 @@ class RollingRows {
   std::vector<int32_t> data_;
 };
 
+// |error| of every predictor at every sample of the last three rows of each channel, the
+// predictors of a sample side by side, so that the blend sums the six causal neighbours' errors
+// of all predictors at once (vector additions); rows above the image (or band) read as zeros.
+class PredictorErrors {
+ public:
+  static constexpr int kLanes = 12;  // kNumPredictors, rounded up to whole vectors
+  static_assert(kLanes >= kNumPredictors, "a lane per predictor");
+  PredictorErrors(int C, int W) : stride_(static_cast<size_t>(W + kPad + 1) * kLanes), data_(C * 3 * stride_, 0) {}
+  int32_t* at(int c, int y, int x) {
+    return data_.data() + static_cast<size_t>(c * 3 + y % 3) * stride_ + static_cast<size_t>(x + kPad) * kLanes;
+  }
+  // N + W + NW + NE + NN + WW of every predictor's errors around (y, x).
+  void causal_sums(int c, int y, int x, int32_t* out) {
+    const int32_t* here = at(c, y, x);
+    const int32_t* up = at(c, y + 2, x);   // y - 1
+    const int32_t* up2 = at(c, y + 1, x);  // y - 2
+    for (int k = 0; k < kLanes; ++k)
+      out[k] = up[k] + here[k - kLanes] + up[k - kLanes] + up[k + kLanes] + up2[k] + here[k - 2 * kLanes];
+  }
+
+ private:
+  static constexpr int kPad = 2;
+  size_t stride_;
+  std::vector<int32_t> data_;
+};
+
 // The causal window of ClassicalPredictor::context, (dy, dx): the samples whose blend residuals
 // the rolling rows still hold (two rows up, two columns left, one right).
 constexpr int kWindow = 10;
@@ -111,7 +137,7 @@ class ClassicalPredictor {
       : planes_(planes), W_(W), plane_(plane_stride), max8_(8 * ((1 << bits) - 1)), origin_(1 << (bits - 1)),
         error_shift_(std::max(0, bits - kWideErrorBits)), input_shift_(input_shift), robust_(bits > 8),
         inverse_squares_(bits > 8 ? inverse_squares<kWideErrorBits, 40>().data() : inverse_squares<8, 30>().data()),
-        sub_err_(static_cast<size_t>(C) * kNumPredictors, W), blend_err_(C, W), reference_(C, W), difference_(C, W) {
+        sub_err_(C, W), blend_err_(C, W), reference_(C, W), difference_(C, W) {
     for (int c = 0; c < C; ++c) {
       neighbours_.emplace_back(c > 0 ? kLaterChannelNeighbours + kGradientInputs : kNeighbourInputs);
       residual_fit_.emplace_back(c);
@@ -173,11 +199,12 @@ class ClassicalPredictor {
 
     if (c == 0) here_err_.fill(0);
     int64_t num = 0, den = 0;
+    alignas(16) int32_t sums[PredictorErrors::kLanes];
+    sub_err_.causal_sums(c, y, x, sums);
     for (int k = 0; k < kNumPredictors; ++k) {
       // On the first channel the plain predictors are the difference ones.
       if (c == 0 && k >= kDifferencePredictors && k < kLeastSquaresPredictor) continue;
-      const size_t series = static_cast<size_t>(c) * kNumPredictors + k;
-      int64_t sum = floor_shift(sub_err_.causal_sum(series, y, x, 1, 1, 1, 1, 1, 1) + 2 * here_err_[k], error_shift_) + 4;
+      int64_t sum = floor_shift(sums[k] + 2 * here_err_[k], error_shift_) + 4;
       if (k == kLeastSquaresPredictor) sum = sum / 2 + 1;
       const int64_t weight = static_cast<int64_t>(inverse_squares_[sum]);
       num += weight * pred_[k];
@@ -226,7 +253,7 @@ class ClassicalPredictor {
     difference_.row(c, y)[x] = v - base_ / 8;
     for (int k = 0; k < kNumPredictors; ++k) {
       const int32_t e = std::abs(8 * v - pred_[k]);
-      sub_err_.row(static_cast<size_t>(c) * kNumPredictors + k, y)[x] = e;
+      sub_err_.at(c, y, x)[k] = e;
       here_err_[k] += e;
     }
     const int32_t residual = 8 * v - blend_;
@@ -270,7 +297,7 @@ class ClassicalPredictor {
   int error_shift_, input_shift_;  // of the blend's error sums, and of the least-squares inputs
   bool robust_;  // down-weight the least-squares fit's big misses (samples of more than 8 bits)
   const uint64_t* inverse_squares_;
-  RollingRows sub_err_;    // |error| of each predictor
+  PredictorErrors sub_err_;  // |error| of each predictor
   RollingRows blend_err_;  // signed error of the blend
   RollingRows reference_;  // each channel's reference at each pixel
   RollingRows difference_;  // each sample minus its channel's reference
