@@ -297,16 +297,18 @@ def fitted_photo_model(model: UnzNet, files: list[Path]) -> tuple[codec.PhotoMod
 
 
 def export(args: argparse.Namespace) -> None:
-    """Combine finished runs (one colour, one grayscale) into the shipped weights file."""
+    """Combine finished runs (one colour, one grayscale; a run's folder, or a weights file such
+    as the shipped one) into the shipped weights file, with constants fitted on --data."""
     networks, photo, metadata = {}, {}, {}
     files = image_files(args.data)
-    for run in args.runs:
-        run_networks, meta = read_networks((Path(run) / "model.safetensors").read_bytes())
+    for run in map(Path, args.runs):
+        run_networks, meta = read_networks((run if run.is_file() else run / "model.safetensors").read_bytes())
         for channels, network in run_networks.items():
+            key = MODEL_KEYS[channels]
             networks[channels] = network
             photo[channels], fit = fitted_photo_model(network, files)
-            print(f"{MODEL_KEYS[channels]}: constants {photo[channels].constants.tolist()}, {fit}")
-            metadata[f"{MODEL_KEYS[channels]}.training"] = meta["training"]
+            print(f"{key}: constants {photo[channels].constants.tolist()}, {fit}", flush=True)
+            metadata[f"{key}.training"] = meta.get("training") or meta[f"{key}.training"]
             metadata[f"{MODEL_KEYS[channels]}.constants"] = json.dumps(fit)
     Path(args.output).write_bytes(serialize_models(networks, photo, metadata))
     print(f"wrote {args.output} ({os.path.getsize(args.output)} bytes)")
@@ -316,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["export"]:
         p = argparse.ArgumentParser(prog="train export")
-        p.add_argument("runs", nargs="+")
+        p.add_argument("runs", nargs="+", help="run folders, or weights files")
         p.add_argument("--data", default="data/train", help="training images, on which the constants are fitted")
         p.add_argument("-o", "--output", required=True)
         return export(p.parse_args(argv[1:]))

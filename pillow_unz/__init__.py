@@ -12,4 +12,4 @@ from .api import DecodedImage, compress, decompress
 from .format import ChecksumError, UnzFormatError
 
 __all__ = ["compress", "decompress", "register_unz_opener", "DecodedImage", "UnzFormatError", "ChecksumError"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

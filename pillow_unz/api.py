@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field, replace
+from types import ModuleType
 from typing import BinaryIO, Sequence
 
 import numpy as np
@@ -132,6 +133,18 @@ def compress_frames(
     return fmt.to_bytes(fmt.UnzFile(first.header, metadata_of(icc_profile, exif), None, first.groups, frames=rest))
 
 
+def adapter_module() -> ModuleType:
+    """pillow_unz.adapter, imported on demand: it needs torch, which only files with a per-image
+    adapter do."""
+    try:
+        from . import adapter
+    except ImportError as e:
+        raise ImportError(
+            f"this file holds a per-image adapter, which decodes with the network: pip install 'pillow-unz[network]' ({e})"
+        ) from e
+    return adapter
+
+
 def decode_body(
     f: BinaryIO,
     header: fmt.Header,
@@ -152,8 +165,7 @@ def decode_body(
         )
     group_models = [models.for_channels(n) for n in fmt.GROUPS[header.mode]]
     if unz.adapter is not None:
-        from . import adapter  # imports torch: only files with an adapter need the network
-
+        adapter = adapter_module()
         networks = [models.network(n) for n in fmt.GROUPS[header.mode]]
         try:
             group_adapters = adapter.decode(unz.adapter, networks)

@@ -53,7 +53,7 @@ def _for_each(items: list, work, desc: str) -> int:
     for item in tqdm(items, desc=desc, unit="file", disable=len(items) < 2, file=sys.stderr):
         try:
             work(*item)
-        except (OSError, ValueError, CliError) as e:
+        except (OSError, ValueError, ImportError, CliError) as e:
             print(f"unz: error: {item[0]}: {e}", file=sys.stderr)
             failures += 1
     return 1 if failures else 0
@@ -135,8 +135,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(f"  {key}: {len(value)} bytes")
         if unz.adapter is not None:
             print(f"  adapter: {len(unz.adapter)} bytes")
-            from . import adapter  # imports torch, for files with an adapter only
-
+            adapter = api.adapter_module()
             networks = [load_models().network(n) for n in fmt.GROUPS[h.mode]]
             for i, layers in enumerate(adapter.decode(unz.adapter, networks)):
                 print(f"    planes {i}: " + (", ".join(f"{a.name} rank {a.rank}" for a in layers) or "not adapted"))
@@ -243,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
-    except (OSError, ValueError, CliError) as e:
+    except (OSError, ValueError, ImportError, CliError) as e:
         print(f"unz: error: {e}", file=sys.stderr)
         return 1
 

@@ -93,6 +93,35 @@ def test_adapted_file_decodes_in_other_process(rgba_adapted, tmp_path, threads: 
     assert result.stdout.strip() == hashlib.sha256(np.asarray(img).tobytes()).hexdigest()
 
 
+WITHOUT_TORCH = """
+import sys
+sys.modules["torch"] = None  # as if torch were not installed: any import of it fails
+import numpy as np
+from PIL import Image
+import pillow_unz
+with Image.open(sys.argv[1]) as img:
+    pixels = np.asarray(img)
+    Image.fromarray(pixels[..., :3]).save(sys.argv[2])
+with Image.open(sys.argv[2]) as img:
+    assert np.array_equal(np.asarray(img), pixels[..., :3])
+try:
+    Image.open(sys.argv[3]).load()
+except ImportError as e:
+    print(e)
+"""
+
+
+def test_only_adapted_files_need_torch(rgba_adapted, tmp_path) -> None:
+    """Plain files code and decode without torch; a file with an adapter says what it needs."""
+    img, data, _ = rgba_adapted
+    plain, adapted = tmp_path / "plain.unz", tmp_path / "adapted.unz"
+    img.save(plain)
+    adapted.write_bytes(data)
+    args = [sys.executable, "-c", WITHOUT_TORCH, str(plain), str(tmp_path / "again.unz"), str(adapted)]
+    result = subprocess.run(args, capture_output=True, text=True, check=True)
+    assert "pip install 'pillow-unz[network]'" in result.stdout
+
+
 def test_save_with_lora(small: Image.Image) -> None:
     gray = small.convert("L")
     for img in (small, gray):
