@@ -350,30 +350,47 @@ py::list encode_pixels(const py::array& planes, const py::array& params, const p
                    : encode_pixels_of<uint16_t>(planes, params, table, threads, first_band, count, bits, context_shift);
 }
 
+// Where the bands [first_band, first_band + count) of an image of `height` rows (-1: as many as
+// `out` has) go: `out` (C, R, W) holds rows [top, top + R) of the image, which must cover them.
+struct OutputWindow {
+  int H;
+  BandRange range;
+  size_t origin;  // offset of out's first row in the image, times W
+  OutputWindow(const py::array& out, int height, int top, int first_band, int count)
+      : H(height < 0 ? static_cast<int>(out.shape(1)) : height),
+        range(H, static_cast<int>(out.shape(2)), first_band, count),
+        origin(static_cast<size_t>(std::max(top, 0)) * out.shape(2)) {
+    const int64_t first_row = band_start(H, first_band);
+    if (top < 0 || first_row < top || first_row + range.rows > top + static_cast<int64_t>(out.shape(1)))
+      throw py::value_error("out must hold the rows of the bands");
+  }
+};
+
 template <class Sample>
 void decode_pixels_of(const py::list& streams, const py::array& params, const py::array& table, int threads,
-                      py::array& out, int first_band, int bits, int context_shift) {
+                      py::array& out, int first_band, int bits, int context_shift, int height, int top) {
   auto planes = writeable_planes<Sample>(out, kMaxChannels);
-  const int H = static_cast<int>(planes.shape(1)), W = static_cast<int>(planes.shape(2));
-  const int count = static_cast<int>(streams.size());
-  const BandRange range(H, W, first_band, count);
-  const PixelArgs a(params, table, static_cast<int>(planes.shape(0)), range.rows, W);
+  const int W = static_cast<int>(planes.shape(2));
+  const OutputWindow window(planes, height, top, first_band, static_cast<int>(streams.size()));
+  const PixelArgs a(params, table, static_cast<int>(planes.shape(0)), window.range.rows, W);
   Sample* data = planes.mutable_data();
-  const size_t plane = static_cast<size_t>(H) * W;
-  decode_bands(streams, H, W, first_band, threads, [&](RangeDecoder& dec, const Band& b) {
-    code_pixels<true>(dec, data + b.offset, a.params.from(b.offset - range.row_offset), plane, a.C, b.rows, W,
-                      a.table, bits, context_shift);
+  const size_t plane = static_cast<size_t>(planes.shape(1)) * W;
+  decode_bands(streams, window.H, W, first_band, threads, [&](RangeDecoder& dec, const Band& b) {
+    code_pixels<true>(dec, data + (b.offset - window.origin), a.params.from(b.offset - window.range.row_offset), plane,
+                      a.C, b.rows, W, a.table, bits, context_shift);
   });
 }
 
-// Decodes the photo tool's streams of bands [first_band, first_band + len(streams)) into `out`
-// (C, H, W) of `bits`-bit samples, in place, with params (P, rows, W) for exactly those bands'
-// rows, or (P,).
+// Decodes the photo tool's streams of bands [first_band, first_band + len(streams)) of an image
+// of `height` rows into `out` of `bits`-bit samples, rows [top, ...) of the image, in place
+// (OutputWindow), with params (P, rows, W) for exactly those bands' rows, or (P,).
 void decode_pixels(const py::list& streams, const py::array& params, const py::array& table, int threads,
-                   py::array& out, int first_band, int bits, int context_shift) {
+                   py::array& out, int first_band, int bits, int context_shift, int height, int top) {
   check_sample_bits(out, bits, context_shift);
-  if (bits == 8) decode_pixels_of<uint8_t>(streams, params, table, threads, out, first_band, bits, context_shift);
-  else decode_pixels_of<uint16_t>(streams, params, table, threads, out, first_band, bits, context_shift);
+  if (bits == 8)
+    decode_pixels_of<uint8_t>(streams, params, table, threads, out, first_band, bits, context_shift, height, top);
+  else
+    decode_pixels_of<uint16_t>(streams, params, table, threads, out, first_band, bits, context_shift, height, top);
 }
 
 // The screen tool's streams of bands [first_band, first_band + count) of planes (C, H, W).
@@ -392,14 +409,14 @@ py::list encode_screen(const py::array& planes, int threads, int first_band, int
 
 // Decodes the screen tool's streams of bands [first_band, first_band + len(streams)) into `out`
 // (C, H, W), in place; None streams are skipped.
-void decode_screen(const py::list& streams, int threads, py::array& out, int first_band) {
+void decode_screen(const py::list& streams, int threads, py::array& out, int first_band, int height, int top) {
   auto planes = writeable_planes(out, kScreenMaxChannels);
-  const int C = static_cast<int>(planes.shape(0)), H = static_cast<int>(planes.shape(1)), W = static_cast<int>(planes.shape(2));
-  BandRange(H, W, first_band, static_cast<int>(streams.size()));  // checks the range
+  const int C = static_cast<int>(planes.shape(0)), W = static_cast<int>(planes.shape(2));
+  const OutputWindow window(planes, height, top, first_band, static_cast<int>(streams.size()));
   uint8_t* data = planes.mutable_data();
-  const size_t plane = static_cast<size_t>(H) * W;
-  decode_bands(streams, H, W, first_band, threads, [&](RangeDecoder& dec, const Band& b) {
-    code_screen<true>(dec, data + b.offset, plane, C, b.rows, W);
+  const size_t plane = static_cast<size_t>(planes.shape(1)) * W;
+  decode_bands(streams, window.H, W, first_band, threads, [&](RangeDecoder& dec, const Band& b) {
+    code_screen<true>(dec, data + (b.offset - window.origin), plane, C, b.rows, W);
   });
 }
 
@@ -510,11 +527,11 @@ PYBIND11_MODULE(_coder, m) {
         py::arg("context_shift") = 0);
   m.def("decode_pixels", &decode_pixels, py::arg("streams"), py::arg("params"), py::arg("scale_table"),
         py::arg("threads"), py::arg("out"), py::arg("first_band") = 0, py::arg("bits") = 8,
-        py::arg("context_shift") = 0);
+        py::arg("context_shift") = 0, py::arg("height") = -1, py::arg("top") = 0);
   m.def("encode_screen", &encode_screen, py::arg("planes"), py::arg("threads") = 1, py::arg("first_band") = 0,
         py::arg("count") = -1);
   m.def("decode_screen", &decode_screen, py::arg("streams"), py::arg("threads"), py::arg("out"),
-        py::arg("first_band") = 0);
+        py::arg("first_band") = 0, py::arg("height") = -1, py::arg("top") = 0);
   m.def("png_filter", &png_filter_rows, py::arg("rows"), py::arg("bpp"));
   m.def("png_unfilter", &png_unfilter_rows, py::arg("filtered"), py::arg("rows"), py::arg("stride"), py::arg("bpp"));
 

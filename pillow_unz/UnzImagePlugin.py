@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import IO
+from typing import IO, Iterator
 
 import numpy as np
 from PIL import Image, ImageFile, ImageSequence
@@ -76,33 +76,43 @@ class UnzImageFile(ImageFile.ImageFile):
     def tell(self) -> int:
         return self._frame
 
-    def _decode(self, frame: int, truncated_ok: bool = False) -> np.ndarray:
+    def _decoded_rows(self, frame: int, truncated_ok: bool = False) -> Iterator[tuple[range, np.ndarray]]:
+        """api.decode_rows of a frame, on the threads of register_unz_opener."""
         if isinstance(self._fp, DeferredError):  # the image was closed
             raise self._fp.ex
         header, offset = self._frames[frame]
         self._fp.seek(offset)
         with codec.coding_threads(_defaults.get("threads")):
-            return api.decode_body(self._fp, header, self._metadata, truncated_ok=truncated_ok, first_frame=frame == 0)
+            yield from api.decode_rows(self._fp, header, self._metadata, truncated_ok=truncated_ok, first_frame=frame == 0)
+
+    def _decode(self, frame: int) -> np.ndarray:
+        """A frame's stored samples (16 bits where stored so) in one array: what imageio reads."""
+        return api.into_array(self._frames[frame][0], self._decoded_rows(frame))
 
     def load(self) -> Image.core.PixelAccess | None:
         if self._loaded_frame != self._frame:
             # As Pillow's own formats: a truncated file is an error, unless
             # LOAD_TRUNCATED_IMAGES asks for what it still holds (the rest black).
-            pixels = self._decode(self._frame, truncated_ok=ImageFile.LOAD_TRUNCATED_IMAGES)
+            rows_of_image = self._decoded_rows(self._frame, truncated_ok=ImageFile.LOAD_TRUNCATED_IMAGES)
+            self.load_prepare()
+            for rows, pixels in rows_of_image:  # the image fills as bands are decoded
+                if self._mode != self._frames[self._frame][0].mode:  # 16-bit colour: the top 8 bits
+                    pixels = (pixels >> 8).astype(np.uint8)
+                # Pillow's raw decoder writes the rows into the image (as ImageFile.load does)
+                decoder = Image._getdecoder(self._mode, "raw", self._mode)
+                decoder.setimage(self.im, (0, rows.start, self.width, rows.stop))
+                decoder.decode(pixels.astype(pixels.dtype.newbyteorder("<"), copy=False))  # I;16 is little-endian
             self._loaded_frame = self._frame
             if self._exclusive_fp and not self.is_animated:
                 self._fp.close()
-            if self._mode != self._frames[self._frame][0].mode:  # 16-bit colour: the top 8 bits
-                pixels = (pixels >> 8).astype(np.uint8)
-            self.load_prepare()
-            self.frombytes(pixels.astype(pixels.dtype.newbyteorder("<"), copy=False))  # no copy as bytes
         return super().load()
 
     def verify(self) -> None:
         """Decode every frame and check its pixel checksum (and every chunk's CRC)."""
         assert self.fp is not None
         for frame in range(self.n_frames):
-            self._decode(frame)
+            for _ in self._decoded_rows(frame):
+                pass
         super().verify()
 
 

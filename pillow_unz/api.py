@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field, replace
 from types import ModuleType
-from typing import BinaryIO, Sequence
+from typing import BinaryIO, Iterator, Sequence
 
 import numpy as np
 
@@ -64,10 +64,8 @@ def _split(pixels: np.ndarray, mode: str) -> list[np.ndarray]:
     return groups
 
 
-def _join(groups: list[Sequence[np.ndarray]]) -> np.ndarray:
-    """Plane groups (each C planes (H, W)) -> the (H, W) or (H, W, C) array of all their planes,
-    written once."""
-    planes = [plane for group in groups for plane in group]
+def _join(planes: Sequence[np.ndarray]) -> np.ndarray:
+    """Planes (H, W) -> the (H, W) array of the one, or the (H, W, C) array of several, written once."""
     if len(planes) == 1:
         return np.ascontiguousarray(planes[0])
     out = np.empty((*planes[0].shape, len(planes)), planes[0].dtype)
@@ -145,17 +143,21 @@ def adapter_module() -> ModuleType:
     return adapter
 
 
-def decode_body(
+def decode_rows(
     f: BinaryIO,
     header: fmt.Header,
     metadata: dict[str, bytes],
     models: ModelSet | None = None,
     truncated_ok: bool = False,
     first_frame: bool = True,
-) -> np.ndarray:
-    """Pixels of the frame whose chunks start at f's position (the Pillow plugin's path): the
-    first frame's, after read_header, or another's (fmt.index_frames gives its header and
-    offset). With truncated_ok, a file that ends early gives the bands it still holds and zeros."""
+) -> Iterator[tuple[range, np.ndarray]]:
+    """The pixels of the frame whose chunks start at f's position (the Pillow plugin's path):
+    the first frame's, after read_header, or another's (fmt.index_frames gives its header and
+    offset), a few bands of rows at a time from the top: (rows, pixels (len(rows), W[, C])), so
+    that no copy of the whole image exists but the caller's. The file is read and every stream
+    checked before the first rows come; the pixel hash is checked after the last
+    (ChecksumError). With truncated_ok, a file that ends early gives the bands it still holds
+    and zeros."""
     unz = fmt.read_body(f, header, metadata, truncated_ok, first_frame)
     models = models or load_models()
     if header.model_id != models.model_id:
@@ -173,15 +175,51 @@ def decode_body(
             raise fmt.UnzFormatError(f"corrupt adapter chunk: {e}") from e
         group_models = [replace(m, network=adapter.apply(n, a)) if a else m
                         for m, n, a in zip(group_models, networks, group_adapters)]
-    groups = [codec.decode_planes(m, coded, header.height, header.width) for m, coded in zip(group_models, unz.groups)]
+    size = header.height, header.width
+    groups = [codec.decode_chunks(m, coded, *size) for m, coded in zip(group_models, unz.groups)]
     dtype = np.uint16 if header.mode in fmt.WIDE_MODES else np.uint8
-    if any(g[0].dtype != dtype for g in groups):
-        raise fmt.UnzFormatError(f"plane group of another sample size than mode {header.mode}: corrupt")
-    groups += [np.zeros((n, header.height, header.width), dtype) for n in fmt.GROUPS[header.mode][len(groups) :]]
-    pixels = _join(groups)
-    if not unz.truncated and fmt.pixel_hash(_hashable(pixels)) != header.pixel_hash:
+    missing = fmt.GROUPS[header.mode][len(groups) :]  # of a truncated file
+    return _rows_of(header, groups, missing, dtype, check_hash=not unz.truncated)
+
+
+def _rows_of(header: fmt.Header, groups: list[Iterator[tuple[range, list[np.ndarray]]]], missing: Sequence[int],
+             dtype: type, check_hash: bool) -> Iterator[tuple[range, np.ndarray]]:
+    """The groups' chunks of rows, joined (and zeros for the missing groups), hashed as they go."""
+    hasher = fmt.pixel_hasher()
+    if not groups:  # a file cut before its first group: all zeros
+        groups = [iter([(range(header.height), [])])]
+    for parts in zip(*groups):  # every group comes in the same chunks of rows
+        rows = parts[0][0]
+        if any(p.dtype != dtype for _, planes in parts for p in planes):
+            raise fmt.UnzFormatError(f"plane group of another sample size than mode {header.mode}: corrupt")
+        planes = [*(p for _, group in parts for p in group), *np.zeros((sum(missing), len(rows), header.width), dtype)]
+        pixels = _join(planes)
+        hasher.update(_hashable(pixels))
+        yield rows, pixels
+    if check_hash and hasher.digest() != header.pixel_hash:
         raise fmt.ChecksumError("decoded pixels do not match the file's checksum: corrupt file or decoder mismatch")
-    return pixels
+
+
+def into_array(header: fmt.Header, rows_of_image: Iterator[tuple[range, np.ndarray]]) -> np.ndarray:
+    """The chunks of rows of decode_rows, written into one array (H, W[, C])."""
+    channels = sum(fmt.GROUPS[header.mode])
+    dtype = np.uint16 if header.mode in fmt.WIDE_MODES else np.uint8
+    out = np.empty((header.height, header.width, channels)[: 2 if channels == 1 else 3], dtype)
+    for rows, pixels in rows_of_image:
+        out[rows.start : rows.stop] = pixels
+    return out
+
+
+def decode_body(
+    f: BinaryIO,
+    header: fmt.Header,
+    metadata: dict[str, bytes],
+    models: ModelSet | None = None,
+    truncated_ok: bool = False,
+    first_frame: bool = True,
+) -> np.ndarray:
+    """decode_rows, into one array (H, W[, C])."""
+    return into_array(header, decode_rows(f, header, metadata, models, truncated_ok, first_frame))
 
 
 def _open(data: bytes | BinaryIO) -> tuple[BinaryIO, fmt.Header, dict[str, bytes]]:

@@ -176,27 +176,45 @@ def _encode_coded(photo: PhotoModel, planes: np.ndarray, transform: SampleTransf
     return CodedPlanes(join_streams(tools.encode_bands(planes, _threads(), photo_tool)), samples=transform)
 
 
-def decode_planes(photo: PhotoModel, coded: CodedPlanes, height: int, width: int) -> list[np.ndarray]:
-    """Inverse of encode_planes: the C planes (H, W), in their usual order (views of one array
-    in coding order, not copied); raises ValueError for streams that cannot be this model's. Of
-    incomplete planes (a truncated file), the bands still there, and zeros (16-bit planes: what
-    their sample transform makes of zeros). Every band stream is checked against its band's size before the
-    image's planes are allocated."""
+def decode_chunks(photo: PhotoModel, coded: CodedPlanes, height: int, width: int) -> Iterator[tuple[range, list[np.ndarray]]]:
+    """Inverse of encode_planes, a few bands at a time (one per thread), from the top: (rows,
+    their C planes (len(rows), W) in the usual order, views of one array in coding order). Every band stream is checked against its
+    band's size before this returns, so that nothing is decoded (or allocated) for streams that
+    cannot be this model's (ValueError). Of incomplete planes (a truncated file), the bands
+    still there, and zeros (16-bit planes: what their sample transform makes of zeros)."""
     r = coded.samples or SampleRange()
-    channels, bands, dtype = photo.channels, _coder.num_bands(height), r.dtype
+    channels, bands = photo.channels, _coder.num_bands(height)
     streams = split_streams(coded.pixels, bands) if coded.complete else intact_streams(coded.pixels, bands)
     for i, s in enumerate(streams):
         if not s:
             raise ValueError("empty band stream: corrupt")
-        tools.check_band(s[0], s[1:], channels, len(_rows(height, i, 1)), width, dtype)
-    planes = np.zeros((channels, height, width), dtype)  # rows no stream reaches stay zero
-    tools.decode_bands(streams, planes, _threads())
-    photo_bands = [i for i, s in enumerate(streams) if s[0] == tools.PHOTO]
-    for first, count in tools.runs(photo_bands, photo.run_length(_threads())):
-        params = photo.parameters(height, width, _rows(height, first, count))
-        payloads = [s[1:] for s in streams[first : first + count]]
-        _coder.decode_pixels(payloads, params, photo.scale_table, _threads(), planes, first, r.bits, r.context_shift)
-        del params  # before the next run's are made
-    if coded.samples:
-        planes = coded.samples.inverse(planes)
-    return [planes[c] for c in np.argsort(coding_order(channels))]
+        tools.check_band(s[0], s[1:], channels, len(_rows(height, i, 1)), width, r.dtype)
+    order = np.argsort(coding_order(channels))
+
+    def chunks() -> Iterator[tuple[range, list[np.ndarray]]]:
+        for first, count in tools.runs(list(range(bands)), _threads()):
+            rows = _rows(height, first, count)
+            planes = np.zeros((channels, len(rows), width), r.dtype)  # rows no stream reaches stay zero
+            present = streams[first : first + count]
+            tools.decode_bands(present, planes, _threads(), first, height)
+            for start, n in tools.runs([i for i, s in enumerate(present, first) if s[0] == tools.PHOTO]):
+                params = photo.parameters(height, width, _rows(height, start, n))
+                payloads = [s[1:] for s in streams[start : start + n]]
+                _coder.decode_pixels(payloads, params, photo.scale_table, _threads(), planes, start, r.bits,
+                                     r.context_shift, height, rows.start)
+            if coded.samples:
+                planes = coded.samples.inverse(planes)
+            yield rows, [planes[c] for c in order]
+
+    return chunks()
+
+
+def decode_planes(photo: PhotoModel, coded: CodedPlanes, height: int, width: int) -> np.ndarray:
+    """Inverse of encode_planes: the planes (C, H, W) in the usual order, in one array
+    (decode_chunks says what is checked, and what incomplete planes give)."""
+    out = None
+    for rows, planes in decode_chunks(photo, coded, height, width):
+        if out is None:
+            out = np.empty((len(planes), height, width), planes[0].dtype)
+        out[:, rows.start : rows.stop] = planes
+    return out

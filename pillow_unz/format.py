@@ -80,9 +80,16 @@ class UnzFrame:
     groups: list[CodedPlanes] = field(default_factory=list)
 
 
+def pixel_hasher() -> "hashlib.blake2b":
+    """The pixel hash, to be fed the samples' bytes in order (update), in as many parts as wanted."""
+    return hashlib.blake2b(digest_size=8)
+
+
 def pixel_hash(pixels: bytes | memoryview) -> bytes:
     """Of the samples' bytes: bytes, or a C-contiguous array (hashed in place, not copied)."""
-    return hashlib.blake2b(pixels, digest_size=8).digest()
+    hasher = pixel_hasher()
+    hasher.update(pixels)
+    return hasher.digest()
 
 
 def check_size(width: int, height: int) -> None:

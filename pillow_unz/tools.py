@@ -171,17 +171,20 @@ def _inflate(payload: bytes, band: np.ndarray) -> None:
     band[:] = png_pixels(filtered, (rows, width, c), band.dtype).transpose(2, 0, 1)
 
 
-def decode_bands(streams: list[bytes], planes: np.ndarray, threads: int) -> None:
-    """Decode into planes (C, H, W) the bands of `streams` (the first len(streams) bands) that a
-    tool of this module coded; photo bands are left to the caller."""
-    height = planes.shape[1]
+def decode_bands(streams: list[bytes], planes: np.ndarray, threads: int, first_band: int = 0, height: int | None = None) -> None:
+    """Decode the bands first_band, first_band + 1, ... of `streams` that a tool of this module
+    coded (photo bands are left to the caller) into planes (C, R, W): rows top .. top + R - 1 of
+    an image of `height` rows (None: R), top being the first band's first row."""
+    height = planes.shape[1] if height is None else height
+    top = 0 if planes.shape[1] == height else _coder.band_start(height, first_band)
     screen: list[bytes | None] = []
-    for i, stream in enumerate(streams):
-        tool, payload, band = stream[0], stream[1:], planes[:, band_rows(height, i)]
+    for i, stream in enumerate(streams, first_band):
+        rows = band_rows(height, i)
+        tool, payload, band = stream[0], stream[1:], planes[:, rows.start - top : rows.stop - top]
         screen.append(payload if tool == SCREEN else None)
         if tool == FLAT:
             band[:] = np.frombuffer(payload, _stored(planes.dtype, "<"))[:, None, None]
         elif tool == DEFLATE:
             _inflate(payload, band)
     if any(s is not None for s in screen):
-        _coder.decode_screen(screen, threads, planes, 0)
+        _coder.decode_screen(screen, threads, planes, first_band, height, top)
