@@ -90,10 +90,16 @@ class Case:
 
 
 def _decode_photo(case: Case, channels: int, height: int, width: int, threads: int) -> None:
-    params = case.array((_coder.num_param_planes(channels), height, width), np.int32)
+    """Into `out` as a window of rows (any top row) of an image up to twice as tall, some of its
+    bands, under parameter planes or constants."""
+    image_height = height + case.number(0, height)
+    first, top = case.number(0, _coder.num_bands(image_height) - 1), case.number(0, image_height)
+    count = case.number(0, _coder.num_bands(image_height) - first)
+    planes = _coder.num_param_planes(channels)
+    params = case.array((planes,) if case.number(0, 1) else (planes, height, width), np.int32)
     table = case.array((channels, 16, 4, 6), np.int32)
     out = np.zeros((channels, height, width), np.uint8)
-    _coder.decode_pixels(case.streams(_coder.num_bands(height)), params, table, threads, out)
+    _coder.decode_pixels(case.streams(count), params, table, threads, out, first, 8, 0, image_height, top)
 
 
 def _decode_screen(case: Case, channels: int, height: int, width: int, threads: int) -> None:
