@@ -73,10 +73,13 @@ def test_adapter_chunk_roundtrip(rgba_adapted) -> None:
 
 DECODE = """
 import sys, hashlib, torch
-torch.set_num_threads(int(sys.argv[1]))
+threads = int(sys.argv[1])
+torch.set_num_threads(threads)
+torch.backends.mkldnn.enabled = threads != 3  # the network's exact path, with and without oneDNN
 import numpy as np
 from PIL import Image
 import pillow_unz
+pillow_unz.register_unz_opener(threads=threads)  # and the coder's threads
 with Image.open(sys.argv[2]) as img:
     print(hashlib.sha256(np.asarray(img).tobytes()).hexdigest())
 """
