@@ -210,18 +210,6 @@ def into_array(header: fmt.Header, rows_of_image: Iterator[tuple[range, np.ndarr
     return out
 
 
-def decode_body(
-    f: BinaryIO,
-    header: fmt.Header,
-    metadata: dict[str, bytes],
-    models: ModelSet | None = None,
-    truncated_ok: bool = False,
-    first_frame: bool = True,
-) -> np.ndarray:
-    """decode_rows, into one array (H, W[, C])."""
-    return into_array(header, decode_rows(f, header, metadata, models, truncated_ok, first_frame))
-
-
 def _open(data: bytes | BinaryIO) -> tuple[BinaryIO, fmt.Header, dict[str, bytes]]:
     """A seekable file of .unz bytes (or the file itself), read up to its first coded chunk."""
     f = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
@@ -233,7 +221,7 @@ def decompress(data: bytes | BinaryIO, models: ModelSet | None = None, threads: 
     of a file of several frames, the first."""
     f, header, metadata = _open(data)
     with codec.coding_threads(threads):
-        return DecodedImage(header.mode, decode_body(f, header, metadata, models), metadata)
+        return DecodedImage(header.mode, into_array(header, decode_rows(f, header, metadata, models)), metadata)
 
 
 def decompress_frames(data: bytes | BinaryIO, models: ModelSet | None = None, threads: int | None = None) -> list[DecodedImage]:
@@ -243,5 +231,6 @@ def decompress_frames(data: bytes | BinaryIO, models: ModelSet | None = None, th
     with codec.coding_threads(threads):
         for i, (frame, offset) in enumerate(fmt.index_frames(f, header)):
             f.seek(offset)
-            frames.append(DecodedImage(frame.mode, decode_body(f, frame, metadata, models, first_frame=i == 0), metadata))
+            pixels = into_array(frame, decode_rows(f, frame, metadata, models, first_frame=i == 0))
+            frames.append(DecodedImage(frame.mode, pixels, metadata))
     return frames

@@ -75,7 +75,7 @@ def test_save_by_extension_and_open_reads_only_header(small: Image.Image, tmp_pa
     def no_decoding(*args, **kwargs):
         raise AssertionError("Image.open must not decode pixels")
 
-    monkeypatch.setattr(api, "decode_body", no_decoding)
+    monkeypatch.setattr(api, "decode_rows", no_decoding)
     with Image.open(path) as img:
         assert (img.format, img.mode, img.size) == ("UNZ", "RGB", small.size)
     monkeypatch.undo()
