@@ -144,7 +144,7 @@ void code_pixels(Coder& coder, Sample* planes, const Parameters& params, size_t 
   ClassicalPredictor<Sample> predictor(planes, plane, C, W, bits, context_shift);
   const int max8 = 8 * ((1 << bits) - 1);
   const int num_scales = bits > 8 ? kNumWideScales : kNumScales;
-  RollingRows err(C, W);  // |final residual| of each channel
+  RollingRows<> err(C, W);  // |final residual| of each channel
   std::vector<int64_t> cell_sum(static_cast<size_t>(C) * kCells, 0), cell_count(static_cast<size_t>(C) * kCells, 0);
   std::vector<int64_t> cell_signed_sum(static_cast<size_t>(C) * kCells, 0);
 

@@ -67,44 +67,30 @@ inline const std::vector<uint64_t>& inverse_squares() {
   return table;
 }
 
-// Per-sample values of the last three rows (y-2, y-1, y) of several series, with two zero
-// columns on the left and one on the right; rows above the image (or band) read as zeros.
+// Per-sample values of the last three rows (y-2, y-1, y) of several series, `Lanes` values per
+// sample side by side, with two zero columns on the left and one on the right; rows above the
+// image (or band) read as zeros.
+template <int Lanes = 1>
 class RollingRows {
  public:
-  RollingRows(size_t series, int W) : stride_(W + kPad + 1), data_(series * 3 * stride_, 0) {}
-  int32_t* row(size_t series, int y) { return data_.data() + (series * 3 + static_cast<size_t>(y % 3)) * stride_ + kPad; }
-  // wN N + wW W + wNW NW + wNE NE + wNN NN + wWW WW of the values around (y, x).
+  RollingRows(size_t series, int W) : stride_(static_cast<size_t>(W + kPad + 1) * Lanes), data_(series * 3 * stride_, 0) {}
+  // Row y's values: sample x's lanes start at [x * Lanes].
+  int32_t* row(size_t series, int y) { return data_.data() + (series * 3 + static_cast<size_t>(y % 3)) * stride_ + kPad * Lanes; }
+  // wN N + wW W + wNW NW + wNE NE + wNN NN + wWW WW of the values around (y, x) (one lane).
   int32_t causal_sum(size_t series, int y, int x, int wN, int wW, int wNW, int wNE, int wNN, int wWW) {
+    static_assert(Lanes == 1, "one value per sample");
     const int32_t* here = row(series, y);
     const int32_t* up = row(series, y + 2);    // y - 1
     const int32_t* up2 = row(series, y + 1);   // y - 2
     return wN * up[x] + wW * here[x - 1] + wNW * up[x - 1] + wNE * up[x + 1] + wNN * up2[x] + wWW * here[x - 2];
   }
-
- private:
-  static constexpr int kPad = 2;
-  int stride_;
-  std::vector<int32_t> data_;
-};
-
-// |error| of every predictor at every sample of the last three rows of each channel, the
-// predictors of a sample side by side, so that the blend sums the six causal neighbours' errors
-// of all predictors at once (vector additions); rows above the image (or band) read as zeros.
-class PredictorErrors {
- public:
-  static constexpr int kLanes = 12;  // kNumPredictors, rounded up to whole vectors
-  static_assert(kLanes >= kNumPredictors, "a lane per predictor");
-  PredictorErrors(int C, int W) : stride_(static_cast<size_t>(W + kPad + 1) * kLanes), data_(C * 3 * stride_, 0) {}
-  int32_t* at(int c, int y, int x) {
-    return data_.data() + static_cast<size_t>(c * 3 + y % 3) * stride_ + static_cast<size_t>(x + kPad) * kLanes;
-  }
-  // N + W + NW + NE + NN + WW of every predictor's errors around (y, x).
-  void causal_sums(int c, int y, int x, int32_t* out) {
-    const int32_t* here = at(c, y, x);
-    const int32_t* up = at(c, y + 2, x);   // y - 1
-    const int32_t* up2 = at(c, y + 1, x);  // y - 2
-    for (int k = 0; k < kLanes; ++k)
-      out[k] = up[k] + here[k - kLanes] + up[k - kLanes] + up[k + kLanes] + up2[k] + here[k - 2 * kLanes];
+  // N + W + NW + NE + NN + WW around (y, x) of every lane at once (vector additions).
+  void causal_sums(size_t series, int y, int x, int32_t* out) {
+    const int32_t* here = row(series, y) + x * Lanes;
+    const int32_t* up = row(series, y + 2) + x * Lanes;   // y - 1
+    const int32_t* up2 = row(series, y + 1) + x * Lanes;  // y - 2
+    for (int k = 0; k < Lanes; ++k)
+      out[k] = up[k] + here[k - Lanes] + up[k - Lanes] + up[k + Lanes] + up2[k] + here[k - 2 * Lanes];
   }
 
  private:
@@ -112,6 +98,11 @@ class PredictorErrors {
   size_t stride_;
   std::vector<int32_t> data_;
 };
+
+// The predictors' |errors| of a sample lie side by side, so that the blend sums the six causal
+// neighbours of all of them at once: kNumPredictors lanes, rounded up to whole vectors.
+constexpr int kErrorLanes = 12;
+static_assert(kErrorLanes >= kNumPredictors, "a lane per predictor");
 
 // The causal window of ClassicalPredictor::context, (dy, dx): the samples whose blend residuals
 // the rolling rows still hold (two rows up, two columns left, one right).
@@ -199,7 +190,7 @@ class ClassicalPredictor {
 
     if (c == 0) here_err_.fill(0);
     int64_t num = 0, den = 0;
-    alignas(16) int32_t sums[PredictorErrors::kLanes];
+    alignas(16) int32_t sums[kErrorLanes];
     sub_err_.causal_sums(c, y, x, sums);
     for (int k = 0; k < kNumPredictors; ++k) {
       // On the first channel the plain predictors are the difference ones.
@@ -253,7 +244,7 @@ class ClassicalPredictor {
     difference_.row(c, y)[x] = v - base_ / 8;
     for (int k = 0; k < kNumPredictors; ++k) {
       const int32_t e = std::abs(8 * v - pred_[k]);
-      sub_err_.at(c, y, x)[k] = e;
+      sub_err_.row(c, y)[x * kErrorLanes + k] = e;
       here_err_[k] += e;
     }
     const int32_t residual = 8 * v - blend_;
@@ -283,7 +274,8 @@ class ClassicalPredictor {
       case 0: return 0;
       case 1: return sum;
       case 2: return sum / 2;
-      default: return c == 3 ? sum / 3 : sum / c;
+      case 3: return sum / 3;
+      default: return sum / c;
     }
   }
 
@@ -297,10 +289,10 @@ class ClassicalPredictor {
   int error_shift_, input_shift_;  // of the blend's error sums, and of the least-squares inputs
   bool robust_;  // down-weight the least-squares fit's big misses (samples of more than 8 bits)
   const uint64_t* inverse_squares_;
-  PredictorErrors sub_err_;  // |error| of each predictor
-  RollingRows blend_err_;  // signed error of the blend
-  RollingRows reference_;  // each channel's reference at each pixel
-  RollingRows difference_;  // each sample minus its channel's reference
+  RollingRows<kErrorLanes> sub_err_;  // |error| of each predictor
+  RollingRows<> blend_err_;  // signed error of the blend
+  RollingRows<> reference_;  // each channel's reference at each pixel
+  RollingRows<> difference_;  // each sample minus its channel's reference
   std::vector<OnlineLeastSquares<kMaxInputs>> neighbours_;
   std::vector<OnlineLeastSquares<kMaxChannels - 1>> residual_fit_;
   // State of the sample between predict and update.

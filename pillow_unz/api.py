@@ -48,6 +48,13 @@ def as_frame(image: np.ndarray) -> tuple[np.ndarray, str]:
     return (image[..., 0], "L") if image.shape[-1] == 1 else (image, MODE_OF_CHANNELS[image.shape[-1]])
 
 
+def pixel_layout(header: fmt.Header) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape, (H, W) or (H, W, C), and sample type of a frame's pixels."""
+    channels = sum(fmt.GROUPS[header.mode])
+    shape = (header.height, header.width, channels)[: 2 if channels == 1 else 3]
+    return shape, np.dtype(np.uint16 if header.mode in fmt.WIDE_MODES else np.uint8)
+
+
 def _hashable(pixels: np.ndarray) -> np.ndarray:
     """The samples as the pixel hash reads them: bytes, or little-endian 16-bit words."""
     return np.ascontiguousarray(pixels, dtype="<u2" if pixels.dtype.itemsize == 2 else np.uint8)
@@ -177,14 +184,14 @@ def decode_rows(
                         for m, n, a in zip(group_models, networks, group_adapters)]
     size = header.height, header.width
     groups = [codec.decode_chunks(m, coded, *size) for m, coded in zip(group_models, unz.groups)]
-    dtype = np.uint16 if header.mode in fmt.WIDE_MODES else np.uint8
     missing = fmt.GROUPS[header.mode][len(groups) :]  # of a truncated file
-    return _rows_of(header, groups, missing, dtype, check_hash=not unz.truncated)
+    return _rows_of(header, groups, missing, check_hash=not unz.truncated)
 
 
 def _rows_of(header: fmt.Header, groups: list[Iterator[tuple[range, list[np.ndarray]]]], missing: Sequence[int],
-             dtype: type, check_hash: bool) -> Iterator[tuple[range, np.ndarray]]:
+             check_hash: bool) -> Iterator[tuple[range, np.ndarray]]:
     """The groups' chunks of rows, joined (and zeros for the missing groups), hashed as they go."""
+    dtype = pixel_layout(header)[1]
     hasher = fmt.pixel_hasher()
     if not groups:  # a file cut before its first group: all zeros
         groups = [iter([(range(header.height), [])])]
@@ -202,9 +209,7 @@ def _rows_of(header: fmt.Header, groups: list[Iterator[tuple[range, list[np.ndar
 
 def into_array(header: fmt.Header, rows_of_image: Iterator[tuple[range, np.ndarray]]) -> np.ndarray:
     """The chunks of rows of decode_rows, written into one array (H, W[, C])."""
-    channels = sum(fmt.GROUPS[header.mode])
-    dtype = np.uint16 if header.mode in fmt.WIDE_MODES else np.uint8
-    out = np.empty((header.height, header.width, channels)[: 2 if channels == 1 else 3], dtype)
+    out = np.empty(*pixel_layout(header))
     for rows, pixels in rows_of_image:
         out[rows.start : rows.stop] = pixels
     return out

@@ -2,6 +2,7 @@
 and of the range coder against constriction. Every codec's output is decoded and compared."""
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import subprocess
@@ -341,12 +342,7 @@ def bench_memory(files: list[str], generated: tuple[int, int] = (6000, 4000), pr
     its own; and, where imagecodecs is installed, JPEG XL effort 7's (numpy in and out)."""
     from tqdm import tqdm
 
-    try:
-        import imagecodecs  # noqa: F401
-
-        jxl = True
-    except ImportError:
-        jxl = False
+    jxl = importlib.util.find_spec("imagecodecs") is not None
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

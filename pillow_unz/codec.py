@@ -196,7 +196,7 @@ def decode_chunks(photo: PhotoModel, coded: CodedPlanes, height: int, width: int
             rows = _rows(height, first, count)
             planes = np.zeros((channels, len(rows), width), r.dtype)  # rows no stream reaches stay zero
             present = streams[first : first + count]
-            tools.decode_bands(present, planes, _threads(), first, height)
+            tools.decode_bands(present, planes, _threads(), first, height, rows.start)
             for start, n in tools.runs([i for i, s in enumerate(present, first) if s[0] == tools.PHOTO]):
                 params = photo.parameters(height, width, _rows(height, start, n))
                 payloads = [s[1:] for s in streams[start : start + n]]

@@ -14,7 +14,7 @@ from imageio.core.request import URI_BYTES
 from imageio.core.v3_plugin_api import ImageProperties
 from imageio.plugins.pillow import PillowPlugin
 
-from . import api, format as fmt
+from . import api
 
 
 class UnzPlugin(PillowPlugin):
@@ -39,10 +39,8 @@ class UnzPlugin(PillowPlugin):
         if index is None:
             index = ... if len(frames) > 1 else 0
         header = frames[0 if index is ... else index]
-        channels = sum(fmt.GROUPS[header.mode])
-        shape = (header.height, header.width, channels) if channels > 1 else (header.height, header.width)
-        return ImageProperties(shape=(len(frames), *shape) if index is ... else shape,
-                               dtype=np.dtype(np.uint16 if header.mode in fmt.WIDE_MODES else np.uint8),
+        shape, dtype = api.pixel_layout(header)
+        return ImageProperties(shape=(len(frames), *shape) if index is ... else shape, dtype=dtype,
                                n_images=len(frames) if index is ... else None, is_batch=index is ...)
 
     def write(self, ndimage, *, mode: str | None = None, is_batch: bool | None = None, **kwargs) -> bytes | None:

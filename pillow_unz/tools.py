@@ -171,12 +171,12 @@ def _inflate(payload: bytes, band: np.ndarray) -> None:
     band[:] = png_pixels(filtered, (rows, width, c), band.dtype).transpose(2, 0, 1)
 
 
-def decode_bands(streams: list[bytes], planes: np.ndarray, threads: int, first_band: int = 0, height: int | None = None) -> None:
+def decode_bands(streams: list[bytes], planes: np.ndarray, threads: int, first_band: int = 0,
+                 height: int | None = None, top: int = 0) -> None:
     """Decode the bands first_band, first_band + 1, ... of `streams` that a tool of this module
     coded (photo bands are left to the caller) into planes (C, R, W): rows top .. top + R - 1 of
-    an image of `height` rows (None: R), top being the first band's first row."""
+    an image of `height` rows (None: R), as the coder's decode_pixels and decode_screen take them."""
     height = planes.shape[1] if height is None else height
-    top = 0 if planes.shape[1] == height else _coder.band_start(height, first_band)
     screen: list[bytes | None] = []
     for i, stream in enumerate(streams, first_band):
         rows = band_rows(height, i)
