@@ -86,15 +86,16 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     def decompress(src: Path, dst: Path) -> None:
         _check_target(dst, args.force)
         with open(src, "rb") as f:
-            frames = fmt.index_frames(f, fmt.read_header(f)[0])
-        if any(header.mode in UnzImagePlugin.PILLOW_MODES for header, _ in frames):
-            # Pillow has no 16-bit colour modes: such files become 16-bit PNG files here
-            if dst.suffix.lower() != ".png" or len(frames) > 1:
-                raise CliError("it holds 16-bit colour samples, which this writes to one .png file (one frame) only")
-            decoded = api.decompress(src.read_bytes(), threads=_threads())
-            dst.write_bytes(png16.encode(decoded.pixels, **decoded.info))
-            print(f"{src} -> {dst}")
-            return
+            frames = fmt.index_frames(f, fmt.read_header(f)[0])  # chunk headers only
+            if any(header.mode in UnzImagePlugin.PILLOW_MODES for header, _ in frames):
+                # Pillow has no 16-bit colour modes: such files become 16-bit PNG files here
+                if dst.suffix.lower() != ".png" or len(frames) > 1:
+                    raise CliError("it holds 16-bit colour samples, which this writes to one .png file (one frame) only")
+                f.seek(0)
+                decoded = api.decompress(f, threads=_threads())
+                dst.write_bytes(png16.encode(decoded.pixels, **decoded.info))
+                print(f"{src} -> {dst}")
+                return
         with Image.open(src, formats=["UNZ"]) as img:
             img.load()
             fmt_name = Image.registered_extensions().get(dst.suffix.lower())
