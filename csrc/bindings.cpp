@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <exception>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -199,13 +200,55 @@ py::array_t<int32_t> decode_logistic(const py::bytes& data, const py::array& mea
   return result;
 }
 
+// The context network of C channels from a sequence of layers (weights (C, outputs, inputs)
+// int16, bias (C, outputs) int32, shift), the first taking kContextSize inputs and the last
+// giving kNetOutputs; None: no network. Refuses weights beyond the bounds that keep its sums
+// inside int32.
+std::unique_ptr<ContextNetwork> context_network(const py::object& layers, int C, int bits) {
+  if (layers.is_none()) return nullptr;
+  if (bits != 8) throw py::value_error("the context network codes 8-bit samples only");
+  std::vector<ContextNetwork::Layer> out;
+  int width = kContextSize;
+  for (const auto& item : layers.cast<py::list>()) {
+    const auto t = item.cast<py::tuple>();
+    if (t.size() != 3) throw py::value_error("network: each layer is (weights, bias, shift)");
+    auto w = checked<int16_t>(t[0].cast<py::array>(), "network weights", 3);
+    auto b = checked<int32_t>(t[1].cast<py::array>(), "network bias", 2);
+    const int outputs = static_cast<int>(w.shape(1)), shift = t[2].cast<int>();
+    if (w.shape(0) != C || w.shape(2) != width || b.shape(0) != C || b.shape(1) != outputs || outputs < 1 ||
+        outputs > kNetMaxWidth)
+      throw py::value_error("network: layer shapes do not chain");
+    if (shift < 0 || shift > kNetMaxShift) throw py::value_error("network: shift out of range");
+    ContextNetwork::Layer layer{width, outputs, shift, {}, std::vector<int32_t>(b.data(), b.data() + static_cast<size_t>(C) * outputs)};
+    layer.weights.assign(static_cast<size_t>(C) * layer.pairs() * layer.padded_outputs() * 2, 0);
+    for (int c = 0; c < C; ++c)
+      for (int o = 0; o < outputs; ++o)
+        for (int i = 0; i < width; ++i) {
+          const int16_t v = w.data()[(static_cast<size_t>(c) * outputs + o) * width + i];
+          if (std::abs(v) > kNetWeightLimit) throw py::value_error("network: weight out of range");
+          layer.weights[layer.index(c, o, i)] = v;
+        }
+    for (int32_t v : layer.bias)
+      if (std::abs(v) > kNetBiasLimit) throw py::value_error("network: bias out of range");
+    out.push_back(std::move(layer));
+    width = outputs;
+  }
+  if (out.empty() || out.size() > kNetMaxLayers || width != kNetOutputs)
+    throw py::value_error("network: 1 to " + std::to_string(kNetMaxLayers) + " layers, the last with " +
+                          std::to_string(kNetOutputs) + " outputs");
+  return std::make_unique<ContextNetwork>(std::move(out));
+}
+
 // The pixel model's arguments for bands of `rows` rows of W samples: params (P, rows, W), or
-// (P,) for the same parameters at every pixel; the scale table (C, A, B, S).
+// (P,) for the same parameters at every pixel; the scale table (C, A, B, S); the context
+// network's layers, or None.
 struct PixelArgs {
   int C;
   Parameters params;
   const int32_t* table;
-  PixelArgs(const py::array& params_arr, const py::array& table_arr, int channels, int rows, int W) {
+  std::unique_ptr<ContextNetwork> network;
+  PixelArgs(const py::array& params_arr, const py::array& table_arr, const py::object& network_layers, int channels,
+            int rows, int W, int bits) {
     C = channels;
     if (C < 1 || C > kMaxChannels) throw py::value_error("channels must be 1..4");
     const bool constant = params_arr.ndim() == 1;
@@ -220,6 +263,7 @@ struct PixelArgs {
       throw py::value_error("scale_table: wrong shape");
     params = constant ? Parameters{p.data(), 1, 0} : Parameters{p.data(), static_cast<size_t>(rows) * W, 1};
     table = t.data();
+    network = context_network(network_layers, C, bits);
   }
 };
 
@@ -322,32 +366,33 @@ void check_sample_bits(const py::array& planes, int bits, int context_shift) {
 }
 
 template <class Sample>
-py::list encode_pixels_of(const py::array& planes, const py::array& params, const py::array& table, int threads,
-                          int first_band, int count, int bits, int context_shift) {
+py::list encode_pixels_of(const py::array& planes, const py::array& params, const py::array& table,
+                          const py::object& network, int threads, int first_band, int count, int bits, int context_shift) {
   auto img = checked<Sample>(planes, "planes", 3);
   const int H = static_cast<int>(img.shape(1)), W = static_cast<int>(img.shape(2));
   if (count < 0) count = num_bands(H) - first_band;
   const BandRange range(H, W, first_band, count);
-  const PixelArgs a(params, table, static_cast<int>(img.shape(0)), range.rows, W);
+  const PixelArgs a(params, table, network, static_cast<int>(img.shape(0)), range.rows, W, bits);
   Sample* data = const_cast<Sample*>(img.data());  // read only: Decode=false never writes
   const size_t plane = static_cast<size_t>(H) * W;
   if (bits > 8 && *std::max_element(data, data + a.C * plane) >> bits)
     throw py::value_error("planes: a sample has more than " + std::to_string(bits) + " bits");
   return encode_bands(H, W, first_band, count, threads, [&](RangeEncoder& enc, const Band& b) {
     code_pixels<false>(enc, data + b.offset, a.params.from(b.offset - range.row_offset), plane, a.C, b.rows, W,
-                       a.table, bits, context_shift);
+                       a.table, bits, context_shift, a.network.get());
   });
 }
 
 // The photo tool's streams of bands [first_band, first_band + count) (count -1: to the last band)
 // of planes (C, H, W) of `bits`-bit samples, coded with params (P, rows, W) for exactly those
 // bands' rows (so that the caller computes parameter planes for a few bands at a time, never
-// for the whole image), or (P,) for the same parameters at every pixel.
+// for the whole image), or (P,) for the same parameters at every pixel; network: the context
+// network's layers (context_network), or None.
 py::list encode_pixels(const py::array& planes, const py::array& params, const py::array& table, int threads,
-                       int first_band, int count, int bits, int context_shift) {
+                       int first_band, int count, int bits, int context_shift, const py::object& network) {
   check_sample_bits(planes, bits, context_shift);
-  return bits == 8 ? encode_pixels_of<uint8_t>(planes, params, table, threads, first_band, count, bits, context_shift)
-                   : encode_pixels_of<uint16_t>(planes, params, table, threads, first_band, count, bits, context_shift);
+  return bits == 8 ? encode_pixels_of<uint8_t>(planes, params, table, network, threads, first_band, count, bits, context_shift)
+                   : encode_pixels_of<uint16_t>(planes, params, table, network, threads, first_band, count, bits, context_shift);
 }
 
 // Where the bands [first_band, first_band + count) of an image of `height` rows (-1: as many as
@@ -367,30 +412,33 @@ struct OutputWindow {
 };
 
 template <class Sample>
-void decode_pixels_of(const py::list& streams, const py::array& params, const py::array& table, int threads,
-                      py::array& out, int first_band, int bits, int context_shift, int height, int top) {
+void decode_pixels_of(const py::list& streams, const py::array& params, const py::array& table,
+                      const py::object& network, int threads, py::array& out, int first_band, int bits,
+                      int context_shift, int height, int top) {
   auto planes = writeable_planes<Sample>(out, kMaxChannels);
   const int W = static_cast<int>(planes.shape(2));
   const OutputWindow window(planes, height, top, first_band, static_cast<int>(streams.size()));
-  const PixelArgs a(params, table, static_cast<int>(planes.shape(0)), window.range.rows, W);
+  const PixelArgs a(params, table, network, static_cast<int>(planes.shape(0)), window.range.rows, W, bits);
   Sample* data = planes.mutable_data();
   const size_t plane = static_cast<size_t>(planes.shape(1)) * W;
   decode_bands(streams, window.H, W, first_band, threads, [&](RangeDecoder& dec, const Band& b) {
     code_pixels<true>(dec, data + (b.offset - window.origin), a.params.from(b.offset - window.range.row_offset), plane,
-                      a.C, b.rows, W, a.table, bits, context_shift);
+                      a.C, b.rows, W, a.table, bits, context_shift, a.network.get());
   });
 }
 
 // Decodes the photo tool's streams of bands [first_band, first_band + len(streams)) of an image
 // of `height` rows into `out` of `bits`-bit samples, rows [top, ...) of the image, in place
-// (OutputWindow), with params (P, rows, W) for exactly those bands' rows, or (P,).
+// (OutputWindow), with params (P, rows, W) for exactly those bands' rows, or (P,), and the
+// context network's layers, or None.
 void decode_pixels(const py::list& streams, const py::array& params, const py::array& table, int threads,
-                   py::array& out, int first_band, int bits, int context_shift, int height, int top) {
+                   py::array& out, int first_band, int bits, int context_shift, int height, int top,
+                   const py::object& network) {
   check_sample_bits(out, bits, context_shift);
   if (bits == 8)
-    decode_pixels_of<uint8_t>(streams, params, table, threads, out, first_band, bits, context_shift, height, top);
+    decode_pixels_of<uint8_t>(streams, params, table, network, threads, out, first_band, bits, context_shift, height, top);
   else
-    decode_pixels_of<uint16_t>(streams, params, table, threads, out, first_band, bits, context_shift, height, top);
+    decode_pixels_of<uint16_t>(streams, params, table, network, threads, out, first_band, bits, context_shift, height, top);
 }
 
 // The screen tool's streams of bands [first_band, first_band + count) of planes (C, H, W).
@@ -498,6 +546,21 @@ py::array_t<int16_t> classical_contexts(const py::array& planes, int threads) {
       });
 }
 
+// The context network's outputs at every sample of planes (C, H, W): (2, C, H, W) int32, the mean
+// corrections and the scale-index offsets, as the coder computes them. For tests of the
+// network's specification (pillow_unz.context_network.ContextNetwork.outputs).
+py::array_t<int32_t> context_outputs(const py::array& planes, const py::object& network, int threads) {
+  const auto net = context_network(network, static_cast<int>(checked<uint8_t>(planes, "planes", 3).shape(0)), 8);
+  if (!net) throw py::value_error("network: None");
+  return over_samples<int32_t>(
+      planes, kNetOutputs, threads,
+      [&](ClassicalPredictor<>& predictor, const Prediction&, int c, int y, int x, int32_t* out, size_t block) {
+        int32_t context[kContextSize];
+        predictor.context(c, y, x, context);
+        net->apply(c, context, out[0], out[block]);
+      });
+}
+
 template <size_t N>
 py::tuple as_tuple(const int32_t (&v)[N]) {
   py::tuple t(N);
@@ -522,12 +585,13 @@ PYBIND11_MODULE(_coder, m) {
   m.def("band_start", &band_start, py::arg("height"), py::arg("band"), "The first row of a band (band_start(H, num_bands(H)) == H)");
   m.def("classical_predictions", &classical_predictions, py::arg("planes"), py::arg("threads") = 1);
   m.def("classical_contexts", &classical_contexts, py::arg("planes"), py::arg("threads") = 1);
+  m.def("context_outputs", &context_outputs, py::arg("planes"), py::arg("network"), py::arg("threads") = 1);
   m.def("encode_pixels", &encode_pixels, py::arg("planes"), py::arg("params"), py::arg("scale_table"),
         py::arg("threads") = 1, py::arg("first_band") = 0, py::arg("count") = -1, py::arg("bits") = 8,
-        py::arg("context_shift") = 0);
+        py::arg("context_shift") = 0, py::arg("network") = py::none());
   m.def("decode_pixels", &decode_pixels, py::arg("streams"), py::arg("params"), py::arg("scale_table"),
         py::arg("threads"), py::arg("out"), py::arg("first_band") = 0, py::arg("bits") = 8,
-        py::arg("context_shift") = 0, py::arg("height") = -1, py::arg("top") = 0);
+        py::arg("context_shift") = 0, py::arg("height") = -1, py::arg("top") = 0, py::arg("network") = py::none());
   m.def("encode_screen", &encode_screen, py::arg("planes"), py::arg("threads") = 1, py::arg("first_band") = 0,
         py::arg("count") = -1);
   m.def("decode_screen", &decode_screen, py::arg("streams"), py::arg("threads"), py::arg("out"),
@@ -553,4 +617,14 @@ PYBIND11_MODULE(_coder, m) {
   m.attr("SPREAD_EDGES") = as_tuple(kSpreadEdges);
   m.attr("BETA_FRAC_BITS") = kBetaFracBits;
   m.attr("BAND_ROWS") = kBandRows;
+  m.attr("CONTEXT_SIZE") = kContextSize;
+  m.attr("NET_INPUT_LIMIT") = kNetInputLimit;
+  m.attr("NET_ACTIVATION_LIMIT") = kNetActivationLimit;
+  m.attr("NET_WEIGHT_LIMIT") = kNetWeightLimit;
+  m.attr("NET_BIAS_LIMIT") = kNetBiasLimit;
+  m.attr("NET_MAX_WIDTH") = kNetMaxWidth;
+  m.attr("NET_MAX_LAYERS") = kNetMaxLayers;
+  m.attr("NET_MAX_SHIFT") = kNetMaxShift;
+  m.attr("NET_MAX_CORRECTION") = kNetMaxCorrection;
+  m.attr("NET_MAX_SCALE_OFFSET") = kNetMaxScaleOffset;
 }

@@ -16,6 +16,7 @@
 #include <intrin.h>
 #endif
 
+#include "context_network.h"
 #include "logistic.h"
 #include "predictor.h"
 #include "range_coder.h"
@@ -138,15 +139,19 @@ int code_wide_sample(Coder& coder, int v, int mean8, int s, int bits) {
 // spread) and their least-squares inputs divided by 2**context_shift (0 to bits - 8, the
 // encoder's choice: how much larger than an 8-bit photograph's the image's variations are),
 // and scale the base scales back.
+// network: the learned context network (8-bit samples only), or null for the classical model
+// alone: it corrects every sample's mean and offsets its scale index.
 template <bool Decode, class Coder, class Sample>
 void code_pixels(Coder& coder, Sample* planes, const Parameters& params, size_t plane, int C,
-                 int H, int W, const int32_t* scale_table, int bits = 8, int context_shift = 0) {
+                 int H, int W, const int32_t* scale_table, int bits = 8, int context_shift = 0,
+                 const ContextNetwork* network = nullptr) {
   ClassicalPredictor<Sample> predictor(planes, plane, C, W, bits, context_shift);
   const int max8 = 8 * ((1 << bits) - 1);
   const int num_scales = bits > 8 ? kNumWideScales : kNumScales;
   RollingRows<> err(C, W);  // |final residual| of each channel
   std::vector<int64_t> cell_sum(static_cast<size_t>(C) * kCells, 0), cell_count(static_cast<size_t>(C) * kCells, 0);
   std::vector<int64_t> cell_signed_sum(static_cast<size_t>(C) * kCells, 0);
+  int32_t context[kContextSize];
 
   for (int y = 0; y < H; ++y) {
     for (int x = 0; x < W; ++x) {
@@ -155,8 +160,13 @@ void code_pixels(Coder& coder, Sample* planes, const Parameters& params, size_t 
       for (int c = 0; c < C; ++c) {
         Sample* img = planes + c * plane;
         const Prediction p = predictor.predict(c, y, x);
+        int32_t correction = 0, net_offset = 0;
+        if (network) {
+          predictor.context(c, y, x, context);
+          network->apply(c, context, correction, net_offset);
+        }
         const int32_t gamma = params(C + c, at);
-        const int m = clamp_pred(p.mean8 + floor_div(int64_t{gamma} * p.feedback, 8 << kBetaFracBits), max8);
+        const int m = clamp_pred(p.mean8 + correction + floor_div(int64_t{gamma} * p.feedback, 8 << kBetaFracBits), max8);
 
         const int32_t activity = err.causal_sum(c, y, x, 2, 2, 1, 1, 1, 1) >> context_shift;
         const int qa = bucket(activity, kActivityEdges);
@@ -166,7 +176,7 @@ void code_pixels(Coder& coder, Sample* planes, const Parameters& params, size_t 
         const int base_index = std::clamp(scale_table[cell], 0, kNumScales - 1) + 8 * context_shift;
         // (in int64: the network's offset is whatever int32 the caller gives)
         const int s = static_cast<int>(std::clamp<int64_t>(
-            int64_t{base_index} + adapted_scale_step(cell_sum[cell], cell_count[cell], base_index) + params(c, at),
+            int64_t{base_index} + adapted_scale_step(cell_sum[cell], cell_count[cell], base_index) + params(c, at) + net_offset,
             0, num_scales - 1));
 
         // Bias cancellation: the coded mean moves by the mean signed residual of the cell so far

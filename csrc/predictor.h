@@ -225,11 +225,16 @@ class ClassicalPredictor {
   // the blend, the residual fit's correction, the spread, and the blend residuals of the earlier
   // channels at this pixel. Outside the image (or band), window entries are zero.
   void context(int c, int y, int x, int32_t* out) {
+    // Rows y, y - 1 and y - 2 of both series (the rolling rows' y + 2 and y + 1 are y - 1 and
+    // y - 2), looked up once: the window reads each row several times.
+    const int32_t* diff[3] = {difference_.row(c, y), difference_.row(c, y + 2), difference_.row(c, y + 1)};
+    const int32_t* err[3] = {blend_err_.row(c, y), blend_err_.row(c, y + 2), blend_err_.row(c, y + 1)};
+    const int32_t offset = base_ - blend_;
     for (int k = 0; k < kWindow; ++k) {
-      const int yy = y + kWindowOffsets[k][0], xx = x + kWindowOffsets[k][1];
-      const bool inside = yy >= 0 && xx >= 0 && xx < W_;
-      out[k] = inside ? 8 * difference_.row(c, yy)[xx] + base_ - blend_ : 0;
-      out[kWindow + k] = inside ? blend_err_.row(c, yy)[xx] : 0;
+      const int up = -kWindowOffsets[k][0], xx = x + kWindowOffsets[k][1];
+      const bool inside = y >= up && xx >= 0 && xx < W_;
+      out[k] = inside ? 8 * diff[up][xx] + offset : 0;
+      out[kWindow + k] = inside ? err[up][xx] : 0;
     }
     int32_t* rest = out + 2 * kWindow;
     for (int k = 0; k < kNumPredictors; ++k) rest[k] = pred_[k] - blend_;

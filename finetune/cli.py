@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--steps", help=f"training steps (default {DEFAULT_STEPS}; with --bench, a comma-separated list)")
     budget.add_argument("--seconds", type=float, help="train for this long instead of a number of steps")
     p.add_argument("--device", default="cpu", help="where to train: cpu, cuda, ... (files decode anywhere)")
+    p.add_argument("-e", "--effort", type=int, default=9, choices=range(1, 10), metavar="1-9",
+                   help="coding effort, as unz compress -e (default 9)")
     p.add_argument(
         "--targets",
         default=",".join(DEFAULT_TARGETS),
@@ -72,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             bar.update(1)
             bar.set_postfix_str(f"{bpsp:.4f} bits/subpixel")
 
-        result = lora.compress(np.asarray(stored), stored.mode, icc_profile, exif, settings=settings, progress=progress)
+        result = lora.compress(np.asarray(stored), stored.mode, icc_profile, exif, settings=settings, progress=progress,
+                               effort=args.effort)
         bar.close()
         dst.write_bytes(result.data)
     except (OSError, ValueError) as e:

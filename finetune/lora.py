@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pillow_unz import adapter as adapters, api, codec, format as fmt, pixelmodel
+from pillow_unz import adapter as adapters, api, codec, format as fmt, pixelmodel, tools
 from pillow_unz.fixedpoint import QConv2d, QConvTranspose2d, WEIGHT_BITS
 from pillow_unz.model import UnzNet
 from pillow_unz.weights import ModelSet, load_models
@@ -37,6 +37,7 @@ DEFAULT_RANK = 4
 # and the 3x3 convolutions' A factors cost hundreds of bytes.
 DEFAULT_TARGETS = ("up", "head")
 DEFAULT_STEPS = 150
+DEFAULT_EFFORT = 9  # the last few percent: the strongest coding, then the adapter
 LEARNING_RATE = 1e-2
 # Larger images train on a random band of about this many pixels per step.
 STEP_PIXELS = 1 << 18
@@ -237,19 +238,22 @@ def compress(
     models: ModelSet | None = None,
     settings: LoraSettings | None = None,
     progress: Callable[[int, float], None] | None = None,
+    effort: int = DEFAULT_EFFORT,
 ) -> LoraResult:
-    """api.compress with a per-image adapter for every plane group where one pays for itself."""
+    """api.compress at `effort` with a per-image adapter for every plane group where one pays
+    for itself."""
     settings = settings or LoraSettings()
+    tools.effort_of(effort)
     models = models or load_models()
-    header, groups = api.prepare(pixels, mode, models)
+    header, groups = api.prepare(pixels, mode, models, effort)
     tuned, plain, adapted, reports = [], [], [], []
     for planes in groups:
         photo, network = models.for_channels(len(planes)), models.network(len(planes))
         start = time.monotonic()
         adapter, steps = tune(network, photo.scale_table, planes, settings, progress)
-        plain.append(codec.encode_planes(photo, planes))
+        plain.append(codec.encode_planes(photo, planes, effort))
         adapted_photo = replace(photo, network=adapters.apply(network, adapter))
-        adapted.append(codec.encode_planes(adapted_photo, planes) if adapter else plain[-1])
+        adapted.append(codec.encode_planes(adapted_photo, planes, effort) if adapter else plain[-1])
         cost = len(adapters.encode([adapter]))
         reports.append(GroupReport(len(planes), plain[-1].size, adapted[-1].size, cost, steps, time.monotonic() - start))
         worth = adapted[-1].size + reports[-1].adapter_bytes < plain[-1].size

@@ -24,38 +24,19 @@ import math
 import random
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from pillow_unz import _coder, codec, pixelmodel
-from pillow_unz.finetune.train import REDUCTIONS, image_files, planes_of, to_mode
+from pillow_unz import _coder, pixelmodel
+from pillow_unz.finetune.context import Sample, batch_of, training_crops
+from pillow_unz.finetune.train import REDUCTIONS, image_files, planes_of
 from pillow_unz.weights import load_models
 
-CONTEXT_SIZE = _coder.classical_contexts(np.zeros((1, 1, 1), np.uint8)).shape[0]
+CONTEXT_SIZE = _coder.CONTEXT_SIZE
 CONTEXT_LIMIT = 2048  # eighths: contexts beyond +-256 samples say no more than that
-
-
-class Sample:
-    """Planes in coding order with their classical prediction and context, computed once."""
-
-    def __init__(self, planes: np.ndarray) -> None:
-        planes = np.ascontiguousarray(planes[codec.coding_order(len(planes))])
-        self.x = torch.from_numpy(planes).long()[None]
-        self.classical = pixelmodel.classical_prediction(self.x)
-        self.context = torch.from_numpy(_coder.classical_contexts(planes, torch.get_num_threads()))[None]
-
-
-def batch_of(samples: list[Sample]) -> Sample:
-    batch = Sample.__new__(Sample)
-    batch.x = torch.cat([s.x for s in samples])
-    batch.classical = tuple(torch.cat([s.classical[i] for s in samples]) for i in range(3))
-    batch.context = torch.cat([s.context for s in samples])
-    return batch
 
 
 class RowsAbove(nn.Module):
@@ -119,20 +100,6 @@ def bits_per_subpixel(model: ContextModel | None, s: Sample, table: torch.Tensor
     return pixelmodel.pixel_bits(s.x, params, table, (mean8, spread, feedback)).sum() / s.x.numel()
 
 
-def training_crops(files: list[Path], channels: int, crop: int, per_image: int, rng: random.Random) -> list[Sample]:
-    crops = []
-    for f in files:
-        full = to_mode(Image.open(f), channels)
-        for r in REDUCTIONS:
-            planes = planes_of(full.reduce(r))
-            _, h, w = planes.shape
-            for _ in range(per_image if min(h, w) >= crop else 0):
-                y, x = rng.randrange(h - crop + 1), rng.randrange(w - crop + 1)
-                c = planes[:, y : y + crop, x : x + crop]
-                crops.append(Sample(np.ascontiguousarray(c[:, :, ::-1] if rng.random() < 0.5 else c)))
-    return crops
-
-
 def evaluate(model: ContextModel | None, samples: list[Sample], table: torch.Tensor) -> float:
     with torch.no_grad():
         bits = sum(bits_per_subpixel(model, s, table).item() * s.x.numel() for s in samples)
@@ -159,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     files = [f for f in image_files(args.data) if not (args.skip and f.name.startswith(args.skip))]
-    crops = training_crops(files, args.channels, args.crop, args.crops_per_image, rng)
+    crops = training_crops(files, args.channels, args.crop, args.crops_per_image, rng, REDUCTIONS)
     evals = [Sample(planes_of(im)) for im in map(Image.open, image_files(args.eval)) if len(im.getbands()) == args.channels]
     if not crops or not evals:
         raise SystemExit("probe: no training crops or no evaluation images of that many channels")

@@ -11,6 +11,9 @@ imageio give all 16 bits.
 multi-frame image (n_frames, seek, tell, ImageSequence).
 
 `save(..., threads=N)` codes on N threads (default: one per core; the bytes never depend on it).
+`save(..., effort=N)`, N from 1 (fastest) to 9 (smallest) as `cjxl -e`, picks the coding tools
+(pillow_unz.tools.EFFORTS; default 7, or 9 with lora=True); the file records it, and decoding
+needs no option.
 `save(..., lora=True)` tunes a per-image adapter first (pillow_unz/finetune/lora.py; needs the
 `lora` extra), with the options of `unz-finetune --lora`: rank, steps or seconds, device, targets.
 `register_unz_opener(**defaults)` sets defaults for these options (threads also for decoding),
@@ -27,10 +30,10 @@ import numpy as np
 from PIL import Image, ImageFile, ImageSequence
 from PIL._util import DeferredError
 
-from . import api, codec, format as fmt
+from . import api, codec, format as fmt, tools
 
 MIME = "image/x-unz"
-SAVE_OPTIONS = frozenset({"threads", "lora", "rank", "steps", "seconds", "device", "targets"})
+SAVE_OPTIONS = frozenset({"threads", "effort", "lora", "rank", "steps", "seconds", "device", "targets"})
 _defaults: dict = {}
 
 
@@ -169,7 +172,8 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     if info.get("lora"):
         fp.write(_compress_with_lora(np.asarray(stored), stored.mode, *_metadata(im, info), info))
     else:
-        fp.write(api.compress(np.asarray(stored), stored.mode, *_metadata(im, info), threads=info.get("threads")))
+        fp.write(api.compress(np.asarray(stored), stored.mode, *_metadata(im, info), threads=info.get("threads"),
+                              effort=info.get("effort", tools.DEFAULT_EFFORT)))
 
 
 def _save_all(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
@@ -185,18 +189,20 @@ def _save_all(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
             stored = storable(frame)
             frames.append((np.asarray(stored), stored.mode))
     im.seek(current)
-    fp.write(api.compress_frames(frames, *_metadata(im, info), threads=info.get("threads")))
+    fp.write(api.compress_frames(frames, *_metadata(im, info), threads=info.get("threads"),
+                                 effort=info.get("effort", tools.DEFAULT_EFFORT)))
 
 
 def _compress_with_lora(pixels: np.ndarray, mode: str, icc_profile: bytes | None, exif: bytes | None, info: dict) -> bytes:
-    """save(..., lora=True, rank=, steps=, seconds=, device=, targets=): `unz-finetune --lora`'s options."""
+    """save(..., lora=True, rank=, steps=, seconds=, device=, targets=, effort=): `unz-finetune --lora`'s options."""
     from .finetune import lora
 
     options = {k: info[k] for k in ("rank", "steps", "seconds", "device", "targets") if k in info}
     if "targets" in options:
         options["targets"] = tuple(options["targets"])
     with codec.coding_threads(info.get("threads")):
-        return lora.compress(pixels, mode, icc_profile, exif, settings=lora.LoraSettings(**options)).data
+        return lora.compress(pixels, mode, icc_profile, exif, settings=lora.LoraSettings(**options),
+                             effort=info.get("effort", lora.DEFAULT_EFFORT)).data
 
 
 def _register_with_imageio() -> None:
@@ -218,12 +224,14 @@ def _register_with_imageio() -> None:
 
 def register_unz_opener(**defaults) -> None:
     """Register .unz with Pillow and imageio (importing pillow_unz already does), and make
-    `defaults` the options of every later save() (threads also of decoding): threads, lora,
-    rank, steps, seconds, device, targets. Options given to save() still win."""
+    `defaults` the options of every later save() (threads also of decoding): threads, effort,
+    lora, rank, steps, seconds, device, targets. Options given to save() still win."""
     unknown = set(defaults) - SAVE_OPTIONS
     if unknown:
         raise TypeError(f"unknown .unz option(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(SAVE_OPTIONS))})")
     codec.checked_threads(defaults.get("threads"))  # a bad count fails here, not at the first save
+    if "effort" in defaults:
+        tools.effort_of(defaults["effort"])
     _defaults.update(defaults)
     Image.register_open(UnzImageFile.format, UnzImageFile, _accept)
     Image.register_save(UnzImageFile.format, _save)

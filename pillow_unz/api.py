@@ -9,7 +9,7 @@ from typing import BinaryIO, Iterator, Sequence
 
 import numpy as np
 
-from . import codec, format as fmt
+from . import codec, format as fmt, tools
 from .weights import ModelSet, load_models
 
 
@@ -81,9 +81,11 @@ def _join(planes: Sequence[np.ndarray]) -> np.ndarray:
     return out
 
 
-def prepare(pixels: np.ndarray, mode: str, models: ModelSet) -> tuple[fmt.Header, list[np.ndarray]]:
+def prepare(pixels: np.ndarray, mode: str, models: ModelSet,
+            effort: int = tools.DEFAULT_EFFORT) -> tuple[fmt.Header, list[np.ndarray]]:
     """Check an image, pixels (H, W) for mode L and (H, W, C) for LA, RGB and RGBA, uint8 or
-    uint16 (stored_mode); return its header and its plane groups (C, H, W), ready to code."""
+    uint16 (stored_mode); return its header (for coding at `effort`) and its plane groups
+    (C, H, W), ready to code."""
     pixels = np.asarray(pixels)
     pixels = pixels.astype(pixels.dtype.newbyteorder("="), copy=False)  # big-endian 16-bit arrays too
     mode = stored_mode(pixels, mode)
@@ -94,7 +96,7 @@ def prepare(pixels: np.ndarray, mode: str, models: ModelSet) -> tuple[fmt.Header
     height, width = pixels.shape[:2]
     fmt.check_size(width, height)
     pixels = np.ascontiguousarray(pixels)
-    header = fmt.Header(mode, width, height, models.model_id, fmt.pixel_hash(_hashable(pixels)))
+    header = fmt.Header(mode, width, height, models.model_id, fmt.pixel_hash(_hashable(pixels)), effort)
     return header, _split(pixels, mode)
 
 
@@ -109,12 +111,14 @@ def compress(
     exif: bytes | None = None,
     models: ModelSet | None = None,
     threads: int | None = None,
+    effort: int = tools.DEFAULT_EFFORT,
 ) -> bytes:
     """Encode an image: pixels (H, W) for mode L, (H, W, C) for LA, RGB and RGBA, uint8, or
     uint16 for 16-bit samples (stored as I;16, LA;16, RGB;16, RGBA;16, which may also be given
-    as the mode), on `threads` threads (default: one per core). (pillow_unz.finetune.lora.compress
-    does the same with a per-image adapter.)"""
-    return compress_frames([(pixels, mode)], icc_profile, exif, models, threads)
+    as the mode), on `threads` threads (default: one per core), at `effort` 1 (fastest) to 9
+    (smallest; tools.EFFORTS). (pillow_unz.finetune.lora.compress does the same with a
+    per-image adapter.)"""
+    return compress_frames([(pixels, mode)], icc_profile, exif, models, threads, effort)
 
 
 def compress_frames(
@@ -123,17 +127,19 @@ def compress_frames(
     exif: bytes | None = None,
     models: ModelSet | None = None,
     threads: int | None = None,
+    effort: int = tools.DEFAULT_EFFORT,
 ) -> bytes:
     """Encode several images (pages, slices of a stack, frames of a capture), each (pixels,
     mode) as compress takes them, into one file; each frame decodes without the others."""
     if not frames:
         raise ValueError("no frames to code")
+    tools.effort_of(effort)  # before any work
     models = models or load_models()
     coded = []
     with codec.coding_threads(threads):
         for pixels, mode in frames:
-            header, groups = prepare(pixels, mode, models)
-            coded.append(fmt.UnzFrame(header, [codec.encode_planes(models.for_channels(len(g)), g) for g in groups]))
+            header, groups = prepare(pixels, mode, models, effort)
+            coded.append(fmt.UnzFrame(header, [codec.encode_planes(models.for_channels(len(g)), g, effort) for g in groups]))
     first, *rest = coded
     return fmt.to_bytes(fmt.UnzFile(first.header, metadata_of(icc_profile, exif), None, first.groups, frames=rest))
 

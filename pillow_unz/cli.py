@@ -68,10 +68,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
         _check_target(dst, args.force)
         if png16.bit_depth(src) == 16:  # (Pillow reads 16-bit colour PNG as 8-bit)
             pixels, mode, metadata = png16.read(src)
-            dst.write_bytes(api.compress(pixels, mode, **metadata, threads=_threads()))
+            dst.write_bytes(api.compress(pixels, mode, **metadata, threads=_threads(), effort=args.effort))
         else:
             with Image.open(src) as img:
-                img.save(dst, format="UNZ", save_all=True)  # every page or frame of the input
+                img.save(dst, format="UNZ", save_all=True, effort=args.effort)  # every page or frame of the input
         with Image.open(dst) as coded:
             subpixels = sum(f.width * f.height * _channels(f.mode) for f in ImageSequence.Iterator(coded))
             frames = f", {coded.n_frames} frames" if coded.n_frames > 1 else ""
@@ -130,7 +130,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         h = unz.header
         total = Path(name).stat().st_size
         frames = f", {1 + len(unz.frames)} frames" if unz.frames else ""
-        print(f"{name}: UNZ version {h.version}, {h.width}x{h.height} {h.mode}{frames}")
+        print(f"{name}: UNZ version {h.version}, effort {h.effort}, {h.width}x{h.height} {h.mode}{frames}")
         print(f"  model {h.model_id.hex()}, pixel hash {h.pixel_hash.hex()}")
         for key, value in unz.metadata.items():
             print(f"  {key}: {len(value)} bytes")
@@ -210,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("inputs", nargs="+")
     c.add_argument("-o", "--output", help="output file (one input) or existing folder")
     c.add_argument("-f", "--force", action="store_true", help="overwrite existing files")
+    c.add_argument("-e", "--effort", type=int, default=tools.DEFAULT_EFFORT, choices=range(1, 10), metavar="1-9",
+                   help=f"1 fastest to 9 smallest, as cjxl -e (default {tools.DEFAULT_EFFORT}); decoding needs no option")
     c.set_defaults(func=cmd_compress)
     d = sub.add_parser("decompress", help=".unz to PNG (or the format -o names)")
     d.add_argument("inputs", nargs="+")

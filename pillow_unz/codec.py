@@ -10,6 +10,7 @@ adapted network's parameter planes (pillow_unz.adapter; only then is torch impor
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import _coder, samples, tools
+from .context_network import ContextNetwork
 from .samples import SampleRange, SampleTransform
 
 def coding_order(channels: int) -> list[int]:
@@ -35,6 +37,7 @@ class PhotoModel:
     scale_table: np.ndarray  # (C, A, B, S) int32: the base scale index of every context cell
     constants: np.ndarray  # (2C,) int32: per channel the scale offset, then the feedback coefficient
     network: Any = None  # an adapted pillow_unz.model.UnzNet whose parameter planes replace the constants
+    context_networks: tuple[ContextNetwork, ...] = ()  # of the learned photo tool, by index (effort picks)
 
     @property
     def channels(self) -> int:
@@ -125,21 +128,33 @@ def _threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def encode_samples(photo: PhotoModel, ordered: np.ndarray) -> bytes:
-    """The photo tool's streams of 8-bit planes (C, H, W), already in coding order (no tool
-    bytes: for measurements of the photo tool alone)."""
+def _layers(network: ContextNetwork | None) -> list | None:
+    return None if network is None else network.coder_layers()
+
+
+def _network_index(stream: bytes) -> int | None:
+    """The context network of a photo-tool band stream: its index, or None (classical)."""
+    return stream[1] if stream[0] == tools.LEARNED else None
+
+
+def encode_samples(photo: PhotoModel, ordered: np.ndarray, network: ContextNetwork | None = None) -> bytes:
+    """The photo tool's streams of 8-bit planes (C, H, W), already in coding order, with a
+    context network or without (no tool bytes: for measurements of the photo tool alone)."""
     _, height, width = ordered.shape
     params = photo.parameters(height, width, range(height))
-    return join_streams(_coder.encode_pixels(np.ascontiguousarray(ordered), params, photo.scale_table, _threads()))
+    return join_streams(_coder.encode_pixels(np.ascontiguousarray(ordered), params, photo.scale_table, _threads(),
+                                             network=_layers(network)))
 
 
-def decode_samples(photo: PhotoModel, pixels: bytes, height: int, width: int) -> np.ndarray:
+def decode_samples(photo: PhotoModel, pixels: bytes, height: int, width: int,
+                   network: ContextNetwork | None = None) -> np.ndarray:
     """Inverse of encode_samples: 8-bit planes (C, H, W) in coding order."""
     out = np.empty((photo.channels, height, width), np.uint8)
     streams = split_streams(pixels, _coder.num_bands(height))
     for i, s in enumerate(streams):
         tools.check_band(tools.PHOTO, s, photo.channels, len(_rows(height, i, 1)), width)
-    _coder.decode_pixels(streams, photo.parameters(height, width, range(height)), photo.scale_table, _threads(), out)
+    _coder.decode_pixels(streams, photo.parameters(height, width, range(height)), photo.scale_table, _threads(), out,
+                         network=_layers(network))
     return out
 
 
@@ -147,33 +162,46 @@ def _rows(height: int, first: int, count: int) -> range:
     return range(_coder.band_start(height, first), _coder.band_start(height, first + count))
 
 
-def encode_planes(photo: PhotoModel, planes: np.ndarray) -> CodedPlanes:
-    """planes: (C, H, W) uint8 or uint16 with C = photo.channels. 16-bit planes are coded under
-    each of their candidate sample transforms, and the smaller kept."""
+def encode_planes(photo: PhotoModel, planes: np.ndarray, effort: int = tools.DEFAULT_EFFORT) -> CodedPlanes:
+    """planes: (C, H, W) uint8 or uint16 with C = photo.channels, coded with the tools of
+    `effort` (tools.EFFORTS). 16-bit planes are coded under each of their candidate sample
+    transforms, and the smaller kept."""
     ordered = planes[coding_order(planes.shape[0])]
     if planes.dtype == np.uint8:
-        return _encode_coded(photo, np.ascontiguousarray(ordered), None)
-    coded = [_encode_coded(photo, np.ascontiguousarray(t.forward(ordered)), t) for t in samples.candidates(ordered)]
+        return _encode_coded(photo, np.ascontiguousarray(ordered), None, effort)
+    coded = [_encode_coded(photo, np.ascontiguousarray(t.forward(ordered)), t, effort) for t in samples.candidates(ordered)]
     return min(coded, key=lambda c: c.size + len(c.samples.to_bytes()))
 
 
-def _encode_coded(photo: PhotoModel, planes: np.ndarray, transform: SampleTransform | None) -> CodedPlanes:
+def _photo_models(photo: PhotoModel, effort: tools.Effort, wide: bool) -> tools.Effort:
+    """The effort with the pixel models these planes can have: context networks read 8-bit
+    samples, and a model without the network of an index takes the classical model instead."""
+    def usable(k: int | None) -> bool:
+        return k is None or (not wide and k < len(photo.context_networks))
+    return dataclasses.replace(effort, photo=tuple(dict.fromkeys(k if usable(k) else None for k in effort.photo)))
+
+
+def _encode_coded(photo: PhotoModel, planes: np.ndarray, transform: SampleTransform | None, effort: int) -> CodedPlanes:
     """Planes already in coding order and through their sample transform (None: 8-bit planes):
     tools.encode_bands picks each band's tool."""
     _, h, w = planes.shape
     r = transform or SampleRange()
 
-    def photo_tool(bands: list[int]) -> dict[int, bytes]:
+    def photo_tool(bands: list[int], model: int | None) -> dict[int, bytes]:
         streams = {}
+        network = None if model is None else photo.context_networks[model]
+        tool = bytes([tools.PHOTO]) if model is None else bytes([tools.LEARNED, model])
         for first, count in tools.runs(bands, photo.run_length(_threads())):
             params = photo.parameters(h, w, _rows(h, first, count))
-            coded = _coder.encode_pixels(planes, params, photo.scale_table, _threads(), first, count, r.bits, r.context_shift)
+            coded = _coder.encode_pixels(planes, params, photo.scale_table, _threads(), first, count, r.bits,
+                                         r.context_shift, _layers(network))
             del params  # before the next run's are made
             for band, s in enumerate(coded, first):
-                streams[band] = bytes([tools.PHOTO]) + s
+                streams[band] = tool + s
         return streams
 
-    return CodedPlanes(join_streams(tools.encode_bands(planes, _threads(), photo_tool)), samples=transform)
+    chosen = _photo_models(photo, tools.effort_of(effort), planes.dtype != np.uint8)
+    return CodedPlanes(join_streams(tools.encode_bands(planes, _threads(), photo_tool, chosen)), samples=transform)
 
 
 def decode_chunks(photo: PhotoModel, coded: CodedPlanes, height: int, width: int) -> Iterator[tuple[range, list[np.ndarray]]]:
@@ -189,6 +217,8 @@ def decode_chunks(photo: PhotoModel, coded: CodedPlanes, height: int, width: int
         if not s:
             raise ValueError("empty band stream: corrupt")
         tools.check_band(s[0], s[1:], channels, len(_rows(height, i, 1)), width, r.dtype)
+        if s[0] == tools.LEARNED and (len(s) < 2 or s[1] >= len(photo.context_networks)):
+            raise ValueError("band coded with a context network that the model lacks: corrupt")
     order = np.argsort(coding_order(channels))
 
     def chunks() -> Iterator[tuple[range, list[np.ndarray]]]:
@@ -197,11 +227,15 @@ def decode_chunks(photo: PhotoModel, coded: CodedPlanes, height: int, width: int
             planes = np.zeros((channels, len(rows), width), r.dtype)  # rows no stream reaches stay zero
             present = streams[first : first + count]
             tools.decode_bands(present, planes, _threads(), first, height, rows.start)
-            for start, n in tools.runs([i for i, s in enumerate(present, first) if s[0] == tools.PHOTO]):
-                params = photo.parameters(height, width, _rows(height, start, n))
-                payloads = [s[1:] for s in streams[start : start + n]]
-                _coder.decode_pixels(payloads, params, photo.scale_table, _threads(), planes, start, r.bits,
-                                     r.context_shift, height, rows.start)
+            models = {i: _network_index(s) for i, s in enumerate(present, first) if s[0] in tools.PHOTO_TOOLS}
+            for model in dict.fromkeys(models.values()):
+                network = None if model is None else photo.context_networks[model]
+                header = 1 if model is None else 2  # the tool byte, and the network's index
+                for start, n in tools.runs([i for i, m in models.items() if m == model]):
+                    params = photo.parameters(height, width, _rows(height, start, n))
+                    payloads = [s[header:] for s in streams[start : start + n]]
+                    _coder.decode_pixels(payloads, params, photo.scale_table, _threads(), planes, start, r.bits,
+                                         r.context_shift, height, rows.start, _layers(network))
             if coded.samples:
                 planes = coded.samples.inverse(planes)
             yield rows, [planes[c] for c in order]

@@ -1,6 +1,6 @@
 """The .unz container (docs/FORMAT.md): a fixed header, then CRC-protected chunks.
 
-    header  magic "\\x89UNZ", version, mode, flags, width, height, model id, pixel hash, header CRC
+    header  magic "\\x89UNZ", version, mode, effort, flags, width, height, model id, pixel hash, header CRC
     chunks  [ICCP] [EXIF] [ADPT] PIXL per plane group, then for every further frame
             FRAM and PIXL per plane group; UEND
 
@@ -18,15 +18,17 @@ from typing import BinaryIO
 
 from PIL import Image
 
-from . import samples
+from . import samples, tools
 from .codec import CodedPlanes
 
 MAGIC = b"\x89UNZ"
-# Version 4: no coded latent (the ZLAT chunk of each plane group in versions 1 to 3, which held
-# a z that was zero in every file the shipped models wrote: docs/DESIGN.md).
-VERSION = 4
+# Version 5: the learned photo tool (band tool 4, with the weights' context networks) and the
+# encoder's effort in the header.
+VERSION = 5
 # Versions 1 (one frame), 2 (frames) and 3 (16-bit samples) carried z; pillow-unz 0.1 reads them.
 LATENT_VERSIONS = (1, 2, 3)
+# Version 4 (no z, no context networks): pillow-unz 0.2 reads it.
+CLASSICAL_VERSION = 4
 # Stored as index + 1. The 16-bit modes: "I;16" as Pillow names 16-bit gray, the others after it.
 MODES = ("L", "LA", "RGB", "RGBA", "I;16", "LA;16", "RGB;16", "RGBA;16")
 WIDE_MODES = frozenset(MODES[4:])
@@ -35,7 +37,7 @@ GROUPS = {"L": (1,), "LA": (1, 1), "RGB": (3,), "RGBA": (3, 1),
           "I;16": (1,), "LA;16": (1, 1), "RGB;16": (3,), "RGBA;16": (3, 1)}
 MAX_SIDE = 1 << 20
 
-_HEADER = struct.Struct("<4sBBHII8s8s")  # then a CRC-32 of these bytes
+_HEADER = struct.Struct("<4sBBBBII8s8s")  # then a CRC-32 of these bytes
 _CHUNK = struct.Struct("<4sI")  # tag, payload length; payload; CRC-32 of tag and payload
 _FRAME = struct.Struct("<BII8s")  # a further frame's mode, width, height, pixel hash
 HEADER_SIZE = _HEADER.size + 4
@@ -59,6 +61,7 @@ class Header:
     height: int
     model_id: bytes
     pixel_hash: bytes
+    effort: int = tools.DEFAULT_EFFORT  # the encoder's (the file's, for every frame)
     version: int = VERSION  # as read
 
 
@@ -109,7 +112,7 @@ def write(f: BinaryIO, unz: UnzFile) -> None:
         if len(value) > MAX_METADATA:
             raise ValueError(f"{key} is {len(value)} bytes, more than .unz stores ({MAX_METADATA})")
     h = unz.header
-    head = _HEADER.pack(MAGIC, VERSION, MODES.index(h.mode) + 1, 0, h.width, h.height, h.model_id, h.pixel_hash)
+    head = _HEADER.pack(MAGIC, VERSION, MODES.index(h.mode) + 1, h.effort, 0, h.width, h.height, h.model_id, h.pixel_hash)
     f.write(head + struct.pack("<I", zlib.crc32(head)))
     for tag, key in METADATA_TAGS.items():
         if unz.metadata.get(key):
@@ -199,7 +202,7 @@ def read_header(f: BinaryIO) -> tuple[Header, dict[str, bytes]]:
     """The header and the metadata chunks, leaving `f` at the first coded chunk."""
     r = _Reader(f)
     raw = r.read(HEADER_SIZE, "header")
-    magic, version, mode, flags, width, height, model_id, phash = _HEADER.unpack(raw[:-4])
+    magic, version, mode, effort, flags, width, height, model_id, phash = _HEADER.unpack(raw[:-4])
     if magic != MAGIC:
         raise UnzFormatError("not a .unz file (bad magic)")
     if struct.unpack("<I", raw[-4:])[0] != zlib.crc32(raw[:-4]):
@@ -209,11 +212,18 @@ def read_header(f: BinaryIO) -> tuple[Header, dict[str, bytes]]:
             f"unsupported .unz version {version}: an earlier format (with a coded latent), "
             f"which pillow-unz 0.1 decodes; this reader knows version {VERSION}"
         )
+    if version == CLASSICAL_VERSION:
+        raise UnzFormatError(
+            f"unsupported .unz version {version}: an earlier format (without context networks), "
+            f"which pillow-unz 0.2 decodes; this reader knows version {VERSION}"
+        )
     if version != VERSION:
         raise UnzFormatError(f"unsupported .unz version {version} (this reader knows version {VERSION})")
     if flags != 0:
         raise UnzFormatError(f"unsupported flags {flags}")
-    header = _frame_header(mode, width, height, model_id, phash)
+    if effort not in tools.EFFORTS:
+        raise UnzFormatError(f"unsupported effort {effort}")
+    header = _frame_header(mode, width, height, model_id, phash, effort)
     metadata = {}
     while r.peek_tag() in METADATA_TAGS:
         tag, payload = r.chunk(MAX_METADATA)
@@ -221,11 +231,11 @@ def read_header(f: BinaryIO) -> tuple[Header, dict[str, bytes]]:
     return header, metadata
 
 
-def _frame_header(mode: int, width: int, height: int, model_id: bytes, phash: bytes) -> Header:
+def _frame_header(mode: int, width: int, height: int, model_id: bytes, phash: bytes, effort: int) -> Header:
     if not 1 <= mode <= len(MODES):
         raise UnzFormatError(f"unsupported mode {mode}")
     check_size(width, height)
-    return Header(MODES[mode - 1], width, height, model_id, phash)
+    return Header(MODES[mode - 1], width, height, model_id, phash, effort)
 
 
 def _further_frame(payload: bytes, first: Header) -> Header:
@@ -233,7 +243,7 @@ def _further_frame(payload: bytes, first: Header) -> Header:
     if len(payload) != _FRAME.size:
         raise UnzFormatError("FRAM chunk has the wrong size")
     mode, width, height, phash = _FRAME.unpack(payload)
-    return _frame_header(mode, width, height, first.model_id, phash)
+    return _frame_header(mode, width, height, first.model_id, phash, first.effort)
 
 
 def index_frames(f: BinaryIO, header: Header) -> list[tuple[Header, int]]:

@@ -14,7 +14,7 @@ from imageio.core.request import URI_BYTES
 from imageio.core.v3_plugin_api import ImageProperties
 from imageio.plugins.pillow import PillowPlugin
 
-from . import api
+from . import api, tools
 
 
 class UnzPlugin(PillowPlugin):
@@ -50,6 +50,6 @@ class UnzPlugin(PillowPlugin):
         if is_batch is None:
             is_batch = isinstance(ndimage, list) or array.ndim == 4 or (array.ndim == 3 and array.shape[-1] not in (2, 3, 4))
         frames = [api.as_frame(image) for image in (array if is_batch else array[None])]
-        data = api.compress_frames(frames, threads=kwargs.get("threads"))
+        data = api.compress_frames(frames, threads=kwargs.get("threads"), effort=kwargs.get("effort", tools.DEFAULT_EFFORT))
         self._request.get_file().write(data)
         return data if self._request._uri_type == URI_BYTES else None

@@ -9,7 +9,8 @@ through the `numcodecs.codecs` entry point), lossless coding of uint8 and uint16
 Each chunk is stored as a .unz file. Its layout says how the chunk's axes map to images:
 "HW" (one grayscale image), "HWC" (one image of C = 1 to 4 channels: L, LA, RGB, RGBA), "NHW"
 (N grayscale frames), "NHWC" (N images of C channels); by default 2-D chunks are HW, 4-D NHWC,
-and 3-D HWC when the last axis has 1 to 4 entries, NHW otherwise.
+and 3-D HWC when the last axis has 1 to 4 entries, NHW otherwise. `effort` is the encoder's,
+as in `img.save(..., effort=N)`.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from numcodecs.abc import Codec
 from numcodecs.compat import ensure_bytes, ensure_ndarray, ndarray_copy
 from numcodecs.registry import register_codec
 
-from . import api
+from . import api, tools
 
 LAYOUTS = ("HW", "HWC", "NHW", "NHWC")
 
@@ -36,11 +37,13 @@ def _layout_of(shape: tuple[int, ...]) -> str:
 class Unz(Codec):
     codec_id = "pillow_unz"
 
-    def __init__(self, layout: str | None = None, threads: int | None = None) -> None:
+    def __init__(self, layout: str | None = None, threads: int | None = None, effort: int = tools.DEFAULT_EFFORT) -> None:
         if layout is not None and layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
+        tools.effort_of(effort)
         self.layout = layout
         self.threads = threads
+        self.effort = effort
 
     def encode(self, buf) -> bytes:
         chunk = ensure_ndarray(buf)
@@ -50,7 +53,7 @@ class Unz(Codec):
         if chunk.ndim != len(layout):
             raise ValueError(f"a {chunk.ndim}-D chunk does not fit layout {layout}")
         images = chunk if layout.startswith("N") else chunk[None]
-        return api.compress_frames([api.as_frame(image) for image in images], threads=self.threads)
+        return api.compress_frames([api.as_frame(image) for image in images], threads=self.threads, effort=self.effort)
 
     def decode(self, buf, out=None) -> np.ndarray:
         frames = [f.pixels for f in api.decompress_frames(ensure_bytes(buf), threads=self.threads)]

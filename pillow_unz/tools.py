@@ -16,13 +16,15 @@ import math
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import _coder
 
-PHOTO, SCREEN, FLAT, DEFLATE = range(4)
-NAMES = {PHOTO: "photo", SCREEN: "screen", FLAT: "flat", DEFLATE: "deflate"}
+PHOTO, SCREEN, FLAT, DEFLATE, LEARNED = range(5)
+NAMES = {PHOTO: "photo", SCREEN: "screen", FLAT: "flat", DEFLATE: "deflate", LEARNED: "learned photo"}
+PHOTO_TOOLS = (PHOTO, LEARNED)  # the pixel model's: LEARNED adds a context network (its index: the payload's first byte)
 
 # The fewest bits a range-coded stream can spend per sample (photo) or per pixel (screen): one
 # symbol or decision of the largest probability the coder gives; and the fewest bytes a stream
@@ -40,6 +42,35 @@ SCREEN_MIN_REPEATS = 0.5
 # 40 times slower on photographs) only where level 1 came within this factor of the best tool:
 # on the eval photographs level 9 was 7% to 18% smaller than level 1.
 DEFLATE_RETRY = 1.25
+
+
+@dataclass(frozen=True)
+class Effort:
+    """What the encoder tries on every band at one effort level: each level tries all that the
+    one below does, or a stronger photo model, so files never grow with the effort."""
+
+    screen: bool = True  # the screen tool, where enough pixels repeat; and deflate at level 9, where it might win
+    photo: tuple[int | None, ...] = (None,)  # pixel models: a context network's index, or None (classical)
+
+
+EFFORTS = {
+    1: Effort(screen=False, photo=()),  # flat and deflate at level 1: about PNG's speed
+    2: Effort(photo=()),
+    3: Effort(photo=(None,)),  # the classical pixel model
+    4: Effort(photo=(0,)),  # with the small context network
+    5: Effort(photo=(0, None)),
+    6: Effort(photo=(1,)),  # with the large one
+    7: Effort(photo=(1, None)),
+    8: Effort(photo=(1, 0)),
+    9: Effort(photo=(1, 0, None)),
+}
+DEFAULT_EFFORT = 7
+
+
+def effort_of(effort: int) -> Effort:
+    if isinstance(effort, bool) or not isinstance(effort, int) or effort not in EFFORTS:
+        raise ValueError(f"effort must be an integer from 1 to 9, got {effort!r}")
+    return EFFORTS[effort]
 
 
 def band_rows(height: int, band: int) -> slice:
@@ -121,10 +152,14 @@ def _keep_smaller(streams: list[bytes], candidates: dict[int, bytes]) -> None:
             streams[i] = stream
 
 
-def encode_bands(planes: np.ndarray, threads: int, photo: Callable[[list[int]], dict[int, bytes]]) -> list[bytes]:
-    """Each band of planes (C, H, W) by the smallest of the tools, tried from the cheapest:
-    flat; deflate (level 1); screen, where enough pixels repeat; photo(bands), the photo tool's
-    streams of the bands where it can still win; deflate at level 9, where it might."""
+PhotoTool = Callable[[list[int], "int | None"], dict[int, bytes]]
+
+
+def encode_bands(planes: np.ndarray, threads: int, photo: PhotoTool, effort: Effort) -> list[bytes]:
+    """Each band of planes (C, H, W) by the smallest of the tools that `effort` tries, from the
+    cheapest: flat; deflate (level 1); screen, where enough pixels repeat; photo(bands, model),
+    the photo tool's streams (with each of the effort's pixel models) of the bands where it can
+    still win; deflate at level 9, where it might."""
     c, height, width = planes.shape
     bands = [planes[:, band_rows(height, i)] for i in range(_coder.num_bands(height))]
     streams = [_flat(b) for b in bands]
@@ -137,11 +172,14 @@ def encode_bands(planes: np.ndarray, threads: int, photo: Callable[[list[int]], 
     fast = deflate(todo, 1)
     for i, stream in fast.items():
         streams[i] = stream
+    if not effort.screen:
+        return streams
     screen = [i for i in todo if planes.dtype == np.uint8 and repeats(bands[i]) >= SCREEN_MIN_REPEATS]
     for first, count in runs(screen):
         streams_of_run = _coder.encode_screen(planes, threads, first, count)
         _keep_smaller(streams, {i: bytes([SCREEN]) + s for i, s in enumerate(streams_of_run, first)})
-    _keep_smaller(streams, photo([i for i in todo if len(streams[i]) > photo_floor(c, bands[i].shape[1], width)]))
+    for model in effort.photo:
+        _keep_smaller(streams, photo([i for i in todo if len(streams[i]) > photo_floor(c, bands[i].shape[1], width)], model))
     _keep_smaller(streams, deflate([i for i in todo if len(fast[i]) <= DEFLATE_RETRY * len(streams[i])], 9))
     return streams
 
@@ -149,7 +187,8 @@ def encode_bands(planes: np.ndarray, threads: int, photo: Callable[[list[int]], 
 def check_band(tool: int, payload: bytes, channels: int, rows: int, width: int, dtype: type = np.uint8) -> None:
     """Refuse, before decoding, a band stream that cannot hold its band (of samples of `dtype`):
     so that no hostile file makes the decoder allocate or work far beyond its size."""
-    if tool == PHOTO:
+    if tool == PHOTO or (tool == LEARNED and dtype == np.uint8):
+        payload = payload[1:] if tool == LEARNED else payload
         samples, min_bits = channels * rows * width, _PHOTO_MIN_BITS
     elif tool == SCREEN and dtype == np.uint8:
         samples, min_bits = rows * width, _SCREEN_MIN_BITS

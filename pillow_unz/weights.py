@@ -2,8 +2,9 @@
 
 Each model's tensors are stored under "rgb." or "gray.": the photo tool's (photo.scale_table, the
 base scale index of every context cell, and photo.constants, the pixel model's parameters at
-every pixel), which coding reads with numpy alone, and the network's, which only adapted files
-and training need (built with torch on first use). The metadata holds each network's config as
+every pixel) and the learned photo tool's context networks (net0., net1., ...: integers, see
+context_network.py), which coding reads with numpy alone, and the network's, which only adapted
+files and training need (built with torch on first use). The metadata holds each network's config as
 JSON and how it was trained. The file's SHA-256, taken with the pixel model's revision,
 identifies the models in every .unz header, so a file never decodes with models other than those
 that coded it.
@@ -23,6 +24,7 @@ from safetensors.numpy import load, save
 
 from . import _coder
 from .codec import PhotoModel
+from .context_network import ContextNetwork
 
 if TYPE_CHECKING:
     from .model import UnzNet
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 DEFAULT_WEIGHTS = "unz-default.safetensors"
 MODEL_KEYS = {3: "rgb", 1: "gray"}  # by number of colour channels
 PHOTO = "photo."  # prefix of the photo tool's tensors within a model's
+CONTEXT_NETWORK = "net"  # prefix of the k-th context network's tensors within a model's: net<k>.
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ def read_networks(data: bytes) -> tuple[dict[int, UnzNet], dict[str, str]]:
         network = UnzNet(ModelConfig(**json.loads(metadata[f"{key}.config"])))
         prefix = key + "."
         network.load_state_dict({name[len(prefix) :]: torch.from_numpy(t) for name, t in tensors.items()
-                                 if name.startswith(prefix) and not name.startswith(prefix + PHOTO)})
+                                 if name.startswith(prefix) and not name.startswith((prefix + PHOTO, prefix + CONTEXT_NETWORK))})
         networks[channels] = network
     return networks, metadata
 
@@ -92,7 +95,14 @@ def parse_models(data: bytes) -> ModelSet:
             raise ValueError(f"weights file lacks the {key} model's photo tables")
         if table.shape[0] != channels or constants.shape != (_coder.num_param_planes(channels),):
             raise ValueError(f"weights file's {key} photo tables have the wrong shape")
-        photo[channels] = PhotoModel(np.ascontiguousarray(table, np.int32), np.ascontiguousarray(constants, np.int32))
+        networks = []
+        while f"{key}.{CONTEXT_NETWORK}{len(networks)}.shifts" in tensors:
+            network = ContextNetwork.from_tensors(tensors, f"{key}.{CONTEXT_NETWORK}{len(networks)}.")
+            if network.channels != channels:
+                raise ValueError(f"weights file's {key} context network has the wrong shape")
+            networks.append(network)
+        photo[channels] = PhotoModel(np.ascontiguousarray(table, np.int32), np.ascontiguousarray(constants, np.int32),
+                                     context_networks=tuple(networks))
     return ModelSet(photo, model_id_of(data), _metadata(data), data)
 
 
@@ -107,6 +117,8 @@ def serialize_models(networks: dict[int, UnzNet], photo: dict[int, PhotoModel], 
             tensors[f"{key}.{name}"] = t.detach().float().contiguous().cpu().numpy()
         tensors[f"{key}.{PHOTO}scale_table"] = photo[channels].scale_table.astype(np.int32)
         tensors[f"{key}.{PHOTO}constants"] = photo[channels].constants.astype(np.int32)
+        for k, network in enumerate(photo[channels].context_networks):
+            tensors.update(network.to_tensors(f"{key}.{CONTEXT_NETWORK}{k}."))
     return save(tensors, metadata=meta)
 
 

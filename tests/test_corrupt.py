@@ -148,8 +148,11 @@ def test_metadata_chunks_are_capped(coded: bytes, small: Image.Image) -> None:
         small.save(io.BytesIO(), format="UNZ", exif=bytes(huge))
 
 
-def _header(width: int, height: int, mode: int = 3, version: int = fmt.VERSION) -> bytes:
-    head = struct.pack("<4sBBHII8s8s", fmt.MAGIC, version, mode, 0, width, height, b"\0" * 8, b"\0" * 8)
+HEADER = "<4sBBBBII8s8s"  # magic, version, mode, effort, flags, width, height, model id, pixel hash
+
+
+def _header(width: int, height: int, mode: int = 3, version: int = fmt.VERSION, effort: int = 7, flags: int = 0) -> bytes:
+    head = struct.pack(HEADER, fmt.MAGIC, version, mode, effort, flags, width, height, b"\0" * 8, b"\0" * 8)
     return head + struct.pack("<I", zlib.crc32(head))
 
 
@@ -160,7 +163,7 @@ def test_absurd_sizes_are_refused_before_allocation() -> None:
         open_and_load(_header(0, 5))
     # a plausible size whose pixel stream could not hold that many pixels
     model_id = pillow_unz.weights.load_models().model_id
-    head = struct.pack("<4sBBHII8s8s", fmt.MAGIC, fmt.VERSION, 3, 0, 8000, 8000, model_id, b"\0" * 8)
+    head = struct.pack(HEADER, fmt.MAGIC, fmt.VERSION, 3, 7, 0, 8000, 8000, model_id, b"\0" * 8)
     body = io.BytesIO()
     fmt.write(body, fmt.UnzFile(fmt.Header("RGB", 8000, 8000, model_id, b"\0" * 8),
                                 groups=[pillow_unz.codec.CodedPlanes(b"\0" * 100)]))
@@ -181,8 +184,16 @@ def test_wrong_magic_version_and_model() -> None:
     for old in fmt.LATENT_VERSIONS:  # files of pillow-unz 0.1, whose groups carried z
         with pytest.raises(pillow_unz.UnzFormatError, match=f"version {old}: an earlier format .* pillow-unz 0.1"):
             open_and_load(_header(4, 4, version=old))
+    # files of pillow-unz 0.2, before the context networks
+    with pytest.raises(pillow_unz.UnzFormatError, match="version 4: an earlier format .* pillow-unz 0.2"):
+        open_and_load(_header(4, 4, version=fmt.CLASSICAL_VERSION))
     with pytest.raises(pillow_unz.UnzFormatError, match="mode"):
         open_and_load(_header(4, 4, mode=len(fmt.MODES) + 1))
+    for effort in (0, 10, 255):
+        with pytest.raises(pillow_unz.UnzFormatError, match="effort"):
+            open_and_load(_header(4, 4, effort=effort))
+    with pytest.raises(pillow_unz.UnzFormatError, match="flags"):
+        open_and_load(_header(4, 4, flags=1))
 
 
 def test_other_model_is_refused(coded: bytes) -> None:

@@ -1,0 +1,272 @@
+"""Train the learned photo tool's context network (csrc/context_network.h): per channel, an MLP
+that reads each sample's classical context and corrects its mean and scale, on top of the
+classical pixel model (whose online scale adaptation and bias cancellation stay on).
+
+    python -m pillow_unz.finetune.context --channels 3 --hidden 32 --layers 2 --out runs/net-rgb-0
+    python -m pillow_unz.finetune.context install runs/net-rgb-0 runs/net-rgb-1 runs/net-gray-0 runs/net-gray-1 \\
+        --weights weights/unz-default.safetensors
+
+Training is teacher-forced: the classical contexts come from the coder's own code, once per crop,
+and the loss is the code length the coder achieves with the network's outputs (pixelmodel.py).
+Crops come from the training photographs at full size and reduced 2x to 4x (graphics left out:
+--skip), flipped at random. The run checkpoints to OUT/ckpt.pt and resumes from it; at the end the
+network is quantized to the coder's integers (activation scales calibrated on training crops) and
+written to OUT/network.safetensors, with the real codec's bits on --eval in its metadata.
+`install` puts finished runs into a weights file as the model's networks 0, 1, ... (in the order
+given, per channel count): effort levels pick among them (pillow_unz.tools).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.numpy import load, save
+from torch import nn
+
+from pillow_unz import _coder, codec, pixelmodel
+from pillow_unz.context_network import ContextNetwork
+from pillow_unz.finetune.train import data_hash, image_files, planes_of, to_mode
+from pillow_unz.weights import MODEL_KEYS, load_models, parse_models, read_networks, serialize_models
+
+REDUCTIONS = (1, 2, 3, 4)
+INPUT_LIMIT = _coder.NET_INPUT_LIMIT
+
+
+class Sample:
+    """Planes in coding order with their classical prediction and context, computed once."""
+
+    def __init__(self, planes: np.ndarray) -> None:
+        planes = np.ascontiguousarray(planes[codec.coding_order(len(planes))])
+        self.x = torch.from_numpy(planes).long()[None]
+        self.classical = pixelmodel.classical_prediction(self.x)
+        self.context = torch.from_numpy(_coder.classical_contexts(planes, torch.get_num_threads()))[None]
+
+
+def batch_of(samples: list[Sample]) -> Sample:
+    batch = Sample.__new__(Sample)
+    batch.x = torch.cat([s.x for s in samples])
+    batch.classical = tuple(torch.cat([s.classical[i] for s in samples]) for i in range(3))
+    batch.context = torch.cat([s.context for s in samples])
+    return batch
+
+
+class ContextMLP(nn.Module):
+    """The float network that training tunes: per channel, `layers` linear layers with ReLUs,
+    over the context divided by `norm` (its mean magnitude on training crops)."""
+
+    def __init__(self, channels: int, hidden: int, layers: int, norm: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("norm", norm)
+        self.mlps = nn.ModuleList()
+        for _ in range(channels):
+            stack, width = [], _coder.CONTEXT_SIZE
+            for _ in range(layers - 1):
+                stack += [nn.Linear(width, hidden), nn.ReLU()]
+                width = hidden
+            last = nn.Linear(width, 2)  # mean correction (samples), scale offset (doublings)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+            self.mlps.append(nn.Sequential(*stack, last))
+
+    def linears(self, c: int) -> list[nn.Linear]:
+        return [m for m in self.mlps[c] if isinstance(m, nn.Linear)]
+
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        """context (B, K, C, H, W) -> (B, C, 2, H, W): in eighths of a sample and of a doubling."""
+        out = []
+        for c, mlp in enumerate(self.mlps):
+            v = context[:, :, c].float().clamp(-INPUT_LIMIT, INPUT_LIMIT) / self.norm.view(1, -1, 1, 1)
+            out.append(8 * mlp(v.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
+        return torch.stack(out, 1)
+
+
+def code_length(outputs: torch.Tensor | None, s: Sample, table: torch.Tensor, constants: torch.Tensor) -> torch.Tensor:
+    """Teacher-forced bits per subpixel of s under the pixel model with the network's outputs
+    (B, C, 2, H, W) (None: the classical model alone), floored as the coder takes them."""
+    mean8, spread, feedback = s.classical
+    b, c = s.x.shape[:2]
+    params = constants.view(1, -1, 1, 1).expand(b, -1, *s.x.shape[2:]).float()
+    if outputs is not None:
+        outputs = pixelmodel._floor(outputs)
+        limits = torch.tensor([_coder.NET_MAX_CORRECTION, _coder.NET_MAX_SCALE_OFFSET]).view(1, 1, 2, 1, 1)
+        outputs = torch.maximum(torch.minimum(outputs, limits), -limits)
+        mean8 = mean8 + outputs[:, :, 0]
+        params = params + torch.cat([outputs[:, :, 1], torch.zeros_like(outputs[:, :, 1])], 1)
+    return pixelmodel.pixel_bits(s.x, params, table, (mean8, spread, feedback)).sum() / s.x.numel()
+
+
+def training_crops(files: list[Path], channels: int, crop: int, per_image: int, rng: random.Random,
+                   reductions: tuple[int, ...] = REDUCTIONS) -> list[Sample]:
+    """`per_image` random crops of each file at each reduction, half of them mirrored."""
+    crops = []
+    for f in files:
+        full = to_mode(Image.open(f), channels)
+        for r in reductions:
+            planes = planes_of(full.reduce(r) if r > 1 else full)
+            _, h, w = planes.shape
+            for _ in range(per_image if min(h, w) >= crop else 0):
+                y, x = rng.randrange(h - crop + 1), rng.randrange(w - crop + 1)
+                c = planes[:, y : y + crop, x : x + crop]
+                crops.append(Sample(np.ascontiguousarray(c[:, :, ::-1] if rng.random() < 0.5 else c)))
+    return crops
+
+
+def quantize(model: ContextMLP, calibration: list[Sample]) -> ContextNetwork:
+    """The coder's integers for a trained network: each layer's weights on the finest power-of-two
+    grid that keeps them within NET_WEIGHT_LIMIT (the first layer's with the input scaling folded
+    in), each hidden layer's activations on the finest grid that keeps the calibration crops'
+    largest (bar one in 10^5) within NET_ACTIVATION_LIMIT, the outputs in eighths."""
+    model = model.double()
+    count = len(model.linears(0))
+    peaks = [0.0] * (count - 1)
+    with torch.no_grad():
+        for c in range(len(model.mlps)):
+            v = torch.cat([s.context[:, :, c].flatten(2) for s in calibration], 2).double()
+            v = (v.clamp(-INPUT_LIMIT, INPUT_LIMIT) / model.norm.view(1, -1, 1)).permute(0, 2, 1).reshape(-1, v.shape[1])
+            for k, linear in enumerate(model.linears(c)[:-1]):
+                v = linear(v).relu()
+                peaks[k] = max(peaks[k], torch.quantile(v.flatten()[:2**24].float(), 0.99999).item())
+    activation_bits = [int(math.floor(math.log2(_coder.NET_ACTIVATION_LIMIT / max(p, 1e-6)))) for p in peaks] + [0]
+    layers, input_bits = [], 0
+    for k in range(count):
+        w = torch.stack([model.linears(c)[k].weight for c in range(len(model.mlps))]).detach()
+        b = torch.stack([model.linears(c)[k].bias for c in range(len(model.mlps))]).detach()
+        if k == 0:
+            w = w / model.norm.view(1, 1, -1)
+        if k == count - 1:
+            w, b = 8 * w, 8 * b  # outputs in eighths
+        weight_bits = int(math.floor(math.log2(_coder.NET_WEIGHT_LIMIT / max(w.abs().max().item(), 1e-9))))
+        shift = weight_bits + input_bits - activation_bits[k]
+        if shift < 0:  # weights too small for their grid's shift: a coarser grid loses nothing worth keeping
+            weight_bits, shift = weight_bits - shift, 0
+        wq = torch.round(w * 2.0**weight_bits).clamp(-_coder.NET_WEIGHT_LIMIT, _coder.NET_WEIGHT_LIMIT)
+        bq = torch.round(b * 2.0 ** (weight_bits + input_bits)).clamp(-_coder.NET_BIAS_LIMIT, _coder.NET_BIAS_LIMIT)
+        layers.append((wq.numpy().astype(np.int16), bq.numpy().astype(np.int32), shift))
+        input_bits = activation_bits[k]
+    model.float()
+    return ContextNetwork(tuple(layers))
+
+
+def integer_outputs(network: ContextNetwork, s: Sample) -> torch.Tensor:
+    """The coder's outputs for s, (B, C, 2, H, W)."""
+    return torch.stack([torch.from_numpy(network.outputs(ctx.numpy())) for ctx in s.context])
+
+
+def codec_bits(photo: codec.PhotoModel, network: ContextNetwork | None, files: list[Path]) -> tuple[int, int]:
+    """Bytes of the photo tool's streams of `files` (with the network, or without), and samples."""
+    size = samples = 0
+    for f in files:
+        planes = planes_of(Image.open(f))
+        ordered = np.ascontiguousarray(planes[codec.coding_order(len(planes))])
+        size += len(codec.encode_samples(photo, ordered, network))
+        samples += planes.size
+    return size, samples
+
+
+def train(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    torch.set_num_threads(args.threads)
+    files = [f for f in image_files(args.data) if not (args.skip and f.name.startswith(args.skip))]
+    started = time.time()
+    crops = training_crops(files, args.channels, args.crop, args.crops_per_image, rng)
+    print(json.dumps({"crops": len(crops), "minutes": round((time.time() - started) / 60, 1)}), flush=True)
+    photo = load_models().for_channels(args.channels)
+    table = torch.from_numpy(photo.scale_table).float()
+    constants = torch.from_numpy(photo.constants).float()
+    contexts = torch.cat([c.context.transpose(0, 1).flatten(1) for c in crops[:64]], 1).float()
+    norm = contexts.clamp(-INPUT_LIMIT, INPUT_LIMIT).abs().mean(1).clamp(min=1)
+    model = ContextMLP(args.channels, args.hidden, args.layers, norm)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    step, ckpt = 0, out / "ckpt.pt"
+    if ckpt.exists():
+        state = torch.load(ckpt)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["step"]
+        print(f"resumed at step {step}", flush=True)
+    while step < args.steps:
+        step += 1
+        for g in optimizer.param_groups:
+            g["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * step / args.steps))
+        batch = batch_of(rng.sample(crops, args.batch))
+        loss = code_length(model(batch.context), batch, table, constants)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % args.log_every == 0 or step == args.steps:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, ckpt)
+            print(json.dumps({"step": step, "loss": round(loss.item(), 4),
+                              "minutes": round((time.time() - started) / 60, 1)}), flush=True)
+    network = quantize(model, rng.sample(crops, min(len(crops), 64)))
+    meta = {"channels": args.channels, "hidden": args.hidden, "layers": args.layers, "steps": args.steps,
+            "batch": args.batch, "crop": args.crop, "lr": args.lr, "seed": args.seed, "reductions": list(REDUCTIONS),
+            "files": len(files), "data_hash": data_hash(files), "minutes": round((time.time() - started) / 60, 1)}
+    if args.eval:
+        evals = [f for f in image_files(args.eval) if len(Image.open(f).getbands()) == args.channels]
+        with_net, samples = codec_bits(photo, network, evals)
+        without, _ = codec_bits(photo, None, evals)
+        meta["eval"] = {"bpsp": round(8 * with_net / samples, 4), "bpsp_without": round(8 * without / samples, 4),
+                        "saving": round(1 - with_net / without, 4)}
+        print(json.dumps(meta["eval"]), flush=True)
+    (out / "network.safetensors").write_bytes(save(network.to_tensors(""), metadata={"training": json.dumps(meta)}))
+    print(f"wrote {out / 'network.safetensors'}", flush=True)
+
+
+def install(args: argparse.Namespace) -> None:
+    """Put finished runs into a weights file as its models' context networks, in the order given."""
+    data = Path(args.weights).read_bytes()
+    models = parse_models(data)
+    networks, metadata = read_networks(data)
+    by_channels: dict[int, list[ContextNetwork]] = {}
+    for run in map(Path, args.runs):
+        blob = (run / "network.safetensors").read_bytes()
+        network = ContextNetwork.from_tensors(load(blob), "")
+        by_channels.setdefault(network.channels, []).append(network)
+        key = MODEL_KEYS[network.channels]
+        metadata[f"{key}.net{len(by_channels[network.channels]) - 1}.training"] = json.loads(
+            blob[8 : 8 + int.from_bytes(blob[:8], "little")])["__metadata__"]["training"]
+    photo = {c: dataclasses.replace(models.photo[c], context_networks=tuple(by_channels.get(c, ()))) for c in models.photo}
+    Path(args.weights).write_bytes(serialize_models(networks, photo, metadata))
+    print(f"wrote {args.weights}: " + ", ".join(f"{MODEL_KEYS[c]} {len(n)} networks" for c, n in by_channels.items()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["install"]:
+        p = argparse.ArgumentParser(prog="context install")
+        p.add_argument("runs", nargs="+")
+        p.add_argument("--weights", required=True)
+        return install(p.parse_args(argv[1:]))
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--channels", type=int, choices=(1, 3), default=3)
+    p.add_argument("--data", default="data/train")
+    p.add_argument("--eval", default="", help="folder of evaluation photos (never trained on)")
+    p.add_argument("--skip", default="ukui-", help="leave out training files whose names start so (graphics)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--layers", type=int, default=2, help="linear layers per channel")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--crops-per-image", type=int, default=3, help="per image and reduction")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--log-every", type=int, default=250)
+    train(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
