@@ -6,10 +6,10 @@ classical pixel model (whose online scale adaptation and bias cancellation stay 
     python -m pillow_unz.finetune.context install runs/net-rgb-0 runs/net-rgb-1 runs/net-gray-0 runs/net-gray-1 \\
         --weights weights/unz-default.safetensors
 
-Training is teacher-forced: the classical contexts come from the coder's own code, once per crop,
+Training is teacher-forced: the classical contexts come from the coder's own code, for every crop,
 and the loss is the code length the coder achieves with the network's outputs (pixelmodel.py).
-Crops come from the training photographs at full size and reduced 2x to 4x (graphics left out:
---skip), flipped at random. The run checkpoints to OUT/ckpt.pt and resumes from it; at the end the
+Every step draws new crops from the training photographs at full size and reduced 2x to 4x
+(graphics left out: --skip), flipped at random. The run checkpoints to OUT/ckpt.pt and resumes from it; at the end the
 network is quantized to the coder's integers (activation scales calibrated on training crops) and
 written to OUT/network.safetensors, with the real codec's bits on --eval in its metadata.
 `install` puts finished runs into a weights file as the model's networks 0, 1, ... (in the order
@@ -104,20 +104,24 @@ def code_length(outputs: torch.Tensor | None, s: Sample, table: torch.Tensor, co
     return pixelmodel.pixel_bits(s.x, params, table, (mean8, spread, feedback)).sum() / s.x.numel()
 
 
-def training_crops(files: list[Path], channels: int, crop: int, per_image: int, rng: random.Random,
-                   reductions: tuple[int, ...] = REDUCTIONS) -> list[Sample]:
-    """`per_image` random crops of each file at each reduction, half of them mirrored."""
-    crops = []
+def training_images(files: list[Path], channels: int, reductions: tuple[int, ...] = REDUCTIONS) -> list[np.ndarray]:
+    """The planes of every file at every reduction (1: full size)."""
+    images = []
     for f in files:
         full = to_mode(Image.open(f), channels)
-        for r in reductions:
-            planes = planes_of(full.reduce(r) if r > 1 else full)
-            _, h, w = planes.shape
-            for _ in range(per_image if min(h, w) >= crop else 0):
-                y, x = rng.randrange(h - crop + 1), rng.randrange(w - crop + 1)
-                c = planes[:, y : y + crop, x : x + crop]
-                crops.append(Sample(np.ascontiguousarray(c[:, :, ::-1] if rng.random() < 0.5 else c)))
-    return crops
+        images += [planes_of(full.reduce(r) if r > 1 else full) for r in reductions]
+    return images
+
+
+def random_crop(images: list[np.ndarray], crop: int, rng: random.Random) -> Sample:
+    """A crop of a random image (of those at least crop x crop), mirrored half of the time,
+    with its classical contexts: drawn afresh at every step, so the network never sees the
+    same crop twice (a fixed set of a few hundred crops was learnt by heart)."""
+    planes = rng.choice([p for p in images if min(p.shape[1:]) >= crop])
+    _, h, w = planes.shape
+    y, x = rng.randrange(h - crop + 1), rng.randrange(w - crop + 1)
+    c = planes[:, y : y + crop, x : x + crop]
+    return Sample(np.ascontiguousarray(c[:, :, ::-1] if rng.random() < 0.5 else c))
 
 
 def quantize(model: ContextMLP, calibration: list[Sample]) -> ContextNetwork:
@@ -180,12 +184,14 @@ def train(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     files = [f for f in image_files(args.data) if not (args.skip and f.name.startswith(args.skip))]
     started = time.time()
-    crops = training_crops(files, args.channels, args.crop, args.crops_per_image, rng)
-    print(json.dumps({"crops": len(crops), "minutes": round((time.time() - started) / 60, 1)}), flush=True)
+    reductions = tuple(int(r) for r in args.reductions.split(","))
+    images = training_images(files, args.channels, reductions)
+    first = [random_crop(images, args.crop, rng) for _ in range(64)]  # for the input scaling and calibration
+    print(json.dumps({"images": len(images), "minutes": round((time.time() - started) / 60, 1)}), flush=True)
     photo = load_models().for_channels(args.channels)
     table = torch.from_numpy(photo.scale_table).float()
     constants = torch.from_numpy(photo.constants).float()
-    contexts = torch.cat([c.context.transpose(0, 1).flatten(1) for c in crops[:64]], 1).float()
+    contexts = torch.cat([c.context.transpose(0, 1).flatten(1) for c in first], 1).float()
     norm = contexts.clamp(-INPUT_LIMIT, INPUT_LIMIT).abs().mean(1).clamp(min=1)
     model = ContextMLP(args.channels, args.hidden, args.layers, norm)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
@@ -200,7 +206,7 @@ def train(args: argparse.Namespace) -> None:
         step += 1
         for g in optimizer.param_groups:
             g["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * step / args.steps))
-        batch = batch_of(rng.sample(crops, args.batch))
+        batch = batch_of([random_crop(images, args.crop, rng) for _ in range(args.batch)])
         loss = code_length(model(batch.context), batch, table, constants)
         optimizer.zero_grad()
         loss.backward()
@@ -209,9 +215,9 @@ def train(args: argparse.Namespace) -> None:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, ckpt)
             print(json.dumps({"step": step, "loss": round(loss.item(), 4),
                               "minutes": round((time.time() - started) / 60, 1)}), flush=True)
-    network = quantize(model, rng.sample(crops, min(len(crops), 64)))
+    network = quantize(model, first)
     meta = {"channels": args.channels, "hidden": args.hidden, "layers": args.layers, "steps": args.steps,
-            "batch": args.batch, "crop": args.crop, "lr": args.lr, "seed": args.seed, "reductions": list(REDUCTIONS),
+            "batch": args.batch, "crop": args.crop, "lr": args.lr, "seed": args.seed, "reductions": list(reductions),
             "files": len(files), "data_hash": data_hash(files), "minutes": round((time.time() - started) / 60, 1)}
     if args.eval:
         evals = [f for f in image_files(args.eval) if len(Image.open(f).getbands()) == args.channels]
@@ -260,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=128)
-    p.add_argument("--crops-per-image", type=int, default=3, help="per image and reduction")
+    p.add_argument("--reductions", default=",".join(map(str, REDUCTIONS)), help="of the training images (1: full size)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)

@@ -19,9 +19,11 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from pillow_unz import adapter as adapters, api, codec, format as fmt, pixelmodel, tools
+from pillow_unz import _coder, adapter as adapters, api, codec, format as fmt, pixelmodel, tools
+from pillow_unz.context_network import ContextNetwork
 from pillow_unz.fixedpoint import QConv2d, QConvTranspose2d, WEIGHT_BITS
 from pillow_unz.model import UnzNet
 from pillow_unz.weights import ModelSet, load_models
@@ -196,15 +198,23 @@ def tune(
     planes: np.ndarray,
     settings: LoraSettings,
     progress: Callable[[int, float], None] | None = None,
+    context_network: ContextNetwork | None = None,
 ) -> tuple[adapters.Adapter, int]:
     """Train an adapter of the network `model` on planes (C, H, W) uint8, coded with the scale
-    table `model_scale_table`; returns it and the steps taken. progress(step, bits per subpixel)
-    is called after every step."""
+    table `model_scale_table` and the context network (None: the classical pixel model); returns
+    it and the steps taken. progress(step, bits per subpixel) is called after every step."""
     device = torch.device(settings.device)
     tuned = wrap(model, settings.rank, settings.targets).to(device)
     c, h, w = planes.shape
-    x = torch.from_numpy(np.ascontiguousarray(planes[codec.coding_order(c)])).long().to(device)[None]
-    classical = pixelmodel.classical_prediction(x)
+    ordered = np.ascontiguousarray(planes[codec.coding_order(c)])
+    x = torch.from_numpy(ordered).long().to(device)[None]
+    mean8, spread, feedback = pixelmodel.classical_prediction(x)
+    scale_offset = torch.zeros_like(x)
+    if context_network is not None:  # its outputs depend on the pixels alone: computed once
+        correction, scale_offset = torch.from_numpy(
+            _coder.context_outputs(ordered, context_network.coder_layers(), torch.get_num_threads())).long().to(device)[:, None]
+        mean8 = mean8 + correction
+    classical = (mean8, spread, feedback)
     z = torch.zeros((1, *tuned.latent_shape(h, w)), device=device)
     scale_table = torch.from_numpy(model_scale_table).to(device)
     rows = min(h, max(1, STEP_PIXELS // w))
@@ -218,6 +228,7 @@ def tune(
         top = rng.randrange(h - rows + 1)
         band = slice(top, top + rows)
         param_planes = tuned.decode(z, h, w, range(top, top + rows))
+        param_planes = param_planes + F.pad(scale_offset[..., band, :], (0, 0, 0, 0, 0, c)).to(param_planes.dtype)
         pixel_bits = pixelmodel.pixel_bits(x[..., band, :], param_planes, scale_table, tuple(t[..., band, :].contiguous() for t in classical)).sum()
         # Per subpixel: the band's pixels stand for the image's, the adapter is the whole's.
         loss = pixel_bits / (c * rows * w) + adapter_bits(tuned).to(device) / planes.size
@@ -250,7 +261,10 @@ def compress(
     for planes in groups:
         photo, network = models.for_channels(len(planes)), models.network(len(planes))
         start = time.monotonic()
-        adapter, steps = tune(network, photo.scale_table, planes, settings, progress)
+        index = tools.effort_of(effort).network  # the effort's first pixel model (networks read 8-bit samples)
+        usable = planes.dtype == np.uint8 and index is not None and index < len(photo.context_networks)
+        context_network = photo.context_networks[index] if usable else None
+        adapter, steps = tune(network, photo.scale_table, planes, settings, progress, context_network)
         plain.append(codec.encode_planes(photo, planes, effort))
         adapted_photo = replace(photo, network=adapters.apply(network, adapter))
         adapted.append(codec.encode_planes(adapted_photo, planes, effort) if adapter else plain[-1])

@@ -31,7 +31,7 @@ from PIL import Image
 from torch import nn
 
 from pillow_unz import _coder, pixelmodel
-from pillow_unz.finetune.context import Sample, batch_of, training_crops
+from pillow_unz.finetune.context import Sample, batch_of, random_crop, training_images
 from pillow_unz.finetune.train import REDUCTIONS, image_files, planes_of
 from pillow_unz.weights import load_models
 
@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     files = [f for f in image_files(args.data) if not (args.skip and f.name.startswith(args.skip))]
-    crops = training_crops(files, args.channels, args.crop, args.crops_per_image, rng, REDUCTIONS)
+    images = training_images(files, args.channels, REDUCTIONS)
+    crops = [random_crop(images, args.crop, rng) for _ in range(len(images) * args.crops_per_image)]
     evals = [Sample(planes_of(im)) for im in map(Image.open, image_files(args.eval)) if len(im.getbands()) == args.channels]
     if not crops or not evals:
         raise SystemExit("probe: no training crops or no evaluation images of that many channels")

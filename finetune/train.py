@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -42,7 +43,7 @@ from tqdm import tqdm
 from pillow_unz import _coder, codec, pixelmodel
 from pillow_unz.bench import fit_constants
 from pillow_unz.model import Z_MAX, ModelConfig, UnzNet
-from pillow_unz.weights import MODEL_KEYS, read_networks, serialize_models
+from pillow_unz.weights import MODEL_KEYS, parse_models, read_networks, serialize_models
 
 REDUCTIONS = (2, 3, 4)
 FIT_REDUCTION = 4
@@ -298,15 +299,20 @@ def fitted_photo_model(model: UnzNet, files: list[Path]) -> tuple[codec.PhotoMod
 
 def export(args: argparse.Namespace) -> None:
     """Combine finished runs (one colour, one grayscale; a run's folder, or a weights file such
-    as the shipped one) into the shipped weights file, with constants fitted on --data."""
+    as the shipped one, whose context networks are kept) into the shipped weights file, with
+    constants fitted on --data."""
     networks, photo, metadata = {}, {}, {}
     files = image_files(args.data)
     for run in map(Path, args.runs):
-        run_networks, meta = read_networks((run if run.is_file() else run / "model.safetensors").read_bytes())
+        blob = (run if run.is_file() else run / "model.safetensors").read_bytes()
+        run_networks, meta = read_networks(blob)
         for channels, network in run_networks.items():
             key = MODEL_KEYS[channels]
             networks[channels] = network
             photo[channels], fit = fitted_photo_model(network, files)
+            if run.is_file():  # a weights file keeps its context networks (finetune/context.py installs them)
+                kept = parse_models(blob).for_channels(channels).context_networks
+                photo[channels] = dataclasses.replace(photo[channels], context_networks=kept)
             print(f"{key}: constants {photo[channels].constants.tolist()}, {fit}", flush=True)
             metadata[f"{key}.training"] = meta.get("training") or meta[f"{key}.training"]
             metadata[f"{MODEL_KEYS[channels]}.constants"] = json.dumps(fit)

@@ -16,9 +16,13 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from . import api, codec, png16
+from . import api, codec, png16, tools
 from .UnzImagePlugin import PILLOW_MODES
 from .codec import PhotoModel, coding_order
+
+# pillow-unz's efforts in the table: the classical pixel model, the default (named "pillow-unz"),
+# the strongest.
+BENCH_EFFORTS = (3, tools.DEFAULT_EFFORT, 9)
 
 
 @dataclass
@@ -86,7 +90,10 @@ def _png_codec() -> Codec:
 
 def available_codecs() -> list[Codec]:
     codecs = [
-        Codec("pillow-unz", lambda p, m: api.compress(p, m), lambda d, m: api.decompress(d).pixels),
+        Codec("pillow-unz" if effort == tools.DEFAULT_EFFORT else f"pillow-unz e{effort}",
+              lambda p, m, e=effort: api.compress(p, m, effort=e), lambda d, m: api.decompress(d).pixels)
+        for effort in BENCH_EFFORTS
+    ] + [
         _png_codec(),
         _pillow_codec("WebP lossless m6", "WEBP", lossless=True, method=6, quality=100, exact=True),
     ]
@@ -171,11 +178,13 @@ def fit_constants(photo: PhotoModel, groups: list[np.ndarray]) -> tuple[np.ndarr
 
 
 def bench_ablation(folder: str | Path, progress: bool = True) -> dict:
-    """The network's share on the PNG images of folder: the photo tool codes every plane group
-    with the network's parameter planes (what adapters start from), and with the best constant
-    parameters fitted on the same images by coded size; network_share = 1 - network bytes /
-    constant bytes. The shipped constants' bytes (what files use) are reported beside them.
-    Every coding is decoded and compared."""
+    """The context network's share on the PNG images of folder: the photo tool codes every plane
+    group with the network of the default effort, with the strongest network (effort 9's), and
+    without a network under the best constant parameters fitted on the same images by coded
+    size (the network's outputs replaced by constants: a constant mean correction is what the
+    bias cancellation already gives); network_share = 1 - network bytes / constant bytes. The
+    shipped constants' bytes without a network are reported beside them. Every coding is
+    decoded and compared."""
     from tqdm import tqdm
 
     from .weights import load_models
@@ -190,11 +199,12 @@ def bench_ablation(folder: str | Path, progress: bool = True) -> dict:
         for planes in api.prepare(np.asarray(img), img.mode, models)[1]:
             by_model.setdefault(len(planes), []).append(np.ascontiguousarray(planes[coding_order(len(planes))]))
 
-    def coded_bytes(photo: PhotoModel, groups: list[np.ndarray]) -> int:
+    def coded_bytes(photo: PhotoModel, groups: list[np.ndarray], network: int | None, what: str) -> int:
+        net = None if network is None else photo.context_networks[network]
         total = 0
-        for g in tqdm(groups, desc="network" if photo.network else "constants", disable=not progress):
-            stream = codec.encode_samples(photo, g)
-            if not np.array_equal(codec.decode_samples(photo, stream, *g.shape[1:]), g):
+        for g in tqdm(groups, desc=what, disable=not progress):
+            stream = codec.encode_samples(photo, g, net)
+            if not np.array_equal(codec.decode_samples(photo, stream, *g.shape[1:], net), g):
                 raise AssertionError("the photo tool did not round-trip")
             total += len(stream)
         return total
@@ -202,24 +212,33 @@ def bench_ablation(folder: str | Path, progress: bool = True) -> dict:
     result: dict = {"images": len(files), "models": {}}
     for channels, groups in by_model.items():
         shipped = models.for_channels(channels)
-        network = coded_bytes(replace(shipped, network=models.network(channels)), groups)
+        if not shipped.context_networks:
+            raise ValueError(f"the {channels}-channel model has no context network to ablate")
+        default = coded_bytes(shipped, groups, tools.EFFORTS[tools.DEFAULT_EFFORT].network, "default network")
+        strongest = coded_bytes(shipped, groups, tools.EFFORTS[9].network, "strongest network")
         constants, fitted = fit_constants(shipped, groups)
-        coded_bytes(replace(shipped, constants=constants), groups)
-        result["models"][channels] = {"network_bytes": network, "constant_bytes": fitted, "shipped_bytes": coded_bytes(shipped, groups),
-                                      "network_share": round(1 - network / fitted, 5), "constants": constants.tolist()}
-    for key in ("network_bytes", "constant_bytes", "shipped_bytes"):
+        coded_bytes(replace(shipped, constants=constants), groups, None, "constants")
+        result["models"][channels] = {
+            "network_bytes": default, "strongest_network_bytes": strongest, "constant_bytes": fitted,
+            "shipped_bytes": coded_bytes(shipped, groups, None, "shipped constants"),
+            "network_share": round(1 - default / fitted, 5), "strongest_share": round(1 - strongest / fitted, 5),
+            "constants": constants.tolist()}
+    for key in ("network_bytes", "strongest_network_bytes", "constant_bytes", "shipped_bytes"):
         result[key] = sum(m[key] for m in result["models"].values())
     result["network_share"] = round(1 - result["network_bytes"] / result["constant_bytes"], 5)
+    result["strongest_share"] = round(1 - result["strongest_network_bytes"] / result["constant_bytes"], 5)
     return result
 
 
 def format_ablation(result: dict) -> str:
-    lines = [f"ablation over {result['images']} images: the photo tool with the network's parameter planes, "
-             "and with the best constants fitted on them",
-             f"{'model':<10} {'network bytes':>14} {'constant bytes':>15} {'network share':>14} {'shipped bytes':>14}"]
+    lines = [f"ablation over {result['images']} images: the photo tool with the context network of the default "
+             "effort and of effort 9, and without one under the best constants fitted on them",
+             f"{'model':<10} {'network bytes':>14} {'constant bytes':>15} {'network share':>14} "
+             f"{'e9 network':>12} {'e9 share':>9} {'shipped bytes':>14}"]
     names = {1: "gray", 3: "colour"}
     for key, m in [*((names.get(int(c), c), m) for c, m in result["models"].items()), ("all", result)]:
-        lines.append(f"{key:<10} {m['network_bytes']:>14,} {m['constant_bytes']:>15,} {m['network_share']:>13.2%} {m['shipped_bytes']:>14,}")
+        lines.append(f"{key:<10} {m['network_bytes']:>14,} {m['constant_bytes']:>15,} {m['network_share']:>13.2%} "
+                     f"{m['strongest_network_bytes']:>12,} {m['strongest_share']:>8.2%} {m['shipped_bytes']:>14,}")
     return "\n".join(lines)
 
 

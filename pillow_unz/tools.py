@@ -46,11 +46,15 @@ DEFLATE_RETRY = 1.25
 
 @dataclass(frozen=True)
 class Effort:
-    """What the encoder tries on every band at one effort level: each level tries all that the
-    one below does, or a stronger photo model, so files never grow with the effort."""
+    """What the encoder tries on every band at one effort level."""
 
     screen: bool = True  # the screen tool, where enough pixels repeat; and deflate at level 9, where it might win
     photo: tuple[int | None, ...] = (None,)  # pixel models: a context network's index, or None (classical)
+
+    @property
+    def network(self) -> int | None:
+        """The context network tried first (None: the classical pixel model)."""
+        return next((k for k in self.photo if k is not None), None)
 
 
 EFFORTS = {

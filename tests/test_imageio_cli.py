@@ -60,9 +60,10 @@ def test_errors_give_messages_and_exit_codes(tmp_path, capsys) -> None:
 
 
 def test_bench_ablation_reports_the_network_share(small: Image.Image, tmp_path, capsys) -> None:
-    """--ablation codes every image with the network's parameter planes and with constants (the
-    shipped ones, and those fitted on the images), decodes every coding (the command raises
-    where one fails to round-trip) and reports the network's share."""
+    """--ablation codes every image with the context networks (the default effort's and effort
+    9's) and without one under constants (the shipped ones, and those fitted on the images),
+    decodes every coding (the command raises where one fails to round-trip) and reports the
+    network's share."""
     import json
 
     small.save(tmp_path / "rgb.png")
@@ -72,6 +73,7 @@ def test_bench_ablation_reports_the_network_share(small: Image.Image, tmp_path, 
     assert result["images"] == 2 and set(result["models"]) == {"1", "3"}
     for m in result["models"].values():
         assert m["network_share"] == round(1 - m["network_bytes"] / m["constant_bytes"], 5)
+        assert m["strongest_share"] == round(1 - m["strongest_network_bytes"] / m["constant_bytes"], 5)
         assert m["constant_bytes"] <= m["shipped_bytes"]  # the fit starts from the shipped constants
     assert result["network_bytes"] == sum(m["network_bytes"] for m in result["models"].values())
     assert cli.main(["bench", "--ablation"]) == 1  # needs a folder
