@@ -204,7 +204,8 @@ py::array_t<int32_t> decode_logistic(const py::bytes& data, const py::array& mea
 // int16, bias (C, outputs) int32, shift), the first taking kContextSize inputs and the last
 // giving kNetOutputs; None: no network. Refuses weights beyond the bounds that keep its sums
 // inside int32.
-std::unique_ptr<ContextNetwork> context_network(const py::object& layers, int C, int bits) {
+std::unique_ptr<ContextNetwork> context_network(const py::object& layers, int C, int bits,
+                                                Accumulate accumulate = accumulate_kernels().front().second) {
   if (layers.is_none()) return nullptr;
   if (bits != 8) throw py::value_error("the context network codes 8-bit samples only");
   std::vector<ContextNetwork::Layer> out;
@@ -236,7 +237,7 @@ std::unique_ptr<ContextNetwork> context_network(const py::object& layers, int C,
   if (out.empty() || out.size() > kNetMaxLayers || width != kNetOutputs)
     throw py::value_error("network: 1 to " + std::to_string(kNetMaxLayers) + " layers, the last with " +
                           std::to_string(kNetOutputs) + " outputs");
-  return std::make_unique<ContextNetwork>(std::move(out));
+  return std::make_unique<ContextNetwork>(std::move(out), accumulate);
 }
 
 // The pixel model's arguments for bands of `rows` rows of W samples: params (P, rows, W), or
@@ -547,10 +548,16 @@ py::array_t<int16_t> classical_contexts(const py::array& planes, int threads) {
 }
 
 // The context network's outputs at every sample of planes (C, H, W): (2, C, H, W) int32, the mean
-// corrections and the scale-index offsets, as the coder computes them. For tests of the
-// network's specification (pillow_unz.context_network.ContextNetwork.outputs).
-py::array_t<int32_t> context_outputs(const py::array& planes, const py::object& network, int threads) {
-  const auto net = context_network(network, static_cast<int>(checked<uint8_t>(planes, "planes", 3).shape(0)), 8);
+// corrections and the scale-index offsets, as the coder computes them with `kernel` (one of
+// context_kernels(); "": the coder's). For tests of the network's specification
+// (pillow_unz.context_network.ContextNetwork.outputs) and for training.
+py::array_t<int32_t> context_outputs(const py::array& planes, const py::object& network, int threads,
+                                     const std::string& kernel) {
+  Accumulate accumulate = nullptr;
+  for (const auto& [name, fn] : accumulate_kernels())
+    if ((kernel.empty() && !accumulate) || kernel == name) accumulate = fn;
+  if (!accumulate) throw py::value_error("unknown kernel " + kernel);
+  const auto net = context_network(network, static_cast<int>(checked<uint8_t>(planes, "planes", 3).shape(0)), 8, accumulate);
   if (!net) throw py::value_error("network: None");
   return over_samples<int32_t>(
       planes, kNetOutputs, threads,
@@ -585,7 +592,13 @@ PYBIND11_MODULE(_coder, m) {
   m.def("band_start", &band_start, py::arg("height"), py::arg("band"), "The first row of a band (band_start(H, num_bands(H)) == H)");
   m.def("classical_predictions", &classical_predictions, py::arg("planes"), py::arg("threads") = 1);
   m.def("classical_contexts", &classical_contexts, py::arg("planes"), py::arg("threads") = 1);
-  m.def("context_outputs", &context_outputs, py::arg("planes"), py::arg("network"), py::arg("threads") = 1);
+  m.def("context_outputs", &context_outputs, py::arg("planes"), py::arg("network"), py::arg("threads") = 1,
+        py::arg("kernel") = "");
+  m.def("context_kernels", [] {
+    py::list names;
+    for (const auto& kernel : accumulate_kernels()) names.append(kernel.first);
+    return names;
+  }, "The context network's kernels this processor runs, the coder's first");
   m.def("encode_pixels", &encode_pixels, py::arg("planes"), py::arg("params"), py::arg("scale_table"),
         py::arg("threads") = 1, py::arg("first_band") = 0, py::arg("count") = -1, py::arg("bits") = 8,
         py::arg("context_shift") = 0, py::arg("network") = py::none());

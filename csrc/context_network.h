@@ -12,6 +12,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "predictor.h"  // kContextSize
@@ -99,16 +100,17 @@ UNZ_TARGET_AVX2 inline void accumulate_avx2(const int16_t* w, const int16_t* x, 
 
 using Accumulate = void (*)(const int16_t*, const int16_t*, int, int, int32_t*);
 
-// The fastest accumulate this processor runs.
-inline Accumulate fastest_accumulate() {
+// The accumulate functions this build and processor have, fastest first (tests compare them).
+inline std::vector<std::pair<const char*, Accumulate>> accumulate_kernels() {
+  std::vector<std::pair<const char*, Accumulate>> kernels;
 #if UNZ_X86
 #if UNZ_HAS_CPU_SUPPORTS
-  if (__builtin_cpu_supports("avx2")) return accumulate_avx2;
+  if (__builtin_cpu_supports("avx2")) kernels.emplace_back("avx2", accumulate_avx2);
 #endif
-  return accumulate_sse2;
-#else
-  return accumulate_scalar;
+  kernels.emplace_back("sse2", accumulate_sse2);
 #endif
+  kernels.emplace_back("scalar", accumulate_scalar);
+  return kernels;
 }
 
 class ContextNetwork {
@@ -125,7 +127,8 @@ class ContextNetwork {
     }
   };
 
-  explicit ContextNetwork(std::vector<Layer> layers) : layers_(std::move(layers)), accumulate_(fastest_accumulate()) {}
+  explicit ContextNetwork(std::vector<Layer> layers, Accumulate accumulate = accumulate_kernels().front().second)
+      : layers_(std::move(layers)), accumulate_(accumulate) {}
 
   // The mean correction (eighths) and scale-index offset of channel c's sample, from its
   // context (kContextSize values, eighths).

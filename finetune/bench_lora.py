@@ -1,8 +1,9 @@
 """`unz-finetune --bench FOLDER`: what per-image adapters save on a folder of photographs, for
 several training budgets, and proof that every adapted file decodes exactly elsewhere.
 
-For each budget, every image is coded with and without an adapter and the totals compared
-(adapter bytes included: they are in the files). Every file is then decoded through
+For each budget, every image is coded with and without an adapter, both at the effort that
+adapters code at (lora.DEFAULT_EFFORT, 9), and the totals compared (adapter bytes included:
+they are in the files). Every file is then decoded through
 Image.open in a separate process, with a different thread count, and compared with its original.
 """
 from __future__ import annotations
@@ -44,8 +45,9 @@ def run(folder: str, budgets: list[int], rank: int, targets: tuple[str, ...]) ->
         stored = UnzImagePlugin.open_storable(path)
         loaded.append((path, np.asarray(stored), stored.mode))
     samples = sum(p.size for _, p, _ in loaded)
-    base = sum(len(api.compress(p, m)) for _, p, m in loaded)
-    print(f"{len(loaded)} images, {samples} subpixels; without adapters {base} bytes, {8 * base / samples:.4f} bits/subpixel")
+    base = sum(len(api.compress(p, m, effort=lora.DEFAULT_EFFORT)) for _, p, m in loaded)
+    print(f"{len(loaded)} images, {samples} subpixels; without adapters (effort {lora.DEFAULT_EFFORT}) {base} bytes, "
+          f"{8 * base / samples:.4f} bits/subpixel")
     print(f"threads {torch.get_num_threads()}, rank {rank}, targets {','.join(targets)}")
     print(f"{'steps':>6} {'bytes':>9} {'bpsp':>7} {'vs none':>8} {'adapters kept':>14} {'s/image':>8}")
     out = Path(tempfile.mkdtemp(prefix="unz-lora-"))

@@ -33,8 +33,9 @@ def test_coder_computes_the_specification(small: Image.Image, widths: tuple[int,
     planes = np.ascontiguousarray(np.asarray(small).transpose(2, 0, 1)[codec.coding_order(3)])
     network = random_network(3, widths)
     expected = network.outputs(_coder.classical_contexts(planes))
-    got = _coder.context_outputs(planes, network.coder_layers(), 2)
-    assert np.array_equal(got.transpose(1, 0, 2, 3), expected)
+    for kernel in ["", *_coder.context_kernels()]:  # the coder's, and every one this processor runs
+        got = _coder.context_outputs(planes, network.coder_layers(), 2, kernel)
+        assert np.array_equal(got.transpose(1, 0, 2, 3), expected), kernel
     assert len(np.unique(expected)) > 10
     if not widths:  # large sums: the outputs' clipping is reached too
         assert (np.abs(expected[:, 0]) == _coder.NET_MAX_CORRECTION).any()
