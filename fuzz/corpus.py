@@ -44,6 +44,26 @@ class Pack:
         return self.number(threads, 1)
 
 
+def _learned_seed(planes: np.ndarray, table: np.ndarray) -> Pack:
+    """A _learned case: a two-layer network (16 hidden units), coded streams of the planes under
+    it, then the planes."""
+    rng = np.random.default_rng(1)
+    c, h, w = planes.shape
+    pack = Pack().call(targets._learned, c, h, w).number(2, 1)
+    layers = []
+    for outputs, inputs in ((16, _coder.CONTEXT_SIZE), (2, 16)):
+        weights = rng.integers(-2000, 2000, (c, outputs, inputs)).astype(np.int16)
+        bias = rng.integers(-4000, 4000, (c, outputs)).astype(np.int32)
+        layers.append((weights, bias, 14))
+        if outputs != 2:
+            pack.number(outputs, 1)
+        pack.raw(weights.tobytes()).number(0, 0).raw(bias.tobytes()).number(0, 0).number(14, 0)
+    table = (table % 80).astype(np.uint8)
+    params = np.zeros(_coder.num_param_planes(c), np.int32)
+    streams = _coder.encode_pixels(planes, params, table.astype(np.int32), 1, network=layers)
+    return pack.raw(table.tobytes()).streams(streams).raw(planes.tobytes())
+
+
 def _images() -> dict[str, Image.Image]:
     rng = np.random.default_rng(0)
     sample = Image.open(Path(__file__).parents[1] / "tests" / "data" / "sample.png").convert("RGB")
@@ -122,6 +142,7 @@ def write() -> None:
     wide_streams = _coder.encode_pixels(wide, params, table % 80, 1, 0, -1, bits, context_shift)
     parts["wide"] = bytes(Pack().call(targets._decode_wide, c, h, w).raw(bytes(wide_params.out)).streams(wide_streams).out)
     parts["wide-round-trip"] = bytes(Pack().call(targets._round_trip_wide, c, h, w).raw(bytes(wide_params.out)).raw((wide << 3).tobytes()).out)
+    parts["learned"] = bytes(_learned_seed(planes, table).out)
 
     for folder, named in seeds.items():
         for name, data in named.items():

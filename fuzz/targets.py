@@ -187,8 +187,35 @@ def _round_trip_wide(case: Case, channels: int, height: int, width: int, threads
     assert np.array_equal(out, planes), "wide photo model did not round-trip"
 
 
+def _network(case: Case, channels: int) -> list:
+    """A context network from the bytes: 1 to 4 layers of any widths, weights, biases and shifts
+    (the coder refuses those beyond its bounds)."""
+    layers, inputs = [], _coder.CONTEXT_SIZE
+    count = case.number(1, _coder.NET_MAX_LAYERS)
+    for i in range(count):
+        outputs = 2 if i + 1 == count else case.number(1, _coder.NET_MAX_WIDTH)
+        weights = case.array((channels, outputs, inputs), np.int16) >> case.number(0, 3)
+        layers.append((weights, case.array((channels, outputs), np.int32) >> case.number(0, 8), case.number(0, 31)))
+        inputs = outputs
+    return layers
+
+
+def _learned(case: Case, channels: int, height: int, width: int, threads: int) -> None:
+    """The pixel model with a context network: arbitrary streams decoded, and pixels encoded
+    and decoded exactly back."""
+    network, params = _network(case, channels), np.zeros(_coder.num_param_planes(channels), np.int32)
+    table = case.array((channels, 16, 4, 6), np.uint8).astype(np.int32) % 80
+    out = np.zeros((channels, height, width), np.uint8)
+    _coder.decode_pixels(case.streams(_coder.num_bands(height)), params, table, threads, out, network=network)
+    planes = case.array((channels, height, width), np.uint8)
+    streams = _coder.encode_pixels(planes, params, table, threads, network=network)
+    _coder.decode_pixels(streams, params, table, threads, out, network=network)
+    assert np.array_equal(out, planes), "the learned photo tool did not round-trip"
+
+
 # (new operations go last: the seeds name theirs by index)
-_OPS = [_decode_photo, _decode_screen, _round_trip, _unfilter, _tables, _adapters, _planes, _decode_wide, _round_trip_wide]
+_OPS = [_decode_photo, _decode_screen, _round_trip, _unfilter, _tables, _adapters, _planes, _decode_wide, _round_trip_wide,
+        _learned]
 
 
 def decode_parts(data: bytes) -> None:
