@@ -146,8 +146,9 @@ def adapted_scale_step(counts: torch.Tensor, sums: torch.Tensor, base_index: tor
 
 def cell_bias(counts: torch.Tensor, sums: torch.Tensor) -> torch.Tensor:
     """csrc/pixel_model.h's bias cancellation for one channel (B, H, W): the running mean signed
-    residual of its cell, shrunk towards zero by BIAS_PRIOR samples."""
-    return torch.div(sums, counts + _coder.BIAS_PRIOR, rounding_mode="floor")
+    residual of its cell, shrunk towards zero by BIAS_PRIOR samples (sums: float64, exact
+    integers, differentiable)."""
+    return _floor(sums / (counts + _coder.BIAS_PRIOR))
 
 
 def pixel_bits(x: torch.Tensor, params: torch.Tensor, scale_table: torch.Tensor, classical: Classical | None = None) -> torch.Tensor:
@@ -158,12 +159,15 @@ def pixel_bits(x: torch.Tensor, params: torch.Tensor, scale_table: torch.Tensor,
     table = scale_table.reshape(c_total, -1)
     indexes, coded_means = [], []
     for c in range(c_total):
-        signed = (8 * x[:, c] - mean8[:, c].detach()).long()
+        # Differentiable: the bias cancellation answers a shift of the predictions in a cell by
+        # shifting back, and the gradient must know it (a network trained without it kept
+        # moving its corrections, which the cancellation kept undoing, until they were noise).
+        signed = 8 * x[:, c].double() - mean8[:, c].double()
         counts, magnitude_sums, signed_sums = running_cell_sums(cells[:, c], magnitudes[:, c], signed)
         base = table[c][cells[:, c]].clamp(0, _coder.NUM_SCALES - 1)
         step = adapted_scale_step(counts, magnitude_sums, base.detach().long())
         indexes.append((base + step + params[:, c]).clamp(0, _coder.NUM_SCALES - 1))
-        coded_means.append((mean8[:, c] + cell_bias(counts, signed_sums)).clamp(0, MAX_PRED8))
+        coded_means.append((mean8[:, c] + cell_bias(counts, signed_sums).to(mean8.dtype)).clamp(0, MAX_PRED8))
     return discretized_logistic_bits(x, torch.stack(coded_means, 1), scale_of(torch.stack(indexes, 1)))
 
 
