@@ -68,7 +68,9 @@ EFFORTS = {
     8: Effort(photo=(1, 0)),
     9: Effort(photo=(1, 0, None)),
 }
-DEFAULT_EFFORT = 7
+# The strongest effort whose files decode at at least a quarter of JPEG XL effort 7's speed on
+# the eval photos (0.30x; the large network's efforts decode at 0.17x: docs/DESIGN.md).
+DEFAULT_EFFORT = 5
 
 
 def effort_of(effort: int) -> Effort:

@@ -222,13 +222,14 @@ def test_same_image_same_file(small: Image.Image) -> None:
 
 def test_bound_starts_from_the_codec(small: Image.Image) -> None:
     """The bound measures with the coder itself: untuned, its size is the codec's pixel stream
-    (one photo band: its tool byte, then the photo tool's stream)."""
+    with the classical pixel model, effort 3 (one photo band: its tool byte, then the photo
+    tool's stream)."""
     from pillow_unz.finetune import bound
 
     photo = load_models().for_channels(3)
     planes = np.ascontiguousarray(np.asarray(small).transpose(2, 0, 1))
     base, tuned = bound.bound(photo, planes, block=8, steps=0)
-    coded = codec.encode_planes(photo, planes)
+    coded = codec.encode_planes(photo, planes, effort=3)
     assert np.array_equal(codec.decode_planes(photo, coded, small.height, small.width), planes)
     assert coded.pixels[0] == tools.PHOTO
     assert base == tuned == len(coded.pixels) - 1

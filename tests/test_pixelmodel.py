@@ -7,23 +7,34 @@ import pytest
 import torch
 from PIL import Image
 
-from pillow_unz import codec, pixelmodel
+from pillow_unz import _coder, codec, pixelmodel
 from pillow_unz.model import num_levels
 from pillow_unz.weights import load_models
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L"])
-def test_training_loss_is_the_real_code_length(sample: Image.Image, mode: str) -> None:
+@pytest.mark.parametrize("network", [None, 0, 1])
+def test_training_loss_is_the_real_code_length(sample: Image.Image, mode: str, network: int | None) -> None:
+    """The teacher-forced twin of the photo tool, classical or with a context network (whose
+    outputs the coder computes from the pixels alone), within 1% of the coded size."""
     img = sample.convert(mode)
     a = np.asarray(img)
     planes = np.ascontiguousarray(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
     photo = load_models().for_channels(len(planes))
-    coded = codec.encode_planes(photo, planes)
-    assert np.array_equal(codec.decode_planes(photo, coded, img.height, img.width), planes)
-    x = torch.from_numpy(np.ascontiguousarray(planes[codec.coding_order(len(planes))])).long()[None]
-    params = torch.from_numpy(photo.constants).view(1, -1, 1, 1).expand(1, -1, *x.shape[-2:])
-    twin = pixelmodel.pixel_bits(x, params, torch.from_numpy(photo.scale_table).float()).sum().item()
-    real = 8 * len(coded.pixels)
+    if network is not None and network >= len(photo.context_networks):
+        pytest.skip("these weights have no such context network")
+    ordered = np.ascontiguousarray(planes[codec.coding_order(len(planes))])
+    net = None if network is None else photo.context_networks[network]
+    coded = codec.encode_samples(photo, ordered, net)
+    assert np.array_equal(codec.decode_samples(photo, coded, img.height, img.width, net), ordered)
+    x = torch.from_numpy(ordered).long()[None]
+    params = torch.from_numpy(photo.constants).view(1, -1, 1, 1).expand(1, -1, *x.shape[-2:]).clone()
+    mean8, spread, feedback = pixelmodel.classical_prediction(x)
+    if net is not None:
+        correction, offset = torch.from_numpy(_coder.context_outputs(ordered, net.coder_layers())).long()[:, None]
+        mean8, params[:, : len(planes)] = mean8 + correction, params[:, : len(planes)] + offset
+    twin = pixelmodel.pixel_bits(x, params, torch.from_numpy(photo.scale_table).float(), (mean8, spread, feedback)).sum().item()
+    real = 8 * (len(coded) - 4 * (_coder.num_bands(img.height) - 1))  # without the band table
     assert abs(twin - real) / real < 0.01
 
 
