@@ -107,12 +107,12 @@ def test_hostile_band_streams_raise(sample: Image.Image) -> None:
     bombs, damaged screen streams) raise, quickly; never other pixels."""
     img = mixed(sample)  # band 0 screen, band 1 photo
     buf = io.BytesIO()
-    img.save(buf, format="UNZ")
+    img.save(buf, format="UNZ", effort=4)  # the photo band with the small context network
     data = buf.getvalue()
     with Image.open(io.BytesIO(data)) as whole:  # unbroken, it decodes exactly
         assert np.array_equal(np.asarray(whole), np.asarray(img))
     screen, photo = codec.split_streams(fmt.read(io.BytesIO(data)).groups[0].pixels, 2)
-    assert (screen[0], photo[0]) == (tools.SCREEN, tools.PHOTO)
+    assert (screen[0], photo[0], photo[1]) == (tools.SCREEN, tools.LEARNED, 0)
     rows = 256 * (240 * 3 + 1)  # a band's filtered bytes
     hostile = {
         "unknown tool": [bytes([9]) + screen[1:], photo],
@@ -126,6 +126,10 @@ def test_hostile_band_streams_raise(sample: Image.Image) -> None:
         "screen with a flipped byte": [screen[:40] + bytes([screen[40] ^ 0x10]) + screen[41:], photo],
         "screen stream for the photo band": [screen, screen],
         "flat, other colour": [bytes([tools.FLAT, 1, 2, 3]), photo],
+        "a context network the model lacks": [screen, bytes([tools.LEARNED, 200]) + photo[2:]],
+        "the other context network": [screen, bytes([tools.LEARNED, 1]) + photo[2:]],
+        "the classical model": [screen, bytes([tools.PHOTO]) + photo[2:]],
+        "learned band without its network": [screen, bytes([tools.LEARNED])],
     }
     for name, streams in hostile.items():
         broken = _rewrite_chunk(data, b"PIXL", lambda p: codec.join_streams(streams))
