@@ -1,10 +1,11 @@
 // The sequential half of pillow-unz's pixel model: in raster order, each sample's prediction
-// (predictor.h) is corrected by the network's error feedback, and the sample is coded with a
-// discretized logistic whose scale comes from a learned table indexed by local context, adapted
-// to the image as it is coded, and offset by the network.
+// (predictor.h) is corrected by the context network (context_network.h, where the band's tool
+// names one) and by error feedback, and the sample is coded with a discretized logistic whose
+// scale comes from a learned table indexed by local context, adapted to the image as it is
+// coded, and offset by the parameters and the context network.
 //
-// The network supplies, per pixel, a scale-index offset and an error-feedback coefficient for
-// every channel (the `params` planes). Everything here is integer arithmetic, so encoder and
+// The parameters are, per pixel, a scale-index offset and an error-feedback coefficient for
+// every channel (the `params` planes: the model's constants, or an adapted UNet's planes). Everything here is integer arithmetic, so encoder and
 // decoder agree on every machine. pillow_unz/pixelmodel.py computes the same quantities, in
 // parallel, for training.
 #pragma once
