@@ -5,9 +5,9 @@
 // coded, and offset by the parameters and the context network.
 //
 // The parameters are, per pixel, a scale-index offset and an error-feedback coefficient for
-// every channel (the `params` planes: the model's constants, or an adapted UNet's planes). Everything here is integer arithmetic, so encoder and
-// decoder agree on every machine. pillow_unz/pixelmodel.py computes the same quantities, in
-// parallel, for training.
+// every channel (the `params` planes: the model's constants, or an adapted UNet's planes).
+// Everything here is integer arithmetic, so encoder and decoder agree on every machine.
+// pillow_unz/pixelmodel.py computes the same quantities, in parallel, for training.
 #pragma once
 #include <algorithm>
 #include <cstdint>

@@ -35,7 +35,7 @@ from torch import nn
 from pillow_unz import _coder, codec, pixelmodel
 from pillow_unz.context_network import ContextNetwork
 from pillow_unz.finetune.train import data_hash, image_files, planes_of, to_mode
-from pillow_unz.weights import MODEL_KEYS, load_models, parse_models, read_networks, serialize_models
+from pillow_unz.weights import CONTEXT_NETWORK, MODEL_KEYS, file_metadata, load_models, parse_models, read_networks, serialize_models
 
 REDUCTIONS = (1, 2, 3, 4)
 INPUT_LIMIT = _coder.NET_INPUT_LIMIT
@@ -160,11 +160,6 @@ def quantize(model: ContextMLP, calibration: list[Sample]) -> ContextNetwork:
     return ContextNetwork(tuple(layers))
 
 
-def integer_outputs(network: ContextNetwork, s: Sample) -> torch.Tensor:
-    """The coder's outputs for s, (B, C, 2, H, W)."""
-    return torch.stack([torch.from_numpy(network.outputs(ctx.numpy())) for ctx in s.context])
-
-
 def codec_bits(photo: codec.PhotoModel, network: ContextNetwork | None, files: list[Path]) -> tuple[int, int]:
     """Bytes of the photo tool's streams of `files` (with the network, or without), and samples."""
     size = samples = 0
@@ -240,9 +235,8 @@ def install(args: argparse.Namespace) -> None:
         blob = (run / "network.safetensors").read_bytes()
         network = ContextNetwork.from_tensors(load(blob), "")
         by_channels.setdefault(network.channels, []).append(network)
-        key = MODEL_KEYS[network.channels]
-        metadata[f"{key}.net{len(by_channels[network.channels]) - 1}.training"] = json.loads(
-            blob[8 : 8 + int.from_bytes(blob[:8], "little")])["__metadata__"]["training"]
+        key = f"{MODEL_KEYS[network.channels]}.{CONTEXT_NETWORK}{len(by_channels[network.channels]) - 1}"
+        metadata[f"{key}.training"] = file_metadata(blob)["training"]
     photo = {c: dataclasses.replace(models.photo[c], context_networks=tuple(by_channels.get(c, ()))) for c in models.photo}
     Path(args.weights).write_bytes(serialize_models(networks, photo, metadata))
     print(f"wrote {args.weights}: " + ", ".join(f"{MODEL_KEYS[c]} {len(n)} networks" for c, n in by_channels.items()))

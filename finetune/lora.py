@@ -261,9 +261,8 @@ def compress(
     for planes in groups:
         photo, network = models.for_channels(len(planes)), models.network(len(planes))
         start = time.monotonic()
-        index = tools.effort_of(effort).network  # the effort's first pixel model (networks read 8-bit samples)
-        usable = planes.dtype == np.uint8 and index is not None and index < len(photo.context_networks)
-        context_network = photo.context_networks[index] if usable else None
+        # the effort's first pixel model, where these planes can have it
+        context_network = photo.context_network(photo.usable_network(tools.effort_of(effort).network, planes.dtype != np.uint8))
         adapter, steps = tune(network, photo.scale_table, planes, settings, progress, context_network)
         plain.append(codec.encode_planes(photo, planes, effort))
         adapted_photo = replace(photo, network=adapters.apply(network, adapter))

@@ -200,7 +200,7 @@ def bench_ablation(folder: str | Path, progress: bool = True) -> dict:
             by_model.setdefault(len(planes), []).append(np.ascontiguousarray(planes[coding_order(len(planes))]))
 
     def coded_bytes(photo: PhotoModel, groups: list[np.ndarray], network: int | None, what: str) -> int:
-        net = None if network is None else photo.context_networks[network]
+        net = photo.context_network(network)
         total = 0
         for g in tqdm(groups, desc=what, disable=not progress):
             stream = codec.encode_samples(photo, g, net)

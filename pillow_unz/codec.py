@@ -50,6 +50,16 @@ class PhotoModel:
         the slowest band of each call)."""
         return None if self.network is None else threads
 
+    def context_network(self, index: int | None) -> ContextNetwork | None:
+        """The context network of an index (None: the classical pixel model, none)."""
+        return None if index is None else self.context_networks[index]
+
+    def usable_network(self, index: int | None, wide: bool) -> int | None:
+        """`index` where planes (wide: of more than 8 bits) can be coded with that context
+        network, else None (the classical model): networks read 8-bit samples, and a model may
+        hold fewer networks than an effort names."""
+        return index if index is not None and not wide and index < len(self.context_networks) else None
+
     def parameters(self, height: int, width: int, rows: range) -> np.ndarray:
         """The pixel model's parameters for `rows` of a height x width image: the constants
         (P,), or the network's planes (P, len(rows), width)."""
@@ -132,6 +142,12 @@ def _layers(network: ContextNetwork | None) -> list | None:
     return None if network is None else network.coder_layers()
 
 
+def _tool_bytes(network: int | None) -> bytes:
+    """What a photo-tool band stream starts with: the classical tool's byte, or the learned
+    tool's and the index of its context network."""
+    return bytes([tools.PHOTO]) if network is None else bytes([tools.LEARNED, network])
+
+
 def _network_index(stream: bytes) -> int | None:
     """The context network of a photo-tool band stream: its index, or None (classical)."""
     return stream[1] if stream[0] == tools.LEARNED else None
@@ -174,11 +190,8 @@ def encode_planes(photo: PhotoModel, planes: np.ndarray, effort: int = tools.DEF
 
 
 def _photo_models(photo: PhotoModel, effort: tools.Effort, wide: bool) -> tools.Effort:
-    """The effort with the pixel models these planes can have: context networks read 8-bit
-    samples, and a model without the network of an index takes the classical model instead."""
-    def usable(k: int | None) -> bool:
-        return k is None or (not wide and k < len(photo.context_networks))
-    return dataclasses.replace(effort, photo=tuple(dict.fromkeys(k if usable(k) else None for k in effort.photo)))
+    """The effort with the pixel models these planes can have (PhotoModel.usable_network)."""
+    return dataclasses.replace(effort, photo=tuple(dict.fromkeys(photo.usable_network(k, wide) for k in effort.photo)))
 
 
 def _encode_coded(photo: PhotoModel, planes: np.ndarray, transform: SampleTransform | None, effort: int) -> CodedPlanes:
@@ -189,8 +202,7 @@ def _encode_coded(photo: PhotoModel, planes: np.ndarray, transform: SampleTransf
 
     def photo_tool(bands: list[int], model: int | None) -> dict[int, bytes]:
         streams = {}
-        network = None if model is None else photo.context_networks[model]
-        tool = bytes([tools.PHOTO]) if model is None else bytes([tools.LEARNED, model])
+        network, tool = photo.context_network(model), _tool_bytes(model)
         for first, count in tools.runs(bands, photo.run_length(_threads())):
             params = photo.parameters(h, w, _rows(h, first, count))
             coded = _coder.encode_pixels(planes, params, photo.scale_table, _threads(), first, count, r.bits,
@@ -229,8 +241,7 @@ def decode_chunks(photo: PhotoModel, coded: CodedPlanes, height: int, width: int
             tools.decode_bands(present, planes, _threads(), first, height, rows.start)
             models = {i: _network_index(s) for i, s in enumerate(present, first) if s[0] in tools.PHOTO_TOOLS}
             for model in dict.fromkeys(models.values()):
-                network = None if model is None else photo.context_networks[model]
-                header = 1 if model is None else 2  # the tool byte, and the network's index
+                network, header = photo.context_network(model), len(_tool_bytes(model))
                 for start, n in tools.runs([i for i, m in models.items() if m == model]):
                     params = photo.parameters(height, width, _rows(height, start, n))
                     payloads = [s[header:] for s in streams[start : start + n]]

@@ -42,11 +42,6 @@ class ContextNetwork:
     def channels(self) -> int:
         return self.layers[0][0].shape[0]
 
-    @property
-    def size(self) -> int:
-        """Weights and biases."""
-        return sum(w.size + b.size for w, b, _ in self.layers)
-
     def coder_layers(self) -> list[Layer]:
         """The layers as _coder.encode_pixels and decode_pixels take them."""
         return [(np.ascontiguousarray(w), np.ascontiguousarray(b), int(s)) for w, b, s in self.layers]

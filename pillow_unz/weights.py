@@ -62,7 +62,8 @@ def model_id_of(data: bytes) -> bytes:
     return hashlib.sha256(data + revision).digest()[:8]
 
 
-def _metadata(data: bytes) -> dict[str, str]:
+def file_metadata(data: bytes) -> dict[str, str]:
+    """The metadata of a safetensors file's bytes (weights files and training runs')."""
     header_len = int.from_bytes(data[:8], "little")
     return json.loads(data[8 : 8 + header_len]).get("__metadata__", {})
 
@@ -73,7 +74,7 @@ def read_networks(data: bytes) -> tuple[dict[int, UnzNet], dict[str, str]]:
 
     from .model import ModelConfig, UnzNet
 
-    metadata, tensors = _metadata(data), load(data)
+    metadata, tensors = file_metadata(data), load(data)
     networks = {}
     for channels, key in MODEL_KEYS.items():
         if f"{key}.config" not in metadata:
@@ -103,7 +104,7 @@ def parse_models(data: bytes) -> ModelSet:
             networks.append(network)
         photo[channels] = PhotoModel(np.ascontiguousarray(table, np.int32), np.ascontiguousarray(constants, np.int32),
                                      context_networks=tuple(networks))
-    return ModelSet(photo, model_id_of(data), _metadata(data), data)
+    return ModelSet(photo, model_id_of(data), file_metadata(data), data)
 
 
 def serialize_models(networks: dict[int, UnzNet], photo: dict[int, PhotoModel], metadata: dict[str, str]) -> bytes:
