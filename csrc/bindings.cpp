@@ -205,7 +205,7 @@ py::array_t<int32_t> decode_logistic(const py::bytes& data, const py::array& mea
 // giving kNetOutputs; None: no network. Refuses weights beyond the bounds that keep its sums
 // inside int32.
 std::unique_ptr<ContextNetwork> context_network(const py::object& layers, int C, int bits,
-                                                Accumulate accumulate = accumulate_kernels().front().second) {
+                                                LayerKernel kernel = layer_kernels().front().second) {
   if (layers.is_none()) return nullptr;
   if (bits != 8) throw py::value_error("the context network codes 8-bit samples only");
   std::vector<ContextNetwork::Layer> out;
@@ -220,24 +220,27 @@ std::unique_ptr<ContextNetwork> context_network(const py::object& layers, int C,
         outputs > kNetMaxWidth)
       throw py::value_error("network: layer shapes do not chain");
     if (shift < 0 || shift > kNetMaxShift) throw py::value_error("network: shift out of range");
-    ContextNetwork::Layer layer{width, outputs, shift, {}, std::vector<int32_t>(b.data(), b.data() + static_cast<size_t>(C) * outputs)};
+    ContextNetwork::Layer layer{width, outputs, shift, {}, {}};
     layer.weights.assign(static_cast<size_t>(C) * layer.pairs() * layer.padded_outputs() * 2, 0);
+    layer.bias.assign(static_cast<size_t>(C) * layer.padded_outputs(), 0);
     for (int c = 0; c < C; ++c)
-      for (int o = 0; o < outputs; ++o)
+      for (int o = 0; o < outputs; ++o) {
         for (int i = 0; i < width; ++i) {
           const int16_t v = w.data()[(static_cast<size_t>(c) * outputs + o) * width + i];
           if (std::abs(v) > kNetWeightLimit) throw py::value_error("network: weight out of range");
           layer.weights[layer.index(c, o, i)] = v;
         }
-    for (int32_t v : layer.bias)
-      if (std::abs(v) > kNetBiasLimit) throw py::value_error("network: bias out of range");
+        const int32_t v = b.data()[static_cast<size_t>(c) * outputs + o];
+        if (std::abs(v) > kNetBiasLimit) throw py::value_error("network: bias out of range");
+        layer.bias[layer.bias_index(c, o)] = v;
+      }
     out.push_back(std::move(layer));
     width = outputs;
   }
   if (out.empty() || out.size() > kNetMaxLayers || width != kNetOutputs)
     throw py::value_error("network: 1 to " + std::to_string(kNetMaxLayers) + " layers, the last with " +
                           std::to_string(kNetOutputs) + " outputs");
-  return std::make_unique<ContextNetwork>(std::move(out), accumulate);
+  return std::make_unique<ContextNetwork>(std::move(out), kernel);
 }
 
 // The pixel model's arguments for bands of `rows` rows of W samples: params (P, rows, W), or
@@ -553,11 +556,11 @@ py::array_t<int16_t> classical_contexts(const py::array& planes, int threads) {
 // (pillow_unz.context_network.ContextNetwork.outputs) and for training.
 py::array_t<int32_t> context_outputs(const py::array& planes, const py::object& network, int threads,
                                      const std::string& kernel) {
-  Accumulate accumulate = nullptr;
-  for (const auto& [name, fn] : accumulate_kernels())
-    if ((kernel.empty() && !accumulate) || kernel == name) accumulate = fn;
-  if (!accumulate) throw py::value_error("unknown kernel " + kernel);
-  const auto net = context_network(network, static_cast<int>(checked<uint8_t>(planes, "planes", 3).shape(0)), 8, accumulate);
+  LayerKernel chosen = nullptr;
+  for (const auto& [name, fn] : layer_kernels())
+    if ((kernel.empty() && !chosen) || kernel == name) chosen = fn;
+  if (!chosen) throw py::value_error("unknown kernel " + kernel);
+  const auto net = context_network(network, static_cast<int>(checked<uint8_t>(planes, "planes", 3).shape(0)), 8, chosen);
   if (!net) throw py::value_error("network: None");
   return over_samples<int32_t>(
       planes, kNetOutputs, threads,
@@ -596,7 +599,7 @@ PYBIND11_MODULE(_coder, m) {
         py::arg("kernel") = "");
   m.def("context_kernels", [] {
     py::list names;
-    for (const auto& kernel : accumulate_kernels()) names.append(kernel.first);
+    for (const auto& kernel : layer_kernels()) names.append(kernel.first);
     return names;
   }, "The context network's kernels this processor runs, the coder's first");
   m.def("encode_pixels", &encode_pixels, py::arg("planes"), py::arg("params"), py::arg("scale_table"),

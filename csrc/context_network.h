@@ -11,6 +11,7 @@
 // do (pmaddwd): the network runs on them, as AVX2 where the processor has it.
 #pragma once
 #include <algorithm>
+#include <cstring>
 #include <cstdint>
 #include <utility>
 #include <vector>
@@ -27,6 +28,7 @@
 // processor has AVX2; elsewhere (MSVC) the network runs as SSE2.
 #if UNZ_X86 && (defined(__GNUC__) || defined(__clang__))
 #define UNZ_TARGET_AVX2 __attribute__((target("avx2")))
+#define UNZ_TARGET_AVX512_VNNI __attribute__((target("avx512f,avx512vnni")))
 #define UNZ_HAS_CPU_SUPPORTS 1
 #else
 #define UNZ_TARGET_AVX2
@@ -48,68 +50,153 @@ constexpr int32_t kNetMaxCorrection = 256;
 constexpr int32_t kNetMaxScaleOffset = 32;
 static_assert(kContextSize <= kNetMaxWidth, "the context fits a layer's inputs");
 
-// sums[o] += w[p][o][0] x[2p] + w[p][o][1] x[2p+1] over the pairs p of inputs, for every output
-// o < outputs (a multiple of 8; w holds `outputs` pairs of weights per pair of inputs). Pairs of
-// zero inputs (the ReLU's, mostly) are skipped. Every partial sum is within the bound of the
-// whole (+-2**30), so any order of additions gives the same integers: the vector versions are
-// the same function, faster.
-inline void accumulate_scalar(const int16_t* w, const int16_t* x, int pairs, int outputs, int32_t* sums) {
+// The kernels compute one layer of one channel:
+//   out[o] = clamp((bias[o] + sum_i w[o][i] x[i]) >> shift, low, kNetActivationLimit)
+// for every output o < outputs (a multiple of 16, the padding's weights and bias zero), with w
+// holding `outputs` pairs of weights per pair of inputs. Every partial sum is within the bound of
+// the whole (+-2**30), so any order of additions gives the same integers: the vector versions
+// are the same function, faster. They take every pair of inputs, zero or not: skipping the
+// ReLU's zeros costs more in bookkeeping and mispredicted branches than it saves.
+using LayerKernel = void (*)(const int16_t* w, const int32_t* bias, const int16_t* x, int pairs, int outputs,
+                             int shift, int low, int16_t* out);
+
+inline int16_t activation(int32_t sum, int shift, int low) {
+  return static_cast<int16_t>(std::clamp<int32_t>(sum >> shift, low, kNetActivationLimit));  // >>: a floor
+}
+
+inline void layer_scalar(const int16_t* w, const int32_t* bias, const int16_t* x, int pairs, int outputs, int shift,
+                         int low, int16_t* out) {
+  int32_t sums[kNetMaxWidth];
+  std::copy(bias, bias + outputs, sums);
   for (int p = 0; p < pairs; ++p) {
     const int32_t x0 = x[2 * p], x1 = x[2 * p + 1];
-    if ((x0 | x1) == 0) continue;
     const int16_t* wp = w + static_cast<size_t>(p) * outputs * 2;
     for (int o = 0; o < outputs; ++o) sums[o] += wp[2 * o] * x0 + wp[2 * o + 1] * x1;
   }
+  for (int o = 0; o < outputs; ++o) out[o] = activation(sums[o], shift, low);
 }
 
 #if UNZ_X86
 // Both inputs of a pair in every 32-bit lane: what the multiply-add instructions pair with w.
+// (x86 is little-endian: the first input is the low half, as the instructions pair them.)
 inline int32_t input_pair(const int16_t* x, int p) {
-  return static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint16_t>(x[2 * p])) |
-                              (static_cast<uint32_t>(static_cast<uint16_t>(x[2 * p + 1])) << 16));
+  int32_t pair;
+  std::memcpy(&pair, x + 2 * p, sizeof pair);
+  return pair;
 }
 
-inline void accumulate_sse2(const int16_t* w, const int16_t* x, int pairs, int outputs, int32_t* sums) {
+// SSE2, the baseline of x86-64: four sums at a time, kept in memory.
+inline void layer_sse2(const int16_t* w, const int32_t* bias, const int16_t* x, int pairs, int outputs, int shift,
+                       int low, int16_t* out) {
+  alignas(16) int32_t sums[kNetMaxWidth];
+  std::copy(bias, bias + outputs, sums);
   for (int p = 0; p < pairs; ++p) {
-    const int32_t pair = input_pair(x, p);
-    if (pair == 0) continue;
-    const __m128i xx = _mm_set1_epi32(pair);
+    const __m128i xx = _mm_set1_epi32(input_pair(x, p));
     const int16_t* wp = w + static_cast<size_t>(p) * outputs * 2;
     for (int o = 0; o < outputs; o += 4) {
       __m128i* s = reinterpret_cast<__m128i*>(sums + o);
       const __m128i wo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wp + 2 * o));
-      _mm_storeu_si128(s, _mm_add_epi32(_mm_loadu_si128(s), _mm_madd_epi16(wo, xx)));
+      _mm_store_si128(s, _mm_add_epi32(_mm_load_si128(s), _mm_madd_epi16(wo, xx)));
     }
+  }
+  for (int o = 0; o < outputs; ++o) out[o] = activation(sums[o], shift, low);
+}
+
+// AVX2 keeps the sums of all the outputs in registers (Vectors of 8) from the bias to the
+// activations: one instantiation per width, its loops over the vectors unrolled.
+template <int Vectors>
+UNZ_TARGET_AVX2 inline void layer_avx2_registers(const int16_t* w, const int32_t* bias, const int16_t* x, int pairs,
+                                                 int shift, int low, int16_t* out) {
+  __m256i acc[Vectors];
+  for (int v = 0; v < Vectors; ++v) acc[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + 8 * v));
+  for (int p = 0; p < pairs; ++p) {
+    const __m256i xx = _mm256_set1_epi32(input_pair(x, p));
+    const int16_t* wp = w + static_cast<size_t>(p) * Vectors * 16;
+    for (int v = 0; v < Vectors; ++v)
+      acc[v] = _mm256_add_epi32(
+          acc[v], _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp + 16 * v)), xx));
+  }
+  const __m128i count = _mm_cvtsi32_si128(shift);
+  const __m256i lo = _mm256_set1_epi32(low), hi = _mm256_set1_epi32(kNetActivationLimit);
+  for (int v = 0; v < Vectors; v += 2) {
+    const __m256i a = _mm256_min_epi32(_mm256_max_epi32(_mm256_sra_epi32(acc[v], count), lo), hi);
+    const __m256i b = _mm256_min_epi32(_mm256_max_epi32(_mm256_sra_epi32(acc[v + 1], count), lo), hi);
+    // packs works within 128-bit lanes: the permutation puts the 16 values back in order
+    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8 * v), packed);
   }
 }
 
-UNZ_TARGET_AVX2 inline void accumulate_avx2(const int16_t* w, const int16_t* x, int pairs, int outputs, int32_t* sums) {
-  for (int p = 0; p < pairs; ++p) {
-    const int32_t pair = input_pair(x, p);
-    if (pair == 0) continue;
-    const __m256i xx = _mm256_set1_epi32(pair);
-    const int16_t* wp = w + static_cast<size_t>(p) * outputs * 2;
-    for (int o = 0; o < outputs; o += 8) {
-      __m256i* s = reinterpret_cast<__m256i*>(sums + o);
-      const __m256i wo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp + 2 * o));
-      _mm256_storeu_si256(s, _mm256_add_epi32(_mm256_loadu_si256(s), _mm256_madd_epi16(wo, xx)));
+UNZ_TARGET_AVX2 inline void layer_avx2(const int16_t* w, const int32_t* bias, const int16_t* x, int pairs, int outputs,
+                                       int shift, int low, int16_t* out) {
+  switch (outputs / 16) {
+    case 1: return layer_avx2_registers<2>(w, bias, x, pairs, shift, low, out);
+    case 2: return layer_avx2_registers<4>(w, bias, x, pairs, shift, low, out);
+    case 3: return layer_avx2_registers<6>(w, bias, x, pairs, shift, low, out);
+    default: return layer_avx2_registers<8>(w, bias, x, pairs, shift, low, out);  // kNetMaxWidth / 8
+  }
+}
+
+// AVX-512 VNNI: the same with vectors of 16 sums, the multiply-add and the addition in one
+// instruction (vpdpwssd, which wraps like vpaddd: no saturation). Its latency would chain each
+// vector's pairs one after another: Sets of sums take the pairs in turn and meet at the end.
+template <int Vectors>
+UNZ_TARGET_AVX512_VNNI inline void layer_avx512_vnni_registers(const int16_t* w, const int32_t* bias, const int16_t* x,
+                                                               int pairs, int shift, int low, int16_t* out) {
+  constexpr int Sets = Vectors == 1 ? 4 : 2;
+  __m512i acc[Sets][Vectors];
+  for (int v = 0; v < Vectors; ++v) {
+    acc[0][v] = _mm512_loadu_si512(bias + 16 * v);
+    for (int set = 1; set < Sets; ++set) acc[set][v] = _mm512_setzero_si512();
+  }
+  for (int first = 0; first < pairs; first += Sets)
+    for (int set = 0; set < Sets && first + set < pairs; ++set) {
+      const int p = first + set;
+      const __m512i xx = _mm512_set1_epi32(input_pair(x, p));
+      const int16_t* wp = w + static_cast<size_t>(p) * Vectors * 32;
+      for (int v = 0; v < Vectors; ++v)
+        acc[set][v] = _mm512_dpwssd_epi32(acc[set][v], xx, _mm512_loadu_si512(wp + 32 * v));
     }
+  // (Zero-masked forms with every lane selected: GCC 12's unmasked forms of these warn about an
+  // uninitialized placeholder of their own.)
+  const __mmask16 all = 0xFFFF;
+  const __m512i count = _mm512_set1_epi32(shift);
+  const __m512i lo = _mm512_set1_epi32(low), hi = _mm512_set1_epi32(kNetActivationLimit);
+  for (int v = 0; v < Vectors; ++v) {
+    __m512i sum = acc[0][v];
+    for (int set = 1; set < Sets; ++set) sum = _mm512_add_epi32(sum, acc[set][v]);
+    const __m512i shifted = _mm512_maskz_srav_epi32(all, sum, count);
+    const __m512i a = _mm512_maskz_min_epi32(all, _mm512_maskz_max_epi32(all, shifted, lo), hi);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 16 * v), _mm512_maskz_cvtepi32_epi16(all, a));
+  }
+}
+
+UNZ_TARGET_AVX512_VNNI inline void layer_avx512_vnni(const int16_t* w, const int32_t* bias, const int16_t* x, int pairs,
+                                                     int outputs, int shift, int low, int16_t* out) {
+  switch (outputs / 16) {
+    case 1: return layer_avx512_vnni_registers<1>(w, bias, x, pairs, shift, low, out);
+    case 2: return layer_avx512_vnni_registers<2>(w, bias, x, pairs, shift, low, out);
+    case 3: return layer_avx512_vnni_registers<3>(w, bias, x, pairs, shift, low, out);
+    default: return layer_avx512_vnni_registers<4>(w, bias, x, pairs, shift, low, out);  // kNetMaxWidth / 16
   }
 }
 #endif
 
-using Accumulate = void (*)(const int16_t*, const int16_t*, int, int, int32_t*);
-
-// The accumulate functions this build and processor have, fastest first (tests compare them).
-inline std::vector<std::pair<const char*, Accumulate>> accumulate_kernels() {
-  std::vector<std::pair<const char*, Accumulate>> kernels;
+// The layer kernels this build and processor have, fastest first (tests compare them).
+inline const std::vector<std::pair<const char*, LayerKernel>>& layer_kernels() {
+  static const auto kernels = [] {
+    std::vector<std::pair<const char*, LayerKernel>> found;
 #if UNZ_X86
 #if UNZ_HAS_CPU_SUPPORTS
-  if (__builtin_cpu_supports("avx2")) kernels.emplace_back("avx2", accumulate_avx2);
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vnni"))
+      found.emplace_back("avx512vnni", layer_avx512_vnni);
+    if (__builtin_cpu_supports("avx2")) found.emplace_back("avx2", layer_avx2);
 #endif
-  kernels.emplace_back("sse2", accumulate_sse2);
+    found.emplace_back("sse2", layer_sse2);
 #endif
-  kernels.emplace_back("scalar", accumulate_scalar);
+    found.emplace_back("scalar", layer_scalar);
+    return found;
+  }();
   return kernels;
 }
 
@@ -118,48 +205,44 @@ class ContextNetwork {
   struct Layer {
     int inputs, outputs, shift;
     std::vector<int16_t> weights;  // [channel][pair of inputs][padded output][2]
-    std::vector<int32_t> bias;     // [channel][output]
+    std::vector<int32_t> bias;     // [channel][padded output]
     int pairs() const { return (inputs + 1) / 2; }
-    int padded_outputs() const { return (outputs + 7) / 8 * 8; }
-    // Where weight (c, o, i) lies in `weights`.
+    int padded_outputs() const { return (outputs + 15) / 16 * 16; }
+    // Where weight (c, o, i) lies in `weights`, and bias (c, o) in `bias`.
     size_t index(int c, int o, int i) const {
       return ((static_cast<size_t>(c) * pairs() + i / 2) * padded_outputs() + o) * 2 + i % 2;
     }
+    size_t bias_index(int c, int o) const { return static_cast<size_t>(c) * padded_outputs() + o; }
   };
 
-  explicit ContextNetwork(std::vector<Layer> layers, Accumulate accumulate = accumulate_kernels().front().second)
-      : layers_(std::move(layers)), accumulate_(accumulate) {}
+  explicit ContextNetwork(std::vector<Layer> layers, LayerKernel kernel = layer_kernels().front().second)
+      : layers_(std::move(layers)), kernel_(kernel) {}
 
   // The mean correction (eighths) and scale-index offset of channel c's sample, from its
   // context (kContextSize values, eighths).
   void apply(int c, const int32_t* context, int32_t& correction, int32_t& scale_offset) const {
-    alignas(32) int16_t in[kNetMaxWidth + 1];
-    alignas(32) int32_t sums[kNetMaxWidth];
+    alignas(64) int16_t values[2][kNetMaxWidth + 2];  // a layer's inputs and outputs, in turn
+    int16_t* in = values[0];
+    int16_t* out = values[1];
     for (int i = 0; i < kContextSize; ++i)
       in[i] = static_cast<int16_t>(std::clamp<int32_t>(context[i], -kNetInputLimit, kNetInputLimit));
     in[kContextSize] = 0;  // the last pair's second input, where the count is odd
     for (size_t l = 0; l < layers_.size(); ++l) {
       const Layer& layer = layers_[l];
-      const int outputs = layer.padded_outputs();
-      std::fill(sums, sums + outputs, 0);
-      accumulate_(layer.weights.data() + layer.index(c, 0, 0), in, layer.pairs(), outputs, sums);
-      const int32_t* bias = layer.bias.data() + static_cast<size_t>(c) * layer.outputs;
-      if (l + 1 == layers_.size()) {
-        correction = std::clamp(shifted(bias[0] + sums[0], layer.shift), -kNetMaxCorrection, kNetMaxCorrection);
-        scale_offset = std::clamp(shifted(bias[1] + sums[1], layer.shift), -kNetMaxScaleOffset, kNetMaxScaleOffset);
-        return;
-      }
-      for (int o = 0; o < layer.outputs; ++o)
-        in[o] = static_cast<int16_t>(std::clamp(shifted(bias[o] + sums[o], layer.shift), 0, kNetActivationLimit));
-      in[layer.outputs] = 0;
+      // Hidden layers: a clipped ReLU. The last layer's outputs are clipped within their own,
+      // narrower ranges below, so the kernel's wider clip changes nothing.
+      const int low = l + 1 == layers_.size() ? -kNetActivationLimit : 0;
+      kernel_(layer.weights.data() + layer.index(c, 0, 0), layer.bias.data() + layer.bias_index(c, 0), in,
+              layer.pairs(), layer.padded_outputs(), layer.shift, low, out);
+      std::swap(in, out);  // the padding's outputs are 0: the last pair's second input, where the count is odd
     }
+    correction = std::clamp<int32_t>(in[0], -kNetMaxCorrection, kNetMaxCorrection);
+    scale_offset = std::clamp<int32_t>(in[1], -kNetMaxScaleOffset, kNetMaxScaleOffset);
   }
 
  private:
-  static int32_t shifted(int32_t v, int shift) { return v >> shift; }  // arithmetic: a floor
-
   std::vector<Layer> layers_;
-  Accumulate accumulate_;
+  LayerKernel kernel_;
 };
 
 }  // namespace unz

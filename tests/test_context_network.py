@@ -28,7 +28,7 @@ def random_network(channels: int, widths: tuple[int, ...], seed: int = 0) -> Con
     return ContextNetwork(tuple(layers))
 
 
-@pytest.mark.parametrize("widths", [(), (32,), (64, 16)])
+@pytest.mark.parametrize("widths", [(), (32,), (64, 16), (48, 17)])  # every vector count, odd widths
 def test_coder_computes_the_specification(small: Image.Image, widths: tuple[int, ...]) -> None:
     planes = np.ascontiguousarray(np.asarray(small).transpose(2, 0, 1)[codec.coding_order(3)])
     network = random_network(3, widths)
