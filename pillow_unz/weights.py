@@ -120,7 +120,17 @@ def serialize_models(networks: dict[int, UnzNet], photo: dict[int, PhotoModel], 
         tensors[f"{key}.{PHOTO}constants"] = photo[channels].constants.astype(np.int32)
         for k, network in enumerate(photo[channels].context_networks):
             tensors.update(network.to_tensors(f"{key}.{CONTEXT_NETWORK}{k}."))
-    return save(tensors, metadata=meta)
+    return canonical(save(tensors, metadata=meta))
+
+
+def canonical(data: bytes) -> bytes:
+    """safetensors bytes with the header's keys in sorted order. safetensors writes the metadata's
+    keys in no fixed order, and the file's hash is the model id: the same models must give the
+    same bytes. (The tensors' data stays where it was: the header's offsets count from its end.)"""
+    size = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8 : 8 + size]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # safetensors aligns the data to 8 bytes
+    return len(header).to_bytes(8, "little") + header + data[8 + size :]
 
 
 _lock = threading.Lock()

@@ -1,5 +1,5 @@
 """The training loop runs, alone and as two DistributedDataParallel processes, and its weights
-export into a file the codec uses."""
+export into a file the codec uses; the same models always make the same file."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ from PIL import Image
 
 from pillow_unz import api
 from pillow_unz.finetune import train
-from pillow_unz.weights import parse_models, read_networks
+from pillow_unz.weights import load_models, parse_models, read_networks, serialize_models
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +21,16 @@ def photos(sample: Image.Image, tmp_path_factory):
     for i in range(2):  # "full resolution" photographs: training reduces them 2x to 4x
         sample.rotate(180 * i).resize((640, 480)).save(folder / f"p{i}.png")
     return folder
+
+
+def test_weights_bytes_depend_on_the_models_alone() -> None:
+    """The file's hash is the model id: re-exporting the shipped models, whatever the order of
+    their metadata, gives the shipped file."""
+    data = load_models().data
+    networks, metadata = read_networks(data)
+    photo = parse_models(data).photo
+    assert serialize_models(networks, photo, metadata) == data
+    assert serialize_models(networks, photo, dict(reversed(list(metadata.items())))) == data
 
 
 def test_training_steps_and_export(photos, tmp_path, small: Image.Image) -> None:
