@@ -146,6 +146,8 @@ def write() -> None:
 
     for folder, named in seeds.items():
         for name, data in named.items():
+            for stale in (CORPUS / folder).glob(f"{name}-????????"):  # the seed of earlier models or streams
+                stale.unlink()
             (CORPUS / folder / f"{name}-{hashlib.sha256(data).hexdigest()[:8]}").write_bytes(data)
 
 

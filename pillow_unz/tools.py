@@ -65,12 +65,12 @@ EFFORTS = {
     5: Effort(photo=(0, None)),
     6: Effort(photo=(1,)),  # with the large one
     7: Effort(photo=(1, None)),
-    8: Effort(photo=(1, 0)),
-    9: Effort(photo=(1, 0, None)),
+    8: Effort(photo=(2, None)),  # with the deep one
+    9: Effort(photo=(2, 1, 0, None)),
 }
-# The strongest effort whose files decode at at least a quarter of JPEG XL effort 7's speed on
-# the eval photos (0.30x; the large network's efforts decode at 0.17x: docs/DESIGN.md).
-DEFAULT_EFFORT = 5
+# The strongest effort whose network decodes at at least a quarter of JPEG XL effort 7's speed on
+# the eval photos (docs/DESIGN.md); 8 and 9 take the deep network, which does not.
+DEFAULT_EFFORT = 7
 
 
 def effort_of(effort: int) -> Effort:

@@ -247,7 +247,7 @@ def test_load_truncated_images_gives_the_intact_bands(sample: Image.Image, load_
             assert not got[good:].any() or picture.mode == "RGBA"  # RGBA: colour whole, alpha cut
             seen_rows.add(good)
         if picture.mode == "L":  # (RGBA's alpha streams are too small for these steps to cut inside each)
-            assert seen_rows == {0, 233, 466}
+            assert {0, 233, 466} <= seen_rows  # a cut inside every band (and maybe one past them all)
         with Image.open(io.BytesIO(data)) as whole:
             assert np.array_equal(np.asarray(whole), pixels)
     corrupt = bytearray(data)
