@@ -43,7 +43,7 @@ from tqdm import tqdm
 from pillow_unz import _coder, codec, pixelmodel
 from pillow_unz.bench import fit_constants
 from pillow_unz.model import Z_MAX, ModelConfig, UnzNet
-from pillow_unz.weights import MODEL_KEYS, parse_models, read_networks, serialize_models
+from pillow_unz.weights import CONTEXT_NETWORK, MODEL_KEYS, parse_models, read_networks, serialize_models
 
 REDUCTIONS = (2, 3, 4)
 FIT_REDUCTION = 4
@@ -313,6 +313,7 @@ def export(args: argparse.Namespace) -> None:
             if run.is_file():  # a weights file keeps its context networks (finetune/context.py installs them)
                 kept = parse_models(blob).for_channels(channels).context_networks
                 photo[channels] = dataclasses.replace(photo[channels], context_networks=kept)
+                metadata.update({k: v for k, v in meta.items() if k.startswith(f"{key}.{CONTEXT_NETWORK}")})  # their training
             print(f"{key}: constants {photo[channels].constants.tolist()}, {fit}", flush=True)
             metadata[f"{key}.training"] = meta.get("training") or meta[f"{key}.training"]
             metadata[f"{MODEL_KEYS[channels]}.constants"] = json.dumps(fit)

@@ -52,6 +52,19 @@ def test_training_steps_and_export(photos, tmp_path, small: Image.Image) -> None
     pixels = np.asarray(small)
     assert np.array_equal(api.decompress(api.compress(pixels, "RGB", models=models), models=models).pixels, pixels)
 
+    # a weights file exports with its context networks and their training records
+    shipped = tmp_path / "shipped.safetensors"
+    shipped.write_bytes(load_models().data)
+    train.main(["export", str(shipped), "--data", str(photos), "-o", str(weights)])
+    again, before = parse_models(weights.read_bytes()), load_models()
+    for channels in (1, 3):
+        kept, shipped_networks = again.for_channels(channels).context_networks, before.for_channels(channels).context_networks
+        assert len(kept) == len(shipped_networks) > 0
+        for a, b in zip(kept, shipped_networks):
+            ta, tb = a.to_tensors(""), b.to_tensors("")
+            assert ta.keys() == tb.keys() and all(np.array_equal(ta[k], tb[k]) for k in ta)
+    assert {k: v for k, v in again.metadata.items() if ".net" in k} == {k: v for k, v in before.metadata.items() if ".net" in k}
+
 
 def test_two_process_distributed_training(photos, tmp_path) -> None:
     out = tmp_path / "ddp"
