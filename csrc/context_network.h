@@ -8,7 +8,8 @@
 // clipped ReLU between layers. The bounds below keep every sum inside int32 whatever the
 // weights (the bindings refuse weights beyond them), so no overflow can make two machines
 // differ. Pairs of int16 products summed into int32 are what x86's multiply-add instructions
-// do (pmaddwd): the network runs on them, as AVX2 where the processor has it.
+// do (pmaddwd, and vpdpwssd, which adds them in too): the network runs on them, as AVX-512
+// VNNI or AVX2 where the processor has it.
 #pragma once
 #include <algorithm>
 #include <cstring>
@@ -24,14 +25,15 @@
 #else
 #define UNZ_X86 0
 #endif
-// GCC and Clang compile AVX2 functions into a baseline build and say at run time whether the
-// processor has AVX2; elsewhere (MSVC) the network runs as SSE2.
+// GCC and Clang compile AVX2 and AVX-512 functions into a baseline build and say at run time
+// whether the processor has them; elsewhere (MSVC) the network runs as SSE2.
 #if UNZ_X86 && (defined(__GNUC__) || defined(__clang__))
 #define UNZ_TARGET_AVX2 __attribute__((target("avx2")))
 #define UNZ_TARGET_AVX512_VNNI __attribute__((target("avx512f,avx512vnni")))
 #define UNZ_HAS_CPU_SUPPORTS 1
 #else
 #define UNZ_TARGET_AVX2
+#define UNZ_TARGET_AVX512_VNNI
 #define UNZ_HAS_CPU_SUPPORTS 0
 #endif
 
