@@ -12,8 +12,8 @@ multi-frame image (n_frames, seek, tell, ImageSequence).
 
 `save(..., threads=N)` codes on N threads (default: one per core; the bytes never depend on it).
 `save(..., effort=N)`, N from 1 (fastest) to 9 (smallest) as `cjxl -e`, picks the coding tools
-(pillow_unz.tools.EFFORTS; default 5, or 9 with lora=True); the file records it, and decoding
-needs no option.
+(pillow_unz.tools.EFFORTS; default tools.DEFAULT_EFFORT, or 9 with lora=True); the file records
+it, and decoding needs no option.
 `save(..., lora=True)` tunes a per-image adapter first (pillow_unz/finetune/lora.py; needs the
 `lora` extra), with the options of `unz-finetune --lora`: rank, steps or seconds, device, targets.
 `register_unz_opener(**defaults)` sets defaults for these options (threads also for decoding),

@@ -62,10 +62,15 @@ def model_id_of(data: bytes) -> bytes:
     return hashlib.sha256(data + revision).digest()[:8]
 
 
+def _header(data: bytes) -> tuple[dict, int]:
+    """A safetensors file's JSON header, and where the tensors' data begins."""
+    size = int.from_bytes(data[:8], "little")
+    return json.loads(data[8 : 8 + size]), 8 + size
+
+
 def file_metadata(data: bytes) -> dict[str, str]:
     """The metadata of a safetensors file's bytes (weights files and training runs')."""
-    header_len = int.from_bytes(data[:8], "little")
-    return json.loads(data[8 : 8 + header_len]).get("__metadata__", {})
+    return _header(data)[0].get("__metadata__", {})
 
 
 def read_networks(data: bytes) -> tuple[dict[int, UnzNet], dict[str, str]]:
@@ -127,10 +132,10 @@ def canonical(data: bytes) -> bytes:
     """safetensors bytes with the header's keys in sorted order. safetensors writes the metadata's
     keys in no fixed order, and the file's hash is the model id: the same models must give the
     same bytes. (The tensors' data stays where it was: the header's offsets count from its end.)"""
-    size = int.from_bytes(data[:8], "little")
-    header = json.dumps(json.loads(data[8 : 8 + size]), sort_keys=True, separators=(",", ":")).encode()
-    header += b" " * (-len(header) % 8)  # safetensors aligns the data to 8 bytes
-    return len(header).to_bytes(8, "little") + header + data[8 + size :]
+    header, start = _header(data)
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # safetensors aligns the data to 8 bytes
+    return len(text).to_bytes(8, "little") + text + data[start:]
 
 
 _lock = threading.Lock()
