@@ -9,8 +9,11 @@ classical pixel model (whose online scale adaptation and bias cancellation stay 
 Training is teacher-forced: the classical contexts come from the coder's own code, for every crop,
 and the loss is the code length the coder achieves with the network's outputs (pixelmodel.py).
 Every step draws new crops from the training photographs at full size and reduced 2x to 4x
-(graphics left out: --skip), flipped at random. The run checkpoints to OUT/ckpt.pt and resumes from it; at the end the
-network is quantized to the coder's integers (activation scales calibrated on training crops) and
+(graphics left out: --skip), flipped at random; with --workers, worker processes cut them (the
+coder's contexts are most of a step's cost once the network trains on a GPU: --device cuda).
+--init starts from another run's network with a fresh schedule (a warm restart); --minutes runs
+the schedule on the clock instead of a step count (a machine's speed is not known beforehand).
+The run checkpoints to OUT/ckpt.pt and resumes from it; at the end the network is quantized to the coder's integers (activation scales calibrated on training crops) and
 written to OUT/network.safetensors, with the real codec's bits on --eval in its metadata.
 `install` puts finished runs into a weights file as the model's networks 0, 1, ... (in the order
 given, per channel count): effort levels pick among them (pillow_unz.tools).
@@ -49,6 +52,12 @@ class Sample:
         self.x = torch.from_numpy(planes).long()[None]
         self.classical = pixelmodel.classical_prediction(self.x)
         self.context = torch.from_numpy(_coder.classical_contexts(planes, torch.get_num_threads()))[None]
+
+    def to(self, device: torch.device) -> Sample:
+        moved = Sample.__new__(Sample)
+        moved.x, moved.context = self.x.to(device), self.context.to(device)
+        moved.classical = tuple(t.to(device) for t in self.classical)
+        return moved
 
 
 def batch_of(samples: list[Sample]) -> Sample:
@@ -97,7 +106,7 @@ def code_length(outputs: torch.Tensor | None, s: Sample, table: torch.Tensor, co
     params = constants.view(1, -1, 1, 1).expand(b, -1, *s.x.shape[2:]).float()
     if outputs is not None:
         outputs = pixelmodel._floor(outputs)
-        limits = torch.tensor([_coder.NET_MAX_CORRECTION, _coder.NET_MAX_SCALE_OFFSET]).view(1, 1, 2, 1, 1)
+        limits = torch.tensor([_coder.NET_MAX_CORRECTION, _coder.NET_MAX_SCALE_OFFSET], device=outputs.device).view(1, 1, 2, 1, 1)
         outputs = torch.maximum(torch.minimum(outputs, limits), -limits)
         mean8 = mean8 + outputs[:, :, 0]
         params = params + torch.cat([outputs[:, :, 1], torch.zeros_like(outputs[:, :, 1])], 1)
@@ -122,6 +131,19 @@ def random_crop(images: list[np.ndarray], crop: int, rng: random.Random) -> Samp
     y, x = rng.randrange(h - crop + 1), rng.randrange(w - crop + 1)
     c = planes[:, y : y + crop, x : x + crop]
     return Sample(np.ascontiguousarray(c[:, :, ::-1] if rng.random() < 0.5 else c))
+
+
+class RandomCrops(torch.utils.data.IterableDataset):
+    """An endless stream of random_crop, each worker process drawing from a seed of its own."""
+
+    def __init__(self, images: list[np.ndarray], crop: int, seed: tuple[int, ...]) -> None:
+        self.images, self.crop, self.seed = images, crop, seed
+
+    def __iter__(self):
+        worker = torch.utils.data.get_worker_info()
+        rng = random.Random(repr((*self.seed, worker.id if worker else 0)))
+        while True:
+            yield random_crop(self.images, self.crop, rng)
 
 
 def quantize(model: ContextMLP, calibration: list[Sample]) -> ContextNetwork:
@@ -177,6 +199,7 @@ def train(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     files = [f for f in image_files(args.data) if not (args.skip and f.name.startswith(args.skip))]
     started = time.time()
     reductions = tuple(int(r) for r in args.reductions.split(","))
@@ -184,36 +207,52 @@ def train(args: argparse.Namespace) -> None:
     first = [random_crop(images, args.crop, rng) for _ in range(64)]  # for the input scaling and calibration
     print(json.dumps({"images": len(images), "minutes": round((time.time() - started) / 60, 1)}), flush=True)
     photo = load_models().for_channels(args.channels)
-    table = torch.from_numpy(photo.scale_table).float()
-    constants = torch.from_numpy(photo.constants).float()
+    table = torch.from_numpy(photo.scale_table).float().to(device)
+    constants = torch.from_numpy(photo.constants).float().to(device)
     contexts = torch.cat([c.context.transpose(0, 1).flatten(1) for c in first], 1).float()
     norm = contexts.clamp(-INPUT_LIMIT, INPUT_LIMIT).abs().mean(1).clamp(min=1)
     model = ContextMLP(args.channels, args.hidden, args.layers, norm)
+    if args.init:
+        model.load_state_dict(torch.load(Path(args.init) / "ckpt.pt", map_location="cpu")["model"])
+    model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    step, ckpt = 0, out / "ckpt.pt"
+    step, trained, ckpt = 0, 0.0, out / "ckpt.pt"  # trained: seconds of training before this process
     if ckpt.exists():
-        state = torch.load(ckpt)
+        state = torch.load(ckpt, map_location=device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        step = state["step"]
+        step, trained = state["step"], state.get("seconds", 0.0)
         print(f"resumed at step {step}", flush=True)
-    while step < args.steps:
+    crops = torch.utils.data.DataLoader(RandomCrops(images, args.crop, (args.seed, step)), batch_size=args.batch,
+                                        collate_fn=batch_of, num_workers=args.workers)
+    clock = time.time() - trained
+
+    def progress() -> float:
+        return (time.time() - clock) / (60 * args.minutes) if args.minutes else step / args.steps
+
+    for batch in crops:
+        if progress() >= 1:
+            break
         step += 1
         for g in optimizer.param_groups:
-            g["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * step / args.steps))
-        batch = batch_of([random_crop(images, args.crop, rng) for _ in range(args.batch)])
+            g["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * min(progress(), 1)))
+        batch = batch.to(device)
         loss = code_length(model(batch.context), batch, table, constants)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if step % args.log_every == 0 or step == args.steps:
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, ckpt)
+        if step % args.log_every == 0 or progress() >= 1:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                        "seconds": time.time() - clock}, ckpt)
             print(json.dumps({"step": step, "loss": round(loss.item(), 4),
                               "minutes": round((time.time() - started) / 60, 1)}), flush=True)
-    network = quantize(model, first)
-    meta = {"channels": args.channels, "hidden": args.hidden, "layers": args.layers, "steps": args.steps,
+    network = quantize(model.cpu(), first)
+    meta = {"channels": args.channels, "hidden": args.hidden, "layers": args.layers, "steps": step,
             "batch": args.batch, "crop": args.crop, "lr": args.lr, "seed": args.seed, "reductions": list(reductions),
-            "files": len(files), "data_hash": data_hash(files), "minutes": round((time.time() - started) / 60, 1)}
+            "files": len(files), "data_hash": data_hash(files), "minutes": round((time.time() - started) / 60, 1),
+            "device": args.device}
+    if args.init:
+        meta["init"] = json.loads(file_metadata((Path(args.init) / "network.safetensors").read_bytes())["training"])
     if args.eval:
         evals = [f for f in image_files(args.eval) if len(Image.open(f).getbands()) == args.channels]
         with_net, samples = codec_bits(photo, network, evals)
@@ -223,6 +262,31 @@ def train(args: argparse.Namespace) -> None:
         print(json.dumps(meta["eval"]), flush=True)
     (out / "network.safetensors").write_bytes(save(network.to_tensors(""), metadata={"training": json.dumps(meta)}))
     print(f"wrote {out / 'network.safetensors'}", flush=True)
+
+
+def pack(args: argparse.Namespace) -> None:
+    """Cut every training photo, at every reduction, into at most --pixels pixels of random tiles
+    (whole when small enough), coded as .unz: a training set small enough to send to a GPU
+    machine (train there with --reductions 1 --skip '')."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(args.seed)
+    files = [f for f in image_files(args.data) if not (args.skip and f.name.startswith(args.skip))]
+    for f in files:
+        full = Image.open(f).convert("RGB")
+        for r in REDUCTIONS:
+            img = full.reduce(r) if r > 1 else full
+            w, h = img.size
+            if w * h <= args.pixels:
+                tiles = [img]
+            else:
+                tiles = []
+                for _ in range(max(1, args.pixels // args.tile**2)):
+                    x, y = rng.randrange(w - args.tile + 1), rng.randrange(h - args.tile + 1)
+                    tiles.append(img.crop((x, y, x + args.tile, y + args.tile)))
+            for k, tile in enumerate(tiles):
+                tile.save(out / f"{f.stem}-r{r}-{k}.unz", effort=3)
+    print(f"wrote {len(list(out.glob('*.unz')))} files to {out}")
 
 
 def install(args: argparse.Namespace) -> None:
@@ -249,6 +313,15 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("runs", nargs="+")
         p.add_argument("--weights", required=True)
         return install(p.parse_args(argv[1:]))
+    if argv[:1] == ["pack"]:
+        p = argparse.ArgumentParser(prog="context pack", description=pack.__doc__)
+        p.add_argument("--data", default="data/train")
+        p.add_argument("--skip", default="ukui-")
+        p.add_argument("--out", required=True)
+        p.add_argument("--pixels", type=int, default=750_000, help="per photo and reduction")
+        p.add_argument("--tile", type=int, default=384)
+        p.add_argument("--seed", type=int, default=0)
+        return pack(p.parse_args(argv[1:]))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--channels", type=int, choices=(1, 3), default=3)
     p.add_argument("--data", default="data/train")
@@ -258,6 +331,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--layers", type=int, default=2, help="linear layers per channel")
     p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--minutes", type=float, default=0, help="train for this long instead of --steps")
+    p.add_argument("--init", default="", help="a finished run to start from (fresh optimizer and schedule)")
+    p.add_argument("--device", default="cpu", help="where the network trains: cpu, cuda, ...")
+    p.add_argument("--workers", type=int, default=0, help="processes cutting crops (0: this one)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--reductions", default=",".join(map(str, REDUCTIONS)), help="of the training images (1: full size)")

@@ -50,7 +50,7 @@ FIT_REDUCTION = 4
 
 
 def image_files(folder: str | Path) -> list[Path]:
-    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".ppm"})
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".ppm", ".unz"})
 
 
 def data_hash(files: list[Path]) -> str:
