@@ -64,9 +64,9 @@ EFFORTS = {
     4: Effort(photo=(0,)),  # with the small context network
     5: Effort(photo=(0, None)),
     6: Effort(photo=(1,)),  # with the large one
-    7: Effort(photo=(1, None)),
-    8: Effort(photo=(2, None)),  # with the deep one
-    9: Effort(photo=(2, 1, 0, None)),
+    7: Effort(photo=(1, 3, None)),  # and the large one trained mostly at full size (3)
+    8: Effort(photo=(2, 4, None)),  # with the deep ones
+    9: Effort(photo=(2, 4, 1, 3, 0, None)),
 }
 # The strongest effort whose network decodes at at least a quarter of JPEG XL effort 7's speed on
 # the eval photos (docs/DESIGN.md); 8 and 9 take the deep network, which does not.

@@ -22,12 +22,12 @@ from .conftest import with_alpha
 lora = pytest.importorskip("pillow_unz.finetune.lora", reason="the lora extra (PEFT) is not installed")
 
 
-def adapted_file(img: Image.Image, steps: int = 3) -> tuple[bytes, list[adapter.Adapter]]:
-    """img coded with adapters tuned for a few steps, stored whether or not they pay for
-    themselves (lora.compress would drop them on so small an image)."""
+def adapted_file(img: Image.Image, steps: int = 3, device: str = "cpu") -> tuple[bytes, list[adapter.Adapter]]:
+    """img coded with adapters tuned for a few steps on `device`, stored whether or not they pay
+    for themselves (lora.compress would drop them on so small an image)."""
     models = load_models()
     header, groups = api.prepare(np.asarray(img), img.mode, models)
-    settings = lora.LoraSettings(steps=steps)
+    settings = lora.LoraSettings(steps=steps, device=device)
     photos = [models.for_channels(len(g)) for g in groups]
     tuned = [lora.tune(models.network(len(g)), p.scale_table, g, settings)[0] for g, p in zip(groups, photos)]
     coded = [
@@ -94,6 +94,22 @@ def test_adapted_file_decodes_in_other_process(rgba_adapted, tmp_path, threads: 
     path.write_bytes(data)
     result = subprocess.run([sys.executable, "-c", DECODE, str(threads), str(path)], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == hashlib.sha256(np.asarray(img).tobytes()).hexdigest()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_adapter_tuned_on_cuda_decodes_on_cpu(small: Image.Image, tmp_path) -> None:
+    """Tuning on a GPU changes the adapter, never the decoding: the file decodes exactly here
+    and in a process that never touches CUDA."""
+    import hashlib
+
+    data, tuned = adapted_file(small, steps=20, device="cuda")
+    assert any(tuned)
+    assert np.array_equal(decoded(data), np.asarray(small))
+    assert all(p.device.type == "cpu" for p in load_models().network(3).parameters())
+    path = tmp_path / "cuda.unz"
+    path.write_bytes(data)
+    result = subprocess.run([sys.executable, "-c", DECODE, "1", str(path)], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == hashlib.sha256(np.asarray(small).tobytes()).hexdigest()
 
 
 WITHOUT_TORCH = """

@@ -2,6 +2,8 @@
 exact path (adapted files' parameter planes) is exact."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -54,6 +56,21 @@ def test_exact_network_ignores_float_environment(sample: Image.Image) -> None:
     finally:
         torch.set_num_threads(threads)
         torch.backends.mkldnn.enabled = mkldnn
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("channels", [3, 1])
+def test_exact_network_same_on_cuda(channels: int) -> None:
+    """The decoder's parameter planes on a CUDA device are the CPU's, with the shipped weights
+    and with every weight moved (as adapters move them), at a size of odd sides."""
+    model = copy.deepcopy(load_models().network(channels))  # the shared one stays on the CPU
+    for moved in (False, True):
+        if moved:
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())).to(p) * 0.3)
+        cpu = model.cpu().parameter_planes(333, 517, range(333))
+        assert np.array_equal(model.cuda().parameter_planes(333, 517, range(333)), cpu)
 
 
 def test_decoding_some_rows_gives_those_rows_of_the_planes() -> None:
