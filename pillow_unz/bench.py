@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from . import api, codec, png16, tools
+from . import _coder, api, codec, png16, tools
 from .UnzImagePlugin import PILLOW_MODES
 from .codec import PhotoModel, coding_order
 
@@ -178,9 +178,9 @@ def fit_constants(photo: PhotoModel, groups: list[np.ndarray]) -> tuple[np.ndarr
 
 
 def bench_ablation(folder: str | Path, progress: bool = True) -> dict:
-    """The context network's share on the PNG images of folder: the photo tool codes every plane
-    group with the network of the default effort, with the strongest network (effort 9's), and
-    without a network under the best constant parameters fitted on the same images by coded
+    """The context networks' share on the PNG images of folder: the photo tool codes every plane
+    group with the networks of the default effort (each band the smallest of them, as the
+    encoder picks), with effort 9's, and without a network under the best constant parameters fitted on the same images by coded
     size (the network's outputs replaced by constants: a constant mean correction is what the
     bias cancellation already gives); network_share = 1 - network bytes / constant bytes. The
     shipped constants' bytes without a network are reported beside them. Every coding is
@@ -199,28 +199,35 @@ def bench_ablation(folder: str | Path, progress: bool = True) -> dict:
         for planes in api.prepare(np.asarray(img), img.mode, models)[1]:
             by_model.setdefault(len(planes), []).append(np.ascontiguousarray(planes[coding_order(len(planes))]))
 
-    def coded_bytes(photo: PhotoModel, groups: list[np.ndarray], network: int | None, what: str) -> int:
-        net = photo.context_network(network)
+    def coded_bytes(photo: PhotoModel, groups: list[np.ndarray], networks: tuple[int | None, ...], what: str) -> int:
+        """Bytes of the groups' photo streams, each band the smallest of its codings with
+        `networks` (as the encoder chooses among an effort's networks)."""
         total = 0
         for g in tqdm(groups, desc=what, disable=not progress):
-            stream = codec.encode_samples(photo, g, net)
-            if not np.array_equal(codec.decode_samples(photo, stream, *g.shape[1:], net), g):
-                raise AssertionError("the photo tool did not round-trip")
-            total += len(stream)
+            bands = []
+            for net in map(photo.context_network, networks):
+                stream = codec.encode_samples(photo, g, net)
+                if not np.array_equal(codec.decode_samples(photo, stream, *g.shape[1:], net), g):
+                    raise AssertionError("the photo tool did not round-trip")
+                bands.append(codec.split_streams(stream, _coder.num_bands(g.shape[1])))
+            total += len(codec.join_streams([min(b, key=len) for b in zip(*bands)]))
         return total
+
+    def networks(effort: int) -> tuple[int, ...]:
+        return tuple(k for k in tools.EFFORTS[effort].photo if k is not None)
 
     result: dict = {"images": len(files), "models": {}}
     for channels, groups in by_model.items():
         shipped = models.for_channels(channels)
         if not shipped.context_networks:
             raise ValueError(f"the {channels}-channel model has no context network to ablate")
-        default = coded_bytes(shipped, groups, tools.EFFORTS[tools.DEFAULT_EFFORT].network, "default network")
-        strongest = coded_bytes(shipped, groups, tools.EFFORTS[9].network, "strongest network")
+        default = coded_bytes(shipped, groups, networks(tools.DEFAULT_EFFORT), "default networks")
+        strongest = coded_bytes(shipped, groups, networks(9), "effort 9's networks")
         constants, fitted = fit_constants(shipped, groups)
-        coded_bytes(replace(shipped, constants=constants), groups, None, "constants")
+        coded_bytes(replace(shipped, constants=constants), groups, (None,), "constants")
         result["models"][channels] = {
             "network_bytes": default, "strongest_network_bytes": strongest, "constant_bytes": fitted,
-            "shipped_bytes": coded_bytes(shipped, groups, None, "shipped constants"),
+            "shipped_bytes": coded_bytes(shipped, groups, (None,), "shipped constants"),
             "network_share": round(1 - default / fitted, 5), "strongest_share": round(1 - strongest / fitted, 5),
             "constants": constants.tolist()}
     for key in ("network_bytes", "strongest_network_bytes", "constant_bytes", "shipped_bytes"):
@@ -231,7 +238,7 @@ def bench_ablation(folder: str | Path, progress: bool = True) -> dict:
 
 
 def format_ablation(result: dict) -> str:
-    lines = [f"ablation over {result['images']} images: the photo tool with the context network of the default "
+    lines = [f"ablation over {result['images']} images: the photo tool with the context networks of the default "
              "effort and of effort 9, and without one under the best constants fitted on them",
              f"{'model':<10} {'network bytes':>14} {'constant bytes':>15} {'network share':>14} "
              f"{'e9 network':>12} {'e9 share':>9} {'shipped bytes':>14}"]
