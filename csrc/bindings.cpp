@@ -295,10 +295,11 @@ void parallel_for(int n, int threads, const Job& job) {
 
 // Band `band` of an image of H rows of W samples: its rows, and where its first sample lies.
 struct Band {
-  int first, rows;
+  int number, first, rows;
   size_t offset;
   Band(int H, int W, int band)
-      : first(band_start(H, band)), rows(band_start(H, band + 1) - first), offset(static_cast<size_t>(first) * W) {}
+      : number(band), first(band_start(H, band)), rows(band_start(H, band + 1) - first),
+        offset(static_cast<size_t>(first) * W) {}
 };
 
 // Bands [first, first + count) of an image of H rows, and the rows they cover.
@@ -417,32 +418,44 @@ struct OutputWindow {
 
 template <class Sample>
 void decode_pixels_of(const py::list& streams, const py::array& params, const py::array& table,
-                      const py::object& network, int threads, py::array& out, int first_band, int bits,
-                      int context_shift, int height, int top) {
+                      const py::object& network, const py::object& networks, int threads, py::array& out,
+                      int first_band, int bits, int context_shift, int height, int top) {
   auto planes = writeable_planes<Sample>(out, kMaxChannels);
   const int W = static_cast<int>(planes.shape(2));
   const OutputWindow window(planes, height, top, first_band, static_cast<int>(streams.size()));
   const PixelArgs a(params, table, network, static_cast<int>(planes.shape(0)), window.range.rows, W, bits);
+  // Each stream's context network: one call decodes bands of different networks side by side.
+  std::vector<std::unique_ptr<ContextNetwork>> per_stream;
+  if (!networks.is_none()) {
+    if (!network.is_none()) throw py::value_error("give network (every band's) or networks (each band's), not both");
+    const auto list = networks.cast<py::list>();
+    if (list.size() != streams.size()) throw py::value_error("networks: one per stream");
+    for (const auto& layers : list) per_stream.push_back(context_network(py::reinterpret_borrow<py::object>(layers), a.C, bits));
+  }
   Sample* data = planes.mutable_data();
   const size_t plane = static_cast<size_t>(planes.shape(1)) * W;
   decode_bands(streams, window.H, W, first_band, threads, [&](RangeDecoder& dec, const Band& b) {
+    const ContextNetwork* net = per_stream.empty() ? a.network.get() : per_stream[b.number - first_band].get();
     code_pixels<true>(dec, data + (b.offset - window.origin), a.params.from(b.offset - window.range.row_offset), plane,
-                      a.C, b.rows, W, a.table, bits, context_shift, a.network.get());
+                      a.C, b.rows, W, a.table, bits, context_shift, net);
   });
 }
 
 // Decodes the photo tool's streams of bands [first_band, first_band + len(streams)) of an image
 // of `height` rows into `out` of `bits`-bit samples, rows [top, ...) of the image, in place
 // (OutputWindow), with params (P, rows, W) for exactly those bands' rows, or (P,), and the
-// context network's layers, or None.
+// context network's layers for every band (network), or one entry per stream (networks: layers
+// or None), or neither (the classical model).
 void decode_pixels(const py::list& streams, const py::array& params, const py::array& table, int threads,
                    py::array& out, int first_band, int bits, int context_shift, int height, int top,
-                   const py::object& network) {
+                   const py::object& network, const py::object& networks) {
   check_sample_bits(out, bits, context_shift);
   if (bits == 8)
-    decode_pixels_of<uint8_t>(streams, params, table, network, threads, out, first_band, bits, context_shift, height, top);
+    decode_pixels_of<uint8_t>(streams, params, table, network, networks, threads, out, first_band, bits, context_shift,
+                              height, top);
   else
-    decode_pixels_of<uint16_t>(streams, params, table, network, threads, out, first_band, bits, context_shift, height, top);
+    decode_pixels_of<uint16_t>(streams, params, table, network, networks, threads, out, first_band, bits, context_shift,
+                               height, top);
 }
 
 // The screen tool's streams of bands [first_band, first_band + count) of planes (C, H, W).
@@ -607,7 +620,8 @@ PYBIND11_MODULE(_coder, m) {
         py::arg("context_shift") = 0, py::arg("network") = py::none());
   m.def("decode_pixels", &decode_pixels, py::arg("streams"), py::arg("params"), py::arg("scale_table"),
         py::arg("threads"), py::arg("out"), py::arg("first_band") = 0, py::arg("bits") = 8,
-        py::arg("context_shift") = 0, py::arg("height") = -1, py::arg("top") = 0, py::arg("network") = py::none());
+        py::arg("context_shift") = 0, py::arg("height") = -1, py::arg("top") = 0, py::arg("network") = py::none(),
+        py::arg("networks") = py::none());
   m.def("encode_screen", &encode_screen, py::arg("planes"), py::arg("threads") = 1, py::arg("first_band") = 0,
         py::arg("count") = -1);
   m.def("decode_screen", &decode_screen, py::arg("streams"), py::arg("threads"), py::arg("out"),

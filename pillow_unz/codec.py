@@ -239,14 +239,13 @@ def decode_chunks(photo: PhotoModel, coded: CodedPlanes, height: int, width: int
             planes = np.zeros((channels, len(rows), width), r.dtype)  # rows no stream reaches stay zero
             present = streams[first : first + count]
             tools.decode_bands(present, planes, _threads(), first, height, rows.start)
-            models = {i: _network_index(s) for i, s in enumerate(present, first) if s[0] in tools.PHOTO_TOOLS}
-            for model in dict.fromkeys(models.values()):
-                network, header = photo.context_network(model), len(_tool_bytes(model))
-                for start, n in tools.runs([i for i, m in models.items() if m == model]):
-                    params = photo.parameters(height, width, _rows(height, start, n))
-                    payloads = [s[header:] for s in streams[start : start + n]]
-                    _coder.decode_pixels(payloads, params, photo.scale_table, _threads(), planes, start, r.bits,
-                                         r.context_shift, height, rows.start, _layers(network))
+            # Runs of photo bands, each band with its own model: one call decodes them side by side.
+            for start, n in tools.runs([i for i, s in enumerate(present, first) if s[0] in tools.PHOTO_TOOLS]):
+                models = [_network_index(s) for s in streams[start : start + n]]
+                payloads = [s[len(_tool_bytes(m)):] for s, m in zip(streams[start : start + n], models)]
+                _coder.decode_pixels(payloads, photo.parameters(height, width, _rows(height, start, n)), photo.scale_table,
+                                     _threads(), planes, start, r.bits, r.context_shift, height, rows.start,
+                                     networks=[_layers(photo.context_network(m)) for m in models])
             if coded.samples:
                 planes = coded.samples.inverse(planes)
             yield rows, [planes[c] for c in order]

@@ -55,6 +55,25 @@ def test_learned_tool_round_trip(small: Image.Image, channels: int) -> None:
         assert coded != classical
 
 
+def test_bands_of_different_networks_decode_in_one_call(sample: Image.Image) -> None:
+    """Each band may take its own context network (or none): one call decodes them side by
+    side, as the encoder's choice per band needs, and refuses networks that do not match."""
+    pixels = np.tile(np.asarray(sample).transpose(2, 0, 1), (1, 3, 1))[codec.coding_order(3)]  # 720 rows: 3 bands
+    planes = np.ascontiguousarray(pixels)
+    photo = load_models().for_channels(3)
+    networks = [None, random_network(3, (16,), seed=1).coder_layers(), photo.context_networks[1].coder_layers()]
+    assert _coder.num_bands(planes.shape[1]) == len(networks)
+    streams = [_coder.encode_pixels(planes, photo.constants, photo.scale_table, 1, band, 1, network=net)[0]
+               for band, net in enumerate(networks)]
+    out = np.zeros_like(planes)
+    _coder.decode_pixels(streams, photo.constants, photo.scale_table, 3, out, networks=networks)
+    assert np.array_equal(out, planes)
+    with pytest.raises(ValueError, match="one per stream"):
+        _coder.decode_pixels(streams, photo.constants, photo.scale_table, 3, out, networks=networks[:2])
+    with pytest.raises(ValueError, match="not both"):
+        _coder.decode_pixels(streams, photo.constants, photo.scale_table, 3, out, network=networks[1], networks=networks)
+
+
 @pytest.mark.parametrize("layers, message", [
     ([], "layers"),
     ([(np.zeros((3, 2, 5), np.int16), np.zeros((3, 2), np.int32), 0)], "chain"),
