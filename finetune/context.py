@@ -13,8 +13,10 @@ Every step draws new crops from the training photographs at full size and reduce
 coder's contexts are most of a step's cost once the network trains on a GPU: --device cuda).
 --init starts from another run's network with a fresh schedule (a warm restart); --minutes runs
 the schedule on the clock instead of a step count (a machine's speed is not known beforehand).
-The run checkpoints to OUT/ckpt.pt and resumes from it; at the end the network is quantized to the coder's integers (activation scales calibrated on training crops) and
-written to OUT/network.safetensors, with the real codec's bits on --eval in its metadata.
+The run checkpoints to OUT/ckpt.pt and resumes from it; at the end the network is quantized to
+the coder's integers (activation scales calibrated on training crops) and written to
+OUT/network.safetensors, with the real codec's bits on --eval in its metadata. `pack` writes the
+training photos as .unz tiles, a copy small enough to send to a GPU machine.
 `install` puts finished runs into a weights file as the model's networks 0, 1, ... (in the order
 given, per channel count): effort levels pick among them (pillow_unz.tools).
 """
@@ -27,6 +29,7 @@ import math
 import random
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +116,11 @@ def code_length(outputs: torch.Tensor | None, s: Sample, table: torch.Tensor, co
     return pixelmodel.pixel_bits(s.x, params, table, (mean8, spread, feedback)).sum() / s.x.numel()
 
 
+def training_files(data: str, skip: str) -> list[Path]:
+    """The images of folder `data` but those whose names start with `skip` (when not empty)."""
+    return [f for f in image_files(data) if not (skip and f.name.startswith(skip))]
+
+
 def training_images(files: list[Path], channels: int, reductions: tuple[int, ...] = REDUCTIONS) -> list[np.ndarray]:
     """The planes of every file at every reduction (1: full size)."""
     images = []
@@ -139,7 +147,7 @@ class RandomCrops(torch.utils.data.IterableDataset):
     def __init__(self, images: list[np.ndarray], crop: int, seed: tuple[int, ...]) -> None:
         self.images, self.crop, self.seed = images, crop, seed
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Sample]:
         worker = torch.utils.data.get_worker_info()
         rng = random.Random(repr((*self.seed, worker.id if worker else 0)))
         while True:
@@ -200,7 +208,7 @@ def train(args: argparse.Namespace) -> None:
     rng = random.Random(args.seed)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    files = [f for f in image_files(args.data) if not (args.skip and f.name.startswith(args.skip))]
+    files = training_files(args.data, args.skip)
     started = time.time()
     reductions = tuple(int(r) for r in args.reductions.split(","))
     images = training_images(files, args.channels, reductions)
@@ -271,7 +279,7 @@ def pack(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(args.seed)
-    files = [f for f in image_files(args.data) if not (args.skip and f.name.startswith(args.skip))]
+    files = training_files(args.data, args.skip)
     for f in files:
         full = Image.open(f).convert("RGB")
         for r in REDUCTIONS:

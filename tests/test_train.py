@@ -85,3 +85,28 @@ def test_crops_come_only_from_images_large_enough(photos) -> None:
     assert x.shape == (4, 3, 200, 200) and all(t.shape == x.shape for t in blend)
     with pytest.raises(ValueError, match="smaller --crop"):
         train.sample_batch(images, 1, 1000, random.Random(0))
+
+
+def test_context_network_trains_packed_warm_and_on_the_clock(photos, tmp_path) -> None:
+    """The context network's training from packed tiles (what a GPU machine gets), with crops cut
+    by a worker process, then warm-started from that run and trained for a time instead of
+    steps; each run writes a network the coder takes, with its lineage in the metadata."""
+    from safetensors.numpy import load
+
+    from pillow_unz.context_network import ContextNetwork
+    from pillow_unz.finetune import context
+    from pillow_unz.weights import file_metadata
+
+    packed = tmp_path / "packed"
+    context.main(["pack", "--data", str(photos), "--out", str(packed), "--pixels", "40000", "--tile", "128"])
+    # per photo: 2 tiles at full size and at 2x, 3x and 4x whole (under 40,000 pixels)
+    assert sorted(p.suffix for p in packed.iterdir()) == [".unz"] * 12
+    common = ["--data", str(packed), "--reductions", "1", "--skip=", "--channels", "1", "--hidden", "8",
+              "--crop", "32", "--batch", "2"]
+    context.main([*common, "--steps", "2", "--workers", "1", "--out", str(tmp_path / "first")])
+    context.main([*common, "--minutes", "0.01", "--init", str(tmp_path / "first"), "--out", str(tmp_path / "second")])
+    blob = (tmp_path / "second" / "network.safetensors").read_bytes()
+    network = ContextNetwork.from_tensors(load(blob), "")
+    assert network.channels == 1 and network.layers[0][0].shape == (1, 8, 36)
+    meta = json.loads(file_metadata(blob)["training"])
+    assert meta["steps"] >= 1 and meta["init"]["steps"] == 2 and meta["device"] == "cpu"
