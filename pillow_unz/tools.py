@@ -63,8 +63,8 @@ EFFORTS = {
     3: Effort(photo=(None,)),  # the classical pixel model
     4: Effort(photo=(0,)),  # with the small context network
     5: Effort(photo=(0, None)),
-    6: Effort(photo=(1,)),  # with the large one
-    7: Effort(photo=(1, 3, None)),  # and the large one trained mostly at full size (3)
+    6: Effort(photo=(1, 3)),  # with the large ones, trained more on reduced (1) and on full-size photos (3)
+    7: Effort(photo=(1, 3, None)),
     8: Effort(photo=(2, 4, None)),  # with the deep ones
     9: Effort(photo=(2, 4, 1, 3, 0, None)),
 }
