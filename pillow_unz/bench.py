@@ -180,11 +180,11 @@ def fit_constants(photo: PhotoModel, groups: list[np.ndarray]) -> tuple[np.ndarr
 def bench_ablation(folder: str | Path, progress: bool = True) -> dict:
     """The context networks' share on the PNG images of folder: the photo tool codes every plane
     group with the networks of the default effort (each band the smallest of them, as the
-    encoder picks), with effort 9's, and without a network under the best constant parameters fitted on the same images by coded
-    size (the network's outputs replaced by constants: a constant mean correction is what the
-    bias cancellation already gives); network_share = 1 - network bytes / constant bytes. The
-    shipped constants' bytes without a network are reported beside them. Every coding is
-    decoded and compared."""
+    encoder picks), with effort 9's, and without a network under the best constant parameters
+    fitted on the same images by coded size (the network's outputs replaced by constants: a
+    constant mean correction is what the bias cancellation already gives); network_share =
+    1 - network bytes / constant bytes. The shipped constants' bytes without a network are
+    reported beside them. Every coding is decoded and compared."""
     from tqdm import tqdm
 
     from .weights import load_models
@@ -213,16 +213,13 @@ def bench_ablation(folder: str | Path, progress: bool = True) -> dict:
             total += len(codec.join_streams([min(b, key=len) for b in zip(*bands)]))
         return total
 
-    def networks(effort: int) -> tuple[int, ...]:
-        return tuple(k for k in tools.EFFORTS[effort].photo if k is not None)
-
     result: dict = {"images": len(files), "models": {}}
     for channels, groups in by_model.items():
         shipped = models.for_channels(channels)
         if not shipped.context_networks:
             raise ValueError(f"the {channels}-channel model has no context network to ablate")
-        default = coded_bytes(shipped, groups, networks(tools.DEFAULT_EFFORT), "default networks")
-        strongest = coded_bytes(shipped, groups, networks(9), "effort 9's networks")
+        default = coded_bytes(shipped, groups, tools.EFFORTS[tools.DEFAULT_EFFORT].networks, "default networks")
+        strongest = coded_bytes(shipped, groups, tools.EFFORTS[9].networks, "effort 9's networks")
         constants, fitted = fit_constants(shipped, groups)
         coded_bytes(replace(shipped, constants=constants), groups, (None,), "constants")
         result["models"][channels] = {

@@ -241,8 +241,9 @@ def decode_chunks(photo: PhotoModel, coded: CodedPlanes, height: int, width: int
             tools.decode_bands(present, planes, _threads(), first, height, rows.start)
             # Runs of photo bands, each band with its own model: one call decodes them side by side.
             for start, n in tools.runs([i for i, s in enumerate(present, first) if s[0] in tools.PHOTO_TOOLS]):
-                models = [_network_index(s) for s in streams[start : start + n]]
-                payloads = [s[len(_tool_bytes(m)):] for s, m in zip(streams[start : start + n], models)]
+                run = streams[start : start + n]
+                models = [_network_index(s) for s in run]
+                payloads = [s[len(_tool_bytes(m)):] for s, m in zip(run, models)]
                 _coder.decode_pixels(payloads, photo.parameters(height, width, _rows(height, start, n)), photo.scale_table,
                                      _threads(), planes, start, r.bits, r.context_shift, height, rows.start,
                                      networks=[_layers(photo.context_network(m)) for m in models])

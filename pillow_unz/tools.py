@@ -52,9 +52,14 @@ class Effort:
     photo: tuple[int | None, ...] = (None,)  # pixel models: a context network's index, or None (classical)
 
     @property
+    def networks(self) -> tuple[int, ...]:
+        """The context networks tried, in order."""
+        return tuple(k for k in self.photo if k is not None)
+
+    @property
     def network(self) -> int | None:
         """The context network tried first (None: the classical pixel model)."""
-        return next((k for k in self.photo if k is not None), None)
+        return next(iter(self.networks), None)
 
 
 EFFORTS = {

@@ -109,7 +109,7 @@ def test_every_effort_round_trips(small: Image.Image, effort: int) -> None:
 
 
 def test_default_effort_uses_the_context_network(small: Image.Image) -> None:
-    named = max(k for effort in tools.EFFORTS.values() for k in effort.photo if k is not None)
+    named = max(k for effort in tools.EFFORTS.values() for k in effort.networks)
     for channels in (1, 3):  # the shipped models hold every network the efforts name
         assert len(load_models().for_channels(channels).context_networks) == named + 1
     data = api.compress(np.asarray(small), "RGB")
