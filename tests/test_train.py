@@ -101,6 +101,10 @@ def test_context_network_trains_packed_warm_and_on_the_clock(photos, tmp_path) -
     context.main(["pack", "--data", str(photos), "--out", str(packed), "--pixels", "40000", "--tile", "128"])
     # per photo: 2 tiles at full size and at 2x, 3x and 4x whole (under 40,000 pixels)
     assert sorted(p.suffix for p in packed.iterdir()) == [".unz"] * 12
+    for f in sorted(photos.iterdir()):  # the whole ones are the reduced photo, pixel for pixel
+        for r in (3, 4):
+            with Image.open(packed / f"{f.stem}-r{r}-0.unz") as tile:
+                assert np.array_equal(np.asarray(tile), np.asarray(Image.open(f).convert("RGB").reduce(r)))
     common = ["--data", str(packed), "--reductions", "1", "--skip=", "--channels", "1", "--hidden", "8",
               "--crop", "32", "--batch", "2"]
     context.main([*common, "--steps", "2", "--workers", "1", "--out", str(tmp_path / "first")])
