@@ -257,25 +257,26 @@ def compress(
     tools.effort_of(effort)
     models = models or load_models()
     header, groups = api.prepare(pixels, mode, models, effort)
-    tuned, plain, adapted, reports = [], [], [], []
-    for planes in groups:
+    frame = api.encode_frame(header, groups, models, effort)  # without adapters: what each group must beat
+    coded_planes = groups if frame.repeats is None else [frame.repeats.forward(g) for g in groups]
+    tuned, adapted, reports = [], [], []
+    for planes, plain in zip(coded_planes, frame.groups):
         photo, network = models.for_channels(len(planes)), models.network(len(planes))
         start = time.monotonic()
         # the effort's first pixel model, where these planes can have it
         context_network = photo.context_network(photo.usable_network(tools.effort_of(effort).network, planes.dtype != np.uint8))
         adapter, steps = tune(network, photo.scale_table, planes, settings, progress, context_network)
-        plain.append(codec.encode_planes(photo, planes, effort))
         adapted_photo = replace(photo, network=adapters.apply(network, adapter))
-        adapted.append(codec.encode_planes(adapted_photo, planes, effort) if adapter else plain[-1])
+        adapted.append(codec.encode_planes(adapted_photo, planes, effort) if adapter else plain)
         cost = len(adapters.encode([adapter]))
-        reports.append(GroupReport(len(planes), plain[-1].size, adapted[-1].size, cost, steps, time.monotonic() - start))
-        worth = adapted[-1].size + reports[-1].adapter_bytes < plain[-1].size
+        reports.append(GroupReport(len(planes), plain.size, adapted[-1].size, cost, steps, time.monotonic() - start))
+        worth = adapted[-1].size + reports[-1].adapter_bytes < plain.size
         tuned.append(adapter if worth else [])
     metadata = api.metadata_of(icc_profile, exif)
-    without = fmt.to_bytes(fmt.UnzFile(header, metadata, None, plain))
+    without = fmt.to_bytes(fmt.UnzFile(header, metadata, None, frame.groups, repeats=frame.repeats))
     if any(tuned):  # the last word is the whole file's size, chunk framing included
-        coded = [a if t else p for a, p, t in zip(adapted, plain, tuned)]
-        data = fmt.to_bytes(fmt.UnzFile(header, metadata, adapters.encode(tuned), coded))
+        coded = [a if t else p for a, p, t in zip(adapted, frame.groups, tuned)]
+        data = fmt.to_bytes(fmt.UnzFile(header, metadata, adapters.encode(tuned), coded, repeats=frame.repeats))
         if len(data) < len(without):
             for report, t in zip(reports, tuned):
                 report.kept = bool(t)

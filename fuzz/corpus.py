@@ -82,6 +82,7 @@ def _images() -> dict[str, Image.Image]:
         "flat-rgb": Image.new("RGB", (30, 20), (12, 200, 99)),
         "deflate-noise": Image.fromarray(rng.integers(0, 256, (12, 16, 3), np.uint8), "RGB"),
         "bands-l": sample.convert("L").resize((10, 2 * _coder.BAND_ROWS + 30)),
+        "repeats-l": Image.fromarray(np.repeat(np.repeat(np.asarray(photo.convert("L")), 2, axis=0), [1, 2] * 12, axis=1)),
     }
 
 

@@ -10,6 +10,7 @@ from typing import BinaryIO, Iterator, Sequence
 import numpy as np
 
 from . import codec, format as fmt, tools
+from .repeats import Repeats
 from .weights import ModelSet, load_models
 
 
@@ -135,13 +136,22 @@ def compress_frames(
         raise ValueError("no frames to code")
     tools.effort_of(effort)  # before any work
     models = models or load_models()
-    coded = []
     with codec.coding_threads(threads):
-        for pixels, mode in frames:
-            header, groups = prepare(pixels, mode, models, effort)
-            coded.append(fmt.UnzFrame(header, [codec.encode_planes(models.for_channels(len(g)), g, effort) for g in groups]))
-    first, *rest = coded
-    return fmt.to_bytes(fmt.UnzFile(first.header, metadata_of(icc_profile, exif), None, first.groups, frames=rest))
+        first, *rest = [encode_frame(*prepare(pixels, mode, models, effort), models, effort) for pixels, mode in frames]
+    return fmt.to_bytes(fmt.UnzFile(first.header, metadata_of(icc_profile, exif), None, first.groups, frames=rest,
+                                    repeats=first.repeats))
+
+
+def encode_frame(header: fmt.Header, groups: list[np.ndarray], models: ModelSet,
+                 effort: int = tools.DEFAULT_EFFORT) -> fmt.UnzFrame:
+    """A frame's plane groups (prepare's) coded at `effort`: as they are, and where enough of
+    its rows and columns repeat, without them (repeats.py); the smaller."""
+    def coded(repeats: Repeats | None) -> fmt.UnzFrame:
+        planes = groups if repeats is None else [repeats.forward(g) for g in groups]
+        return fmt.UnzFrame(header, [codec.encode_planes(models.for_channels(len(g)), g, effort) for g in planes], repeats)
+
+    repeats = Repeats.of(groups)
+    return min([coded(None)] + ([coded(repeats)] if repeats else []), key=fmt.coded_size)
 
 
 def adapter_module() -> ModuleType:
@@ -188,25 +198,29 @@ def decode_rows(
             raise fmt.UnzFormatError(f"corrupt adapter chunk: {e}") from e
         group_models = [replace(m, network=adapter.apply(n, a)) if a else m
                         for m, n, a in zip(group_models, networks, group_adapters)]
-    size = header.height, header.width
-    groups = [codec.decode_chunks(m, coded, *size) for m, coded in zip(group_models, unz.groups)]
+    shape = fmt.coded_shape(header, unz.repeats)
+    groups = [codec.decode_chunks(m, coded, *shape) for m, coded in zip(group_models, unz.groups)]
     missing = fmt.GROUPS[header.mode][len(groups) :]  # of a truncated file
-    return _rows_of(header, groups, missing, check_hash=not unz.truncated)
+    return _rows_of(header, groups, missing, unz.repeats, check_hash=not unz.truncated)
 
 
 def _rows_of(header: fmt.Header, groups: list[Iterator[tuple[range, list[np.ndarray]]]], missing: Sequence[int],
-             check_hash: bool) -> Iterator[tuple[range, np.ndarray]]:
-    """The groups' chunks of rows, joined (and zeros for the missing groups), hashed as they go."""
+             repeats: Repeats | None, check_hash: bool) -> Iterator[tuple[range, np.ndarray]]:
+    """The groups' chunks of coded rows, joined (and zeros for the missing groups), their
+    repeated rows and columns put back, hashed as they go."""
     dtype = pixel_layout(header)[1]
+    height, width = fmt.coded_shape(header, repeats)
     hasher = fmt.pixel_hasher()
     if not groups:  # a file cut before its first group: all zeros
-        groups = [iter([(range(header.height), [])])]
+        groups = [iter([(range(height), [])])]
     for parts in zip(*groups):  # every group comes in the same chunks of rows
         rows = parts[0][0]
         if any(p.dtype != dtype for _, planes in parts for p in planes):
             raise fmt.UnzFormatError(f"plane group of another sample size than mode {header.mode}: corrupt")
-        planes = [*(p for _, group in parts for p in group), *np.zeros((sum(missing), len(rows), header.width), dtype)]
+        planes = [*(p for _, group in parts for p in group), *np.zeros((sum(missing), len(rows), width), dtype)]
         pixels = _join(planes)
+        if repeats:
+            rows, pixels = repeats.expand(rows, pixels)
         hasher.update(_hashable(pixels))
         yield rows, pixels
     if check_hash and hasher.digest() != header.pixel_hash:

@@ -140,9 +140,11 @@ def cmd_info(args: argparse.Namespace) -> int:
             networks = [load_models().network(n) for n in fmt.GROUPS[h.mode]]
             for i, layers in enumerate(adapter.decode(unz.adapter, networks)):
                 print(f"    planes {i}: " + (", ".join(f"{a.name} rank {a.rank}" for a in layers) or "not adapted"))
+        if unz.repeats is not None:
+            print(f"  repeats: coded {'x'.join(map(str, unz.repeats.shape[::-1]))}, the other rows and columns repeat")
         for i, g in enumerate(unz.groups):
             print(f"  planes {i}: {len(g.pixels)} bytes"
-                  f" ({_band_tools(g.pixels, h.height)}){_sample_transform(g.samples)}")
+                  f" ({_band_tools(g.pixels, fmt.coded_shape(h, unz.repeats)[0])}){_sample_transform(g.samples)}")
         for i, frame in enumerate(unz.frames, 1):
             fh = frame.header
             print(f"  frame {i}: {fh.width}x{fh.height} {fh.mode}, {sum(g.size for g in frame.groups)} coded bytes")

@@ -1,8 +1,8 @@
 """The .unz container (docs/FORMAT.md): a fixed header, then CRC-protected chunks.
 
     header  magic "\\x89UNZ", version, mode, effort, flags, width, height, model id, pixel hash, header CRC
-    chunks  [ICCP] [EXIF] [ADPT] PIXL per plane group, then for every further frame
-            FRAM and PIXL per plane group; UEND
+    chunks  [ICCP] [EXIF] [ADPT] [RPTS] PIXL per plane group, then for every further frame
+            FRAM [RPTS] and PIXL per plane group; UEND
 
 Readers check every length against the bytes that are really there before reading, so a corrupt
 or hostile file costs no more memory than its own size and raises UnzFormatError (a ValueError).
@@ -20,11 +20,14 @@ from PIL import Image
 
 from . import samples, tools
 from .codec import CodedPlanes
+from .repeats import Repeats
 
 MAGIC = b"\x89UNZ"
 # Version 5: the learned photo tool (band tool 4, with the weights' context networks) and the
-# encoder's effort in the header.
-VERSION = 5
+# encoder's effort in the header. Version 6: the frame transform that leaves out repeated rows
+# and columns (RPTS); a version 5 file is a version 6 file without it, and reads as one.
+VERSION = 6
+READ_VERSIONS = (5, 6)
 # Versions 1 (one frame), 2 (frames) and 3 (16-bit samples) carried z; pillow-unz 0.1 reads them.
 LATENT_VERSIONS = (1, 2, 3)
 # Version 4 (no z, no context networks): pillow-unz 0.2 reads it.
@@ -73,6 +76,7 @@ class UnzFile:
     groups: list[CodedPlanes] = field(default_factory=list)
     truncated: bool = False  # read with truncated_ok from a file that ends early
     frames: list[UnzFrame] = field(default_factory=list)  # the frames after the first
+    repeats: Repeats | None = None  # the first frame's rows and columns that its groups leave out
 
 
 @dataclass
@@ -81,6 +85,19 @@ class UnzFrame:
 
     header: Header
     groups: list[CodedPlanes] = field(default_factory=list)
+    repeats: Repeats | None = None  # the rows and columns that its groups leave out
+
+
+def coded_shape(header: Header, repeats: Repeats | None) -> tuple[int, int]:
+    """The height and width of a frame's coded planes."""
+    return repeats.shape if repeats else (header.height, header.width)
+
+
+def coded_size(frame: UnzFrame) -> int:
+    """The bytes of a frame's coded chunks (RPTS, PIXL), framing included."""
+    buf = io.BytesIO()
+    _write_coded(buf, frame.groups, frame.repeats)
+    return len(buf.getvalue())
 
 
 def pixel_hasher() -> "hashlib.blake2b":
@@ -119,15 +136,17 @@ def write(f: BinaryIO, unz: UnzFile) -> None:
             _write_chunk(f, tag, unz.metadata[key])
     if unz.adapter is not None:
         _write_chunk(f, b"ADPT", unz.adapter)
-    _write_groups(f, unz.groups)
+    _write_coded(f, unz.groups, unz.repeats)
     for frame in unz.frames:
         fh = frame.header
         _write_chunk(f, b"FRAM", _FRAME.pack(MODES.index(fh.mode) + 1, fh.width, fh.height, fh.pixel_hash))
-        _write_groups(f, frame.groups)
+        _write_coded(f, frame.groups, frame.repeats)
     _write_chunk(f, b"UEND", b"")
 
 
-def _write_groups(f: BinaryIO, groups: list[CodedPlanes]) -> None:
+def _write_coded(f: BinaryIO, groups: list[CodedPlanes], repeats: Repeats | None) -> None:
+    if repeats is not None:
+        _write_chunk(f, b"RPTS", repeats.to_bytes())
     for g in groups:
         _write_chunk(f, b"PIXL", (g.samples.to_bytes() if g.samples else b"") + g.pixels)
 
@@ -217,13 +236,13 @@ def read_header(f: BinaryIO) -> tuple[Header, dict[str, bytes]]:
             f"unsupported .unz version {version}: an earlier format (without context networks), "
             f"which pillow-unz 0.2 decodes; this reader knows version {VERSION}"
         )
-    if version != VERSION:
-        raise UnzFormatError(f"unsupported .unz version {version} (this reader knows version {VERSION})")
+    if version not in READ_VERSIONS:
+        raise UnzFormatError(f"unsupported .unz version {version} (this reader knows versions 5 and {VERSION})")
     if flags != 0:
         raise UnzFormatError(f"unsupported flags {flags}")
     if effort not in tools.EFFORTS:
         raise UnzFormatError(f"unsupported effort {effort}")
-    header = _frame_header(mode, width, height, model_id, phash, effort)
+    header = _frame_header(mode, width, height, model_id, phash, effort, version)
     metadata = {}
     while r.peek_tag() in METADATA_TAGS:
         tag, payload = r.chunk(MAX_METADATA)
@@ -231,11 +250,12 @@ def read_header(f: BinaryIO) -> tuple[Header, dict[str, bytes]]:
     return header, metadata
 
 
-def _frame_header(mode: int, width: int, height: int, model_id: bytes, phash: bytes, effort: int) -> Header:
+def _frame_header(mode: int, width: int, height: int, model_id: bytes, phash: bytes, effort: int,
+                  version: int) -> Header:
     if not 1 <= mode <= len(MODES):
         raise UnzFormatError(f"unsupported mode {mode}")
     check_size(width, height)
-    return Header(MODES[mode - 1], width, height, model_id, phash, effort)
+    return Header(MODES[mode - 1], width, height, model_id, phash, effort, version)
 
 
 def _further_frame(payload: bytes, first: Header) -> Header:
@@ -243,7 +263,7 @@ def _further_frame(payload: bytes, first: Header) -> Header:
     if len(payload) != _FRAME.size:
         raise UnzFormatError("FRAM chunk has the wrong size")
     mode, width, height, phash = _FRAME.unpack(payload)
-    return _frame_header(mode, width, height, first.model_id, phash, first.effort)
+    return _frame_header(mode, width, height, first.model_id, phash, first.effort, first.version)
 
 
 def index_frames(f: BinaryIO, header: Header) -> list[tuple[Header, int]]:
@@ -272,9 +292,9 @@ def read(f: BinaryIO) -> UnzFile:
     unz = read_body(f, header, metadata)
     r = _Reader(f)
     while r.peek_tag() == b"FRAM":
-        frame = UnzFrame(_further_frame(r.chunk()[1], header))
-        frame.groups = read_body(f, frame.header, {}, first_frame=False).groups
-        unz.frames.append(frame)
+        frame_header = _further_frame(r.chunk()[1], header)
+        body = read_body(f, frame_header, {}, first_frame=False)
+        unz.frames.append(UnzFrame(frame_header, body.groups, body.repeats))
     return unz  # the last read_body read UEND
 
 
@@ -297,6 +317,11 @@ def read_body(
 
     if first_frame and r.peek_tag() == b"ADPT" and not ends_here():
         unz.adapter = r.chunk()[1]
+    if header.version >= 6 and r.peek_tag() == b"RPTS" and not ends_here():
+        try:
+            unz.repeats = Repeats.from_bytes(r.chunk()[1], header.height, header.width)
+        except ValueError as e:
+            raise UnzFormatError(str(e)) from e
     for channels in GROUPS[header.mode]:
         if unz.truncated:  # inside an earlier group
             return unz

@@ -157,6 +157,16 @@ def test_save_with_lora(small: Image.Image) -> None:
     assert len(result.data) < len(plain) if group.kept else result.data == plain
 
 
+def test_lora_tunes_what_is_coded(small: Image.Image) -> None:
+    """Of an enlargement, the adapter is tuned on the picture that is coded (RPTS)."""
+    big = np.repeat(np.repeat(np.asarray(small.convert("L")), 2, axis=0), 2, axis=1)
+    result = lora.compress(big, "L", settings=lora.LoraSettings(steps=2))
+    assert fmt.read(io.BytesIO(result.data)).repeats.shape == (small.height, small.width)
+    assert np.array_equal(decoded(result.data), big)
+    plain = api.compress(big, "L", effort=lora.DEFAULT_EFFORT)
+    assert len(result.data) < len(plain) if result.groups[0].kept else result.data == plain
+
+
 def test_bad_settings_are_refused(small: Image.Image) -> None:
     with pytest.raises(ValueError, match="targets"):
         small.save(io.BytesIO(), format="UNZ", lora=True, steps=1, targets=("stem",))
