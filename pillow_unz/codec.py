@@ -1,7 +1,7 @@
 """Coding one group of planes (the colour planes, or the alpha plane), band by band, each band
-by the tool that codes it smallest (tools.py). 16-bit planes first go through a sample
-transform (samples.py: a range or a palette), and are coded as 8-bit planes where that leaves
-8 bits or fewer.
+by the tool that codes it smallest (tools.py). The planes first go through a sample transform
+(samples.py: of 16-bit planes a range or a palette, coded as 8-bit planes where that leaves
+8 bits or fewer; of 8-bit planes a palette where their values have gaps).
 
 The photo tool is the C++ pixel model under the group's PhotoModel: the learned scale table of
 its context cells and its parameters (per channel a scale offset and an error-feedback
@@ -22,7 +22,7 @@ import numpy as np
 
 from . import _coder, samples, tools
 from .context_network import ContextNetwork
-from .samples import SampleRange, SampleTransform
+from .samples import SampleTransform
 
 def coding_order(channels: int) -> list[int]:
     """The order in which a pixel's channels are coded: for colour, green first (the least noisy
@@ -70,7 +70,7 @@ class PhotoModel:
 class CodedPlanes:
     pixels: bytes  # one stream per band of rows (its tool's byte, then its payload), framed by join_streams
     complete: bool = True  # False: what a truncated file still holds of `pixels`
-    samples: SampleTransform | None = None  # of 16-bit planes; None for 8-bit ones
+    samples: SampleTransform | None = None  # None: 8-bit planes of a version 5 file, coded as they are
 
     @property
     def size(self) -> int:
@@ -180,11 +180,8 @@ def _rows(height: int, first: int, count: int) -> range:
 
 def encode_planes(photo: PhotoModel, planes: np.ndarray, effort: int = tools.DEFAULT_EFFORT) -> CodedPlanes:
     """planes: (C, H, W) uint8 or uint16 with C = photo.channels, coded with the tools of
-    `effort` (tools.EFFORTS). 16-bit planes are coded under each of their candidate sample
-    transforms, and the smaller kept."""
+    `effort` (tools.EFFORTS) under each of their candidate sample transforms; the smallest."""
     ordered = planes[coding_order(planes.shape[0])]
-    if planes.dtype == np.uint8:
-        return _encode_coded(photo, np.ascontiguousarray(ordered), None, effort)
     coded = [_encode_coded(photo, np.ascontiguousarray(t.forward(ordered)), t, effort) for t in samples.candidates(ordered)]
     return min(coded, key=lambda c: c.size + len(c.samples.to_bytes()))
 
@@ -194,11 +191,10 @@ def _photo_models(photo: PhotoModel, effort: tools.Effort, wide: bool) -> tools.
     return dataclasses.replace(effort, photo=tuple(dict.fromkeys(photo.usable_network(k, wide) for k in effort.photo)))
 
 
-def _encode_coded(photo: PhotoModel, planes: np.ndarray, transform: SampleTransform | None, effort: int) -> CodedPlanes:
-    """Planes already in coding order and through their sample transform (None: 8-bit planes):
-    tools.encode_bands picks each band's tool."""
+def _encode_coded(photo: PhotoModel, planes: np.ndarray, r: SampleTransform, effort: int) -> CodedPlanes:
+    """Planes already in coding order and through their sample transform r: tools.encode_bands
+    picks each band's tool."""
     _, h, w = planes.shape
-    r = transform or SampleRange()
 
     def photo_tool(bands: list[int], model: int | None) -> dict[int, bytes]:
         streams = {}
@@ -213,7 +209,7 @@ def _encode_coded(photo: PhotoModel, planes: np.ndarray, transform: SampleTransf
         return streams
 
     chosen = _photo_models(photo, tools.effort_of(effort), planes.dtype != np.uint8)
-    return CodedPlanes(join_streams(tools.encode_bands(planes, _threads(), photo_tool, chosen)), samples=transform)
+    return CodedPlanes(join_streams(tools.encode_bands(planes, _threads(), photo_tool, chosen)), samples=r)
 
 
 def decode_chunks(photo: PhotoModel, coded: CodedPlanes, height: int, width: int) -> Iterator[tuple[range, list[np.ndarray]]]:
@@ -222,7 +218,7 @@ def decode_chunks(photo: PhotoModel, coded: CodedPlanes, height: int, width: int
     band's size before this returns, so that nothing is decoded (or allocated) for streams that
     cannot be this model's (ValueError). Of incomplete planes (a truncated file), the bands
     still there, and zeros (16-bit planes: what their sample transform makes of zeros)."""
-    r = coded.samples or SampleRange()
+    r = coded.samples or samples.Unchanged()
     channels, bands = photo.channels, _coder.num_bands(height)
     streams = split_streams(coded.pixels, bands) if coded.complete else intact_streams(coded.pixels, bands)
     for i, s in enumerate(streams):

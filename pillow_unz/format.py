@@ -25,7 +25,7 @@ from .repeats import Repeats
 MAGIC = b"\x89UNZ"
 # Version 5: the learned photo tool (band tool 4, with the weights' context networks) and the
 # encoder's effort in the header. Version 6: the frame transform that leaves out repeated rows
-# and columns (RPTS); a version 5 file is a version 6 file without it, and reads as one.
+# and columns (RPTS), and a sample transform before the 8-bit planes too (16-bit ones had one).
 VERSION = 6
 READ_VERSIONS = (5, 6)
 # Versions 1 (one frame), 2 (frames) and 3 (16-bit samples) carried z; pillow-unz 0.1 reads them.
@@ -332,9 +332,9 @@ def read_body(
                 return unz  # cut inside the chunk's header
             raise UnzFormatError(f"expected a PIXL chunk, found {tag!r}")
         transform = None
-        if header.mode in WIDE_MODES:
+        if header.version >= 6 or header.mode in WIDE_MODES:
             try:
-                transform, size = samples.from_bytes(pixels, channels)
+                transform, size = samples.from_bytes(pixels, channels, header.mode in WIDE_MODES)
             except ValueError as e:
                 if not complete:
                     return unz  # cut inside the sample transform

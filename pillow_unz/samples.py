@@ -1,15 +1,21 @@
-"""The sample transform of a group of 16-bit planes: the first step of their pipeline, chosen by
-the encoder and written in the stream (docs/FORMAT.md, "16-bit samples").
+"""The sample transform of a plane group: the first step of its pipeline, chosen by the encoder
+and written in the stream (docs/FORMAT.md, "Sample transforms").
 
 16-bit data seldom uses all 16 bits: a 12-bit sensor's samples sit in 0..4095, or in steps of 16
 (12 bits shifted up); a CT slice spans a few thousand values around an offset; a drawing has a
-few colours. Two transforms map such planes to what the tools code:
-- SampleRange codes `(x - offset) >> shift`, which needs `bits` bits: 8 go to the 8-bit tools
-  as they are (so 16-bit files of 8-bit content cost what 8-bit files do), 9 to 16 to the wide
-  tools (csrc/pixel_model.h: code_wide_sample), whose contexts it scales by `context_shift`;
+few colours. And 8-bit pictures whose levels were stretched, gamma-corrected or cut to fewer
+bits use some values and never their neighbours, which a predictor's smooth distribution cannot
+know. Three transforms map planes to what the tools code:
+- SampleRange (16-bit planes) codes `(x - offset) >> shift`, which needs `bits` bits: 8 go to
+  the 8-bit tools as they are (so 16-bit files of 8-bit content cost what 8-bit files do), 9 to
+  16 to the wide tools (csrc/pixel_model.h: code_wide_sample), whose contexts it scales by
+  `context_shift`;
 - Palette codes each plane's index into the sorted list of the values it uses, where no plane
   uses more than 256: 8-bit planes again, for the screen model among others (and 8-bit content
-  widened by 257, as image tools widen it).
+  widened by 257, as image tools widen it); of 8-bit planes with gaps between the values they
+  use, the gaps close (an eval photo with its levels stretched 1.6x: 164,942 bytes as it is,
+  123,938 as indices, JPEG XL effort 9 131,828);
+- Unchanged (8-bit planes) codes them as they are.
 """
 from __future__ import annotations
 
@@ -19,13 +25,17 @@ from typing import Union
 
 import numpy as np
 
-RANGE, PALETTE = 0, 1
+RANGE, PALETTE, UNCHANGED = 0, 1, 2
 MIN_BITS, MAX_BITS = 8, 16
 _RANGE = struct.Struct("<HBBB")  # offset, shift, bits, context_shift
 # The median step between horizontal neighbours of the 8-bit photographs of ../shared/eval is
 # 1 to 5; the context shift brings a wider image's median step near this.
 _PHOTO_STEP = 4
 MAX_PALETTE = 256
+# 8-bit planes try a palette where at least this share of the pixels of a plane have a value
+# next to one the plane never uses, between its least and greatest (photographs: under 0.1%,
+# the few of their tails; stretched levels: most of them).
+MIN_GAP_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -61,13 +71,34 @@ class SampleRange:
 
 
 @dataclass(frozen=True)
-class Palette:
-    values: tuple[np.ndarray, ...]  # per plane, the values it uses, increasing (uint16)
+class Unchanged:
+    """8-bit planes, coded as they are."""
+
     bits = MIN_BITS
     context_shift = 0
     dtype = np.uint8
 
     def to_bytes(self) -> bytes:
+        return bytes([UNCHANGED])
+
+    def forward(self, planes: np.ndarray) -> np.ndarray:
+        return planes
+
+    def inverse(self, coded: np.ndarray) -> np.ndarray:
+        return coded
+
+
+@dataclass(frozen=True)
+class Palette:
+    values: tuple[np.ndarray, ...]  # per plane, the values it uses, increasing (of the planes' dtype)
+    bits = MIN_BITS
+    context_shift = 0
+    dtype = np.uint8
+
+    def to_bytes(self) -> bytes:
+        """Per plane, of 16-bit planes its count and values; of 8-bit planes a bit per value."""
+        if self.values[0].dtype == np.uint8:
+            return bytes([PALETTE]) + b"".join(np.packbits(np.bincount(v, minlength=256) > 0).tobytes() for v in self.values)
         return bytes([PALETTE]) + b"".join(struct.pack("<H", len(v)) + v.astype("<u2").tobytes() for v in self.values)
 
     def forward(self, planes: np.ndarray) -> np.ndarray:
@@ -80,14 +111,25 @@ class Palette:
         return np.stack([v[c] for v, c in zip(self.values, coded)])
 
 
-SampleTransform = Union[SampleRange, Palette]
+SampleTransform = Union[SampleRange, Palette, Unchanged]
 
 
-def from_bytes(data: bytes, channels: int) -> tuple[SampleTransform, int]:
-    """The transform at the start of `data` for `channels` planes, and its size in bytes;
-    ValueError for bytes that no encoder writes."""
+def from_bytes(data: bytes, channels: int, wide: bool) -> tuple[SampleTransform, int]:
+    """The transform at the start of `data` for `channels` planes of 16-bit samples (wide) or
+    8-bit ones, and its size in bytes; ValueError for bytes that no encoder writes."""
     if not data:
         raise ValueError("sample transform missing")
+    if not wide:
+        if data[0] == UNCHANGED:
+            return Unchanged(), 1
+        if data[0] != PALETTE:
+            raise ValueError(f"unknown sample transform {data[0]} for 8-bit samples")
+        if len(data) < 1 + 32 * channels:
+            raise ValueError("palette cut short")
+        used = np.unpackbits(np.frombuffer(data[1 : 1 + 32 * channels], np.uint8)).reshape(channels, 256)
+        if not used.any(axis=1).all():
+            raise ValueError("palette of no values")
+        return Palette(tuple(np.flatnonzero(u).astype(np.uint8) for u in used)), 1 + 32 * channels
     if data[0] == RANGE:
         if len(data) < 1 + _RANGE.size:
             raise ValueError("sample range cut short")
@@ -127,9 +169,28 @@ def measure_range(planes: np.ndarray) -> SampleRange:
     return SampleRange(offset, shift, bits, context_shift)
 
 
+def _gap_share(counts: np.ndarray) -> float:
+    """The share of a plane's samples, counted by value, whose value lies next to an unused
+    one between the least and the greatest used."""
+    used = counts > 0
+    first, last = np.flatnonzero(used)[[0, -1]]
+    hole = ~used
+    hole[:first] = hole[last + 1 :] = False
+    near = np.zeros_like(hole)
+    near[:-1] |= hole[1:]
+    near[1:] |= hole[:-1]
+    return float(counts[near].sum() / counts.sum())
+
+
 def candidates(planes: np.ndarray) -> list[SampleTransform]:
-    """The transforms worth trying on 16-bit planes (C, H, W): the sample range, and a palette
-    where the range leaves more than 8 bits and no plane uses more than 256 values."""
+    """The transforms worth trying on planes (C, H, W). Of 8-bit planes: as they are, and a
+    palette where a plane's values have gaps enough (MIN_GAP_SHARE). Of 16-bit ones: the
+    sample range, and a palette where the range leaves more than 8 bits and no plane uses more
+    than 256 values."""
+    if planes.dtype == np.uint8:
+        counts = [np.bincount(p.ravel(), minlength=256) for p in planes]
+        gaps = max(_gap_share(c) for c in counts) >= MIN_GAP_SHARE
+        return [Unchanged()] + ([Palette(tuple(np.flatnonzero(c).astype(np.uint8) for c in counts))] if gaps else [])
     r = measure_range(planes)
     if r.bits == MIN_BITS:
         return [r]

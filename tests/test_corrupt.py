@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import pillow_unz
-from pillow_unz import codec, format as fmt, tools
+from pillow_unz import codec, format as fmt, samples, tools
 
 from .conftest import mixed, with_alpha
 
@@ -170,7 +170,7 @@ def test_absurd_sizes_are_refused_before_allocation() -> None:
     head = struct.pack(HEADER, fmt.MAGIC, fmt.VERSION, 3, 7, 0, 8000, 8000, model_id, b"\0" * 8)
     body = io.BytesIO()
     fmt.write(body, fmt.UnzFile(fmt.Header("RGB", 8000, 8000, model_id, b"\0" * 8),
-                                groups=[pillow_unz.codec.CodedPlanes(b"\0" * 100)]))
+                                groups=[pillow_unz.codec.CodedPlanes(b"\0" * 100, samples=samples.Unchanged())]))
     data = head + struct.pack("<I", zlib.crc32(head)) + body.getvalue()[fmt.HEADER_SIZE:]
     t = time.perf_counter()
     with pytest.raises(ValueError, match="too short"):

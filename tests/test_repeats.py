@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageFile
 
 import pillow_unz
-from pillow_unz import api, format as fmt
+from pillow_unz import api, format as fmt, samples
 from pillow_unz.repeats import Repeats
 
 from .conftest import with_alpha
@@ -78,12 +78,18 @@ def test_photos_and_screens_keep_the_smaller(small: Image.Image) -> None:
     assert np.array_equal(decoded(data), np.asarray(flat))
 
 
-def test_version_5_files_still_decode(small: Image.Image) -> None:
-    """A version 5 file is a version 6 file without RPTS chunks."""
-    data = bytearray(coded(small))
+def as_version_5(data: bytes) -> bytes:
+    """A version 6 file of one 8-bit group as version 5 wrote it: no sample transform."""
+    assert fmt.read(io.BytesIO(data)).groups[0].samples == samples.Unchanged()
+    data = bytearray(_rewrite_chunk(data, b"PIXL", lambda p: p[1:]))
     data[4] = 5
     data[32:36] = struct.pack("<I", zlib.crc32(bytes(data[:32])))
-    assert np.array_equal(decoded(bytes(data)), np.asarray(small))
+    return bytes(data)
+
+
+def test_version_5_files_still_decode(small: Image.Image) -> None:
+    """A version 5 file is a version 6 file without RPTS chunks and 8-bit sample transforms."""
+    assert np.array_equal(decoded(as_version_5(coded(small))), np.asarray(small))
 
 
 def test_broken_repeats_raise(small: Image.Image) -> None:
@@ -106,11 +112,8 @@ def test_broken_repeats_raise(small: Image.Image) -> None:
     for name, payload in hostile.items():
         with pytest.raises(ValueError):  # UnzFormatError, ChecksumError
             decoded(_rewrite_chunk(data, b"RPTS", lambda p: payload))
-    version_5 = bytearray(data)  # which had no RPTS chunk
-    version_5[4] = 5
-    version_5[32:36] = struct.pack("<I", zlib.crc32(bytes(version_5[:32])))
     with pytest.raises(pillow_unz.UnzFormatError, match="expected a PIXL chunk"):
-        decoded(bytes(version_5))
+        decoded(as_version_5(data))  # which had no RPTS chunk
 
 
 def test_truncated_inside_repeats(small: Image.Image, monkeypatch) -> None:
