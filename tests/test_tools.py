@@ -45,6 +45,19 @@ def webp_size(img: Image.Image) -> int:
     return size_as(img, "WEBP", lossless=True, method=6, quality=100, exact=True)
 
 
+def test_dithered_palette_photo_takes_the_screen_tool(sample: Image.Image, monkeypatch) -> None:
+    """A photo cut to 64 dithered colours repeats few neighbours, but its colours are few: the
+    screen tool codes it, smaller than the photo tool does."""
+    grain = np.random.default_rng(0).normal(0, 12, (sample.height, sample.width, 1))  # a noisy photo
+    noisy = Image.fromarray(np.clip(np.asarray(sample) + grain, 0, 255).astype(np.uint8))
+    img = noisy.quantize(64, dither=Image.Dither.FLOYDSTEINBERG).convert("RGB")
+    assert tools.repeats(np.asarray(img).transpose(2, 0, 1)) < tools.SCREEN_MIN_REPEATS
+    data = coded(img)
+    assert band_tools(data) == [[tools.SCREEN]]
+    monkeypatch.setattr(tools, "SCREEN_MAX_COLOURS", 0)
+    assert len(data) < 0.8 * len(coded(img))
+
+
 def test_black_image_is_one_flat_pixel() -> None:
     """Every row and column repeats: the file codes one pixel (RPTS), in a flat band."""
     data = coded(Image.new("RGB", (2000, 2000)))
