@@ -18,6 +18,7 @@ from pillow_unz.weights import load_models
 from . import targets
 
 CORPUS = Path(__file__).parent / "corpus"
+SAMPLE = Path(__file__).parents[1] / "tests" / "data" / "sample.png"
 
 
 class Pack:
@@ -66,7 +67,7 @@ def _learned_seed(planes: np.ndarray, table: np.ndarray) -> Pack:
 
 def _images() -> dict[str, Image.Image]:
     rng = np.random.default_rng(0)
-    sample = Image.open(Path(__file__).parents[1] / "tests" / "data" / "sample.png").convert("RGB")
+    sample = Image.open(SAMPLE).convert("RGB")
     photo = sample.crop((100, 90, 124, 110))
     drawn = Image.new("RGB", (40, 24), "white")
     from PIL import ImageDraw
@@ -116,6 +117,9 @@ def write() -> None:
     files["wide-i16-offset"] = api.compress(wide[..., 1] * 3 + 20000, "I;16")
     files["wide-rgba-palette"] = api.compress(np.dstack([wide * 257, np.full(wide.shape[:2], 65535, np.uint16)]) // 4096 * 4097, "RGBA")
     files["wide-frames"] = api.compress_frames([(wide << 8, "RGB"), (np.asarray(photo.convert("L")), "L")])
+    twelve = np.asarray(Image.open(SAMPLE).convert("RGB").crop((100, 90, 164, 138)), np.int64)
+    twelve = twelve[..., 1] * 16 + twelve[..., 0] // 16
+    files["wide-l-scaled"] = api.compress((twelve * 65535 // 4095).astype(np.uint16), "I;16")  # a wide palette
 
     parts = seeds["decode_parts"]
     models = load_models()

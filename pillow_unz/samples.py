@@ -15,19 +15,29 @@ know. Three transforms map planes to what the tools code:
   widened by 257, as image tools widen it); of 8-bit planes with gaps between the values they
   use, the gaps close (an eval photo with its levels stretched 1.6x: 164,942 bytes as it is,
   123,938 as indices, JPEG XL effort 9 131,828);
+- WidePalette does the same for 16-bit planes of more than 256 values with gaps between them,
+  whose indices need 9 to 16 bits: 12-bit samples scaled to 16 bits (x 65535 / 4095, as raw
+  converters and medical exports scale them) use every sixteenth value or so, and no shift
+  takes them back (four CT and MR slices: 2.0 to 2.6 times their 12-bit size as a range, 1.0
+  as indices);
 - Unchanged (8-bit planes) codes them as they are.
 """
 from __future__ import annotations
 
 import struct
+import zlib
 from dataclasses import dataclass
 from typing import Union
 
 import numpy as np
 
-RANGE, PALETTE, UNCHANGED = 0, 1, 2
+from . import tools
+
+RANGE, PALETTE, UNCHANGED, WIDE_PALETTE = 0, 1, 2, 3
 MIN_BITS, MAX_BITS = 8, 16
 _RANGE = struct.Struct("<HBBB")  # offset, shift, bits, context_shift
+_WIDE_PALETTE = struct.Struct("<BBI")  # bits, context_shift, bytes of the deflated value sets
+_VALUE_SET = (1 << 16) // 8  # bytes of a set of 16-bit values, a bit each
 # The median step between horizontal neighbours of the 8-bit photographs of ../shared/eval is
 # 1 to 5; the context shift brings a wider image's median step near this.
 _PHOTO_STEP = 4
@@ -102,7 +112,7 @@ class Palette:
         return bytes([PALETTE]) + b"".join(struct.pack("<H", len(v)) + v.astype("<u2").tobytes() for v in self.values)
 
     def forward(self, planes: np.ndarray) -> np.ndarray:
-        return np.stack([np.searchsorted(v, p).astype(np.uint8) for v, p in zip(self.values, planes)])
+        return np.stack([np.searchsorted(v, p).astype(self.dtype) for v, p in zip(self.values, planes)])
 
     def inverse(self, coded: np.ndarray) -> np.ndarray:
         """ValueError for an index past its plane's palette (a corrupt file)."""
@@ -111,7 +121,29 @@ class Palette:
         return np.stack([v[c] for v, c in zip(self.values, coded)])
 
 
-SampleTransform = Union[SampleRange, Palette, Unchanged]
+@dataclass(frozen=True)
+class WidePalette(Palette):
+    """A palette of 16-bit planes with more than 256 values: indices of `bits` bits (9 to 16),
+    coded by the wide tools with their contexts scaled by `context_shift`."""
+
+    bits: int = MAX_BITS
+    context_shift: int = 0
+    dtype = np.uint16
+
+    def to_bytes(self) -> bytes:
+        """bits, context shift, then each plane's set of values, a bit per value, deflated."""
+        sets = zlib.compress(b"".join(np.packbits(np.bincount(v, minlength=1 << 16) > 0).tobytes() for v in self.values), 9)
+        return bytes([WIDE_PALETTE]) + _WIDE_PALETTE.pack(self.bits, self.context_shift, len(sets)) + sets
+
+    @classmethod
+    def of(cls, values: list[np.ndarray], planes: np.ndarray) -> WidePalette:
+        """The palette of planes (C, H, W) that use `values` (per plane)."""
+        bits = max(MIN_BITS + 1, (max(len(v) for v in values) - 1).bit_length())
+        indices = np.stack([np.searchsorted(v, p[::4]) for v, p in zip(values, planes)])  # every fourth row
+        return cls(tuple(values), bits, _context_shift(indices, bits))
+
+
+SampleTransform = Union[SampleRange, Palette, WidePalette, Unchanged]
 
 
 def from_bytes(data: bytes, channels: int, wide: bool) -> tuple[SampleTransform, int]:
@@ -147,6 +179,19 @@ def from_bytes(data: bytes, channels: int, wide: bool) -> tuple[SampleTransform,
             values.append(v)
             at += 2 + 2 * count
         return Palette(tuple(values)), at
+    if data[0] == WIDE_PALETTE:
+        end = 1 + _WIDE_PALETTE.size
+        if len(data) < end:
+            raise ValueError("palette cut short")
+        bits, context_shift, length = _WIDE_PALETTE.unpack(data[1:end])
+        if not (MIN_BITS < bits <= MAX_BITS and context_shift <= bits - MIN_BITS) or length > len(data) - end:
+            raise ValueError("palette: bits, context shift or length out of bounds")
+        sets = tools.inflate_exactly(data[end : end + length], _VALUE_SET * channels, "palette")
+        used = np.unpackbits(np.frombuffer(sets, np.uint8)).reshape(channels, 1 << 16)
+        values = [np.flatnonzero(u).astype(np.uint16) for u in used]
+        if not all(1 <= len(v) <= 1 << bits for v in values):
+            raise ValueError("palette: no values, or more than its indices reach")
+        return WidePalette(tuple(values), bits, context_shift), end + length
     raise ValueError(f"unknown sample transform {data[0]}")
 
 
@@ -161,12 +206,18 @@ def measure_range(planes: np.ndarray) -> SampleRange:
     steps = int(steps)
     shift = (steps & -steps).bit_length() - 1 if steps else 0
     bits = max(MIN_BITS, (spread >> shift).bit_length())
-    context_shift = 0
-    if bits > MIN_BITS:
-        sample = planes[:, ::4].astype(np.int32) >> shift  # every fourth row is enough for a median
-        step = float(np.median(np.abs(np.diff(sample, axis=2)))) if sample.shape[2] > 1 else 0.0
-        context_shift = int(np.clip(np.floor(np.log2(max(step, 1) / _PHOTO_STEP)), 0, bits - MIN_BITS))
+    # (every fourth row is enough for the context shift)
+    context_shift = _context_shift(planes[:, ::4].astype(np.int32) >> shift, bits) if bits > MIN_BITS else 0
     return SampleRange(offset, shift, bits, context_shift)
+
+
+def _context_shift(sample: np.ndarray, bits: int) -> int:
+    """The context shift of coded samples of `bits` bits, from a sample of their rows (C, h, W):
+    what brings their median step between horizontal neighbours near a photograph's."""
+    if sample.shape[2] < 2:
+        return 0
+    step = float(np.median(np.abs(np.diff(sample.astype(np.int32), axis=2))))
+    return int(np.clip(np.floor(np.log2(max(step, 1) / _PHOTO_STEP)), 0, bits - MIN_BITS))
 
 
 def _gap_share(counts: np.ndarray) -> float:
@@ -185,8 +236,8 @@ def _gap_share(counts: np.ndarray) -> float:
 def candidates(planes: np.ndarray) -> list[SampleTransform]:
     """The transforms worth trying on planes (C, H, W). Of 8-bit planes: as they are, and a
     palette where a plane's values have gaps enough (MIN_GAP_SHARE). Of 16-bit ones: the
-    sample range, and a palette where the range leaves more than 8 bits and no plane uses more
-    than 256 values."""
+    sample range, and where it leaves more than 8 bits, a palette where no plane uses more than
+    256 values, or else a wide one where a plane's values have gaps enough."""
     if planes.dtype == np.uint8:
         counts = [np.bincount(p.ravel(), minlength=256) for p in planes]
         gaps = max(_gap_share(c) for c in counts) >= MIN_GAP_SHARE
@@ -194,5 +245,8 @@ def candidates(planes: np.ndarray) -> list[SampleTransform]:
     r = measure_range(planes)
     if r.bits == MIN_BITS:
         return [r]
-    used = [np.flatnonzero(np.bincount(p.ravel(), minlength=1 << 16)).astype(np.uint16) for p in planes]
-    return [r, Palette(tuple(used))] if all(len(u) <= MAX_PALETTE for u in used) else [r]
+    counts = [np.bincount(p.ravel(), minlength=1 << 16) for p in planes]
+    used = [np.flatnonzero(c).astype(np.uint16) for c in counts]
+    if all(len(u) <= MAX_PALETTE for u in used):
+        return [r, Palette(tuple(used))]
+    return [r, WidePalette.of(used, planes)] if max(_gap_share(c) for c in counts) >= MIN_GAP_SHARE else [r]

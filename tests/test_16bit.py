@@ -192,6 +192,13 @@ def test_hostile_sample_transforms_raise(gray12: np.ndarray) -> None:
         "palette of 257": bytes([1, 1, 1]) + np.arange(257, dtype="<u2").tobytes(),
         "palette cut short": bytes([1, 4, 0, 1, 0]),
         "palette too small for the indices": bytes([1, 1, 0, 9, 0]),
+        "wide palette of 8 bits": wide_palette(8, 0, {0: range(300)}),
+        "wide palette, context shift over bits - 8": wide_palette(10, 3, {0: range(300)}),
+        "wide palette, its values past the chunk": bytes([3, 12, 0]) + struct.pack("<I", 1 << 31),
+        "wide palette inflates short": bytes([3, 12, 0]) + struct.pack("<I", 11) + zlib.compress(bytes(100)),
+        "wide palette of no values": wide_palette(12, 0, {}),
+        "wide palette over what its indices reach": wide_palette(9, 0, {0: range(0, 2000, 3)}),
+        "wide palette too small for the indices": wide_palette(12, 0, {0: range(0, 600, 2)}),
         "nothing": b"",
     }
     for name, transform in hostile.items():
@@ -200,6 +207,26 @@ def test_hostile_sample_transforms_raise(gray12: np.ndarray) -> None:
         with pytest.raises(ValueError):
             open_and_load(broken)
         assert time.perf_counter() - t < 1.0, name
+
+
+def wide_palette(bits: int, context_shift: int, values: dict[int, range]) -> bytes:
+    """The bytes of a wide palette (transform 3) of one plane with `values[0]` (none if absent)."""
+    used = np.zeros(1 << 16, bool)
+    used[list(values.get(0, []))] = True
+    sets = zlib.compress(np.packbits(used).tobytes())
+    return bytes([3, bits, context_shift]) + struct.pack("<I", len(sets)) + sets
+
+
+def test_scaled_12_bit_samples_code_as_indices(gray12: np.ndarray) -> None:
+    """12-bit samples scaled to 16 bits (x 65535 / 4095) use a sixteenth of the values, with no
+    shift that takes them back: they code as 12-bit indices, at the 12 bits' cost and the
+    palette's."""
+    scaled = (gray12.astype(np.int64) * 65535 // 4095).astype(np.uint16)
+    data = round_trip(scaled, "L")
+    transform = fmt.read(io.BytesIO(data)).groups[0].samples
+    assert isinstance(transform, samples.WidePalette) and transform.bits == 12
+    assert len(data) <= len(round_trip(gray12, "L")) + len(transform.to_bytes())
+    assert samples.from_bytes(transform.to_bytes() + b"rest", 1, wide=True)[1] == len(transform.to_bytes())
 
 
 def test_broken_16_bit_and_multi_frame_files_raise(sample: Image.Image, gray12: np.ndarray) -> None:
