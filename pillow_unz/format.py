@@ -94,10 +94,11 @@ def coded_shape(header: Header, repeats: Repeats | None) -> tuple[int, int]:
 
 
 def coded_size(frame: UnzFrame) -> int:
-    """The bytes of a frame's coded chunks (RPTS, PIXL), framing included."""
-    buf = io.BytesIO()
-    _write_coded(buf, frame.groups, frame.repeats)
-    return len(buf.getvalue())
+    """The bytes of a frame's coded chunks (RPTS, PIXL, as _write_coded writes them), framing
+    included: counted, not written (a large photo's would be a copy of tens of MB)."""
+    framing = _CHUNK.size + 4
+    size = sum(framing + len(g.samples.to_bytes() if g.samples else b"") + len(g.pixels) for g in frame.groups)
+    return size + (framing + len(frame.repeats.to_bytes()) if frame.repeats else 0)
 
 
 def pixel_hasher() -> "hashlib.blake2b":

@@ -233,19 +233,25 @@ def _gap_share(counts: np.ndarray) -> float:
     return float(counts[near].sum() / counts.sum())
 
 
+def _counts(plane: np.ndarray, values: int) -> np.ndarray:
+    """How often each of `values` values occurs in a plane (H, W), counted 256 rows at a time:
+    bincount widens what it counts to 64 bits, 8 times an 8-bit plane."""
+    return sum(np.bincount(plane[top : top + 256].ravel(), minlength=values) for top in range(0, plane.shape[0], 256))
+
+
 def candidates(planes: np.ndarray) -> list[SampleTransform]:
     """The transforms worth trying on planes (C, H, W). Of 8-bit planes: as they are, and a
     palette where a plane's values have gaps enough (MIN_GAP_SHARE). Of 16-bit ones: the
     sample range, and where it leaves more than 8 bits, a palette where no plane uses more than
     256 values, or else a wide one where a plane's values have gaps enough."""
     if planes.dtype == np.uint8:
-        counts = [np.bincount(p.ravel(), minlength=256) for p in planes]
+        counts = [_counts(p, 256) for p in planes]
         gaps = max(_gap_share(c) for c in counts) >= MIN_GAP_SHARE
         return [Unchanged()] + ([Palette(tuple(np.flatnonzero(c).astype(np.uint8) for c in counts))] if gaps else [])
     r = measure_range(planes)
     if r.bits == MIN_BITS:
         return [r]
-    counts = [np.bincount(p.ravel(), minlength=1 << 16) for p in planes]
+    counts = [_counts(p, 1 << 16) for p in planes]
     used = [np.flatnonzero(c).astype(np.uint16) for c in counts]
     if all(len(u) <= MAX_PALETTE for u in used):
         return [r, Palette(tuple(used))]

@@ -120,13 +120,16 @@ def repeats(band: np.ndarray) -> float:
 
 
 def few_colours(band: np.ndarray) -> bool:
-    """Whether a band (C, rows, W) of 8-bit samples has at most SCREEN_MAX_COLOURS colours:
-    counted first in its first pixels, where a photograph has more."""
-    keys = np.zeros(band.shape[1:], np.uint32)
-    for plane in band:
-        keys = (keys << 8) | plane
-    keys = keys.ravel()
-    return all(len(np.unique(part)) <= SCREEN_MAX_COLOURS for part in (keys[:4096], keys))
+    """Whether a band (C, rows, W) of 8-bit samples of several planes has at most
+    SCREEN_MAX_COLOURS colours (one plane always has): counted first in its first rows, where a
+    photograph has more."""
+    def colours(part: np.ndarray) -> int:
+        keys = np.zeros(part.shape[1:], np.uint32)
+        for plane in part:
+            keys = (keys << 8) | plane
+        return len(np.unique(keys))
+
+    return len(band) > 1 and all(colours(part) <= SCREEN_MAX_COLOURS for part in (band[:, :16], band))
 
 
 def _stored(dtype: np.dtype, order: str) -> np.dtype:

@@ -46,6 +46,7 @@ def test_enlargements_code_their_picture(small: Image.Image, mode: str) -> None:
     assert np.array_equal(decoded(data), np.asarray(big))
     unz = fmt.read(io.BytesIO(data))
     assert unz.header.version == fmt.VERSION and unz.repeats.shape == (picture.height, picture.width)
+    assert len(data) == fmt.HEADER_SIZE + fmt.coded_size(fmt.UnzFrame(unz.header, unz.groups, unz.repeats)) + 12  # UEND
     assert len(data) < len(coded(picture)) + 40
 
 
