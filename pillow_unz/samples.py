@@ -5,7 +5,7 @@ and written in the stream (docs/FORMAT.md, "Sample transforms").
 (12 bits shifted up); a CT slice spans a few thousand values around an offset; a drawing has a
 few colours. And 8-bit pictures whose levels were stretched, gamma-corrected or cut to fewer
 bits use some values and never their neighbours, which a predictor's smooth distribution cannot
-know. Three transforms map planes to what the tools code:
+know. These transforms map planes to what the tools code:
 - SampleRange (16-bit planes) codes `(x - offset) >> shift`, which needs `bits` bits: 8 go to
   the 8-bit tools as they are (so 16-bit files of 8-bit content cost what 8-bit files do), 9 to
   16 to the wide tools (csrc/pixel_model.h: code_wide_sample), whose contexts it scales by
@@ -42,9 +42,10 @@ _VALUE_SET = (1 << 16) // 8  # bytes of a set of 16-bit values, a bit each
 # 1 to 5; the context shift brings a wider image's median step near this.
 _PHOTO_STEP = 4
 MAX_PALETTE = 256
-# 8-bit planes try a palette where at least this share of the pixels of a plane have a value
-# next to one the plane never uses, between its least and greatest (photographs: under 0.1%,
-# the few of their tails; stretched levels: most of them).
+# Planes try a palette (8-bit ones; 16-bit ones of more than 256 values, a wide one) where at
+# least this share of the pixels of a plane have a value next to one the plane never uses,
+# between its least and greatest (photographs: under 0.1%, the few of their tails; stretched
+# levels, or 12 bits scaled to 16: most of them).
 MIN_GAP_SHARE = 0.1
 
 
