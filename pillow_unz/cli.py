@@ -117,7 +117,7 @@ def _band_tools(pixels: bytes, height: int) -> str:
 
 def _sample_transform(t: samples.SampleTransform | None) -> str:
     if isinstance(t, samples.Palette):
-        return f", palette of {'/'.join(str(len(v)) for v in t.values)} values"
+        return f", palette of {'/'.join(str(len(v)) for v in t.values)} values ({t.bits}-bit indices)"
     if isinstance(t, samples.SampleRange):
         return f", samples (x - {t.offset}) >> {t.shift} in {t.bits} bits, context shift {t.context_shift}"
     return ""
