@@ -109,7 +109,7 @@ class Palette:
     def to_bytes(self) -> bytes:
         """Per plane, of 16-bit planes its count and values; of 8-bit planes a bit per value."""
         if self.values[0].dtype == np.uint8:
-            return bytes([PALETTE]) + b"".join(np.packbits(np.bincount(v, minlength=256) > 0).tobytes() for v in self.values)
+            return bytes([PALETTE]) + _value_sets(self.values, 256)
         return bytes([PALETTE]) + b"".join(struct.pack("<H", len(v)) + v.astype("<u2").tobytes() for v in self.values)
 
     def forward(self, planes: np.ndarray) -> np.ndarray:
@@ -133,7 +133,7 @@ class WidePalette(Palette):
 
     def to_bytes(self) -> bytes:
         """bits, context shift, then each plane's set of values, a bit per value, deflated."""
-        sets = zlib.compress(b"".join(np.packbits(np.bincount(v, minlength=1 << 16) > 0).tobytes() for v in self.values), 9)
+        sets = zlib.compress(_value_sets(self.values, 1 << 16), 9)
         return bytes([WIDE_PALETTE]) + _WIDE_PALETTE.pack(self.bits, self.context_shift, len(sets)) + sets
 
     @classmethod
@@ -145,6 +145,17 @@ class WidePalette(Palette):
 
 
 SampleTransform = Union[SampleRange, Palette, WidePalette, Unchanged]
+
+
+def _value_sets(values: tuple[np.ndarray, ...], size: int) -> bytes:
+    """Each plane's values as a set of `size` bits, most significant bit first."""
+    return b"".join(np.packbits(np.bincount(v, minlength=size) > 0).tobytes() for v in values)
+
+
+def _values_of(sets: bytes, channels: int, size: int, dtype: type) -> list[np.ndarray]:
+    """Inverse of _value_sets: each plane's values, increasing."""
+    used = np.unpackbits(np.frombuffer(sets, np.uint8)).reshape(channels, size)
+    return [np.flatnonzero(u).astype(dtype) for u in used]
 
 
 def from_bytes(data: bytes, channels: int, wide: bool) -> tuple[SampleTransform, int]:
@@ -159,10 +170,10 @@ def from_bytes(data: bytes, channels: int, wide: bool) -> tuple[SampleTransform,
             raise ValueError(f"unknown sample transform {data[0]} for 8-bit samples")
         if len(data) < 1 + 32 * channels:
             raise ValueError("palette cut short")
-        used = np.unpackbits(np.frombuffer(data[1 : 1 + 32 * channels], np.uint8)).reshape(channels, 256)
-        if not used.any(axis=1).all():
+        values = _values_of(data[1 : 1 + 32 * channels], channels, 256, np.uint8)
+        if not all(len(v) for v in values):
             raise ValueError("palette of no values")
-        return Palette(tuple(np.flatnonzero(u).astype(np.uint8) for u in used)), 1 + 32 * channels
+        return Palette(tuple(values)), 1 + 32 * channels
     if data[0] == RANGE:
         if len(data) < 1 + _RANGE.size:
             raise ValueError("sample range cut short")
@@ -188,8 +199,7 @@ def from_bytes(data: bytes, channels: int, wide: bool) -> tuple[SampleTransform,
         if not (MIN_BITS < bits <= MAX_BITS and context_shift <= bits - MIN_BITS) or length > len(data) - end:
             raise ValueError("palette: bits, context shift or length out of bounds")
         sets = tools.inflate_exactly(data[end : end + length], _VALUE_SET * channels, "palette")
-        used = np.unpackbits(np.frombuffer(sets, np.uint8)).reshape(channels, 1 << 16)
-        values = [np.flatnonzero(u).astype(np.uint16) for u in used]
+        values = _values_of(sets, channels, 1 << 16, np.uint16)
         if not all(1 <= len(v) <= 1 << bits for v in values):
             raise ValueError("palette: no values, or more than its indices reach")
         return WidePalette(tuple(values), bits, context_shift), end + length
