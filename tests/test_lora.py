@@ -164,6 +164,7 @@ def test_lora_tunes_what_is_coded(small: Image.Image) -> None:
     assert fmt.read(io.BytesIO(result.data)).repeats.shape == (small.height, small.width)
     assert np.array_equal(decoded(result.data), big)
     plain = api.compress(big, "L", effort=lora.DEFAULT_EFFORT)
+    assert np.array_equal(decoded(plain), big)
     assert len(result.data) < len(plain) if result.groups[0].kept else result.data == plain
 
 
