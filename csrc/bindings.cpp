@@ -2,6 +2,7 @@
 // Arrays are used in place (no copies) and every loop runs without the GIL.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <algorithm>
 #include <atomic>
@@ -372,7 +373,8 @@ void check_sample_bits(const py::array& planes, int bits, int context_shift) {
 
 template <class Sample>
 py::list encode_pixels_of(const py::array& planes, const py::array& params, const py::array& table,
-                          const py::object& network, int threads, int first_band, int count, int bits, int context_shift) {
+                          const py::object& network, int threads, int first_band, int count, int bits, int context_shift,
+                          int stats_key) {
   auto img = checked<Sample>(planes, "planes", 3);
   const int H = static_cast<int>(img.shape(1)), W = static_cast<int>(img.shape(2));
   if (count < 0) count = num_bands(H) - first_band;
@@ -384,20 +386,27 @@ py::list encode_pixels_of(const py::array& planes, const py::array& params, cons
     throw py::value_error("planes: a sample has more than " + std::to_string(bits) + " bits");
   return encode_bands(H, W, first_band, count, threads, [&](RangeEncoder& enc, const Band& b) {
     code_pixels<false>(enc, data + b.offset, a.params.from(b.offset - range.row_offset), plane, a.C, b.rows, W,
-                       a.table, bits, context_shift, a.network.get());
+                       a.table, bits, context_shift, a.network.get(), stats_key);
   });
+}
+
+int checked_stats_key(int key) {
+  if (key < 0 || key >= kNumStatsKeys) throw py::value_error("unknown statistics key " + std::to_string(key));
+  return key;
 }
 
 // The photo tool's streams of bands [first_band, first_band + count) (count -1: to the last band)
 // of planes (C, H, W) of `bits`-bit samples, coded with params (P, rows, W) for exactly those
 // bands' rows (so that the caller computes parameter planes for a few bands at a time, never
 // for the whole image), or (P,) for the same parameters at every pixel; network: the context
-// network's layers (context_network), or None.
+// network's layers (context_network), or None; stats_key: the cells' second stage (StatsKey).
 py::list encode_pixels(const py::array& planes, const py::array& params, const py::array& table, int threads,
-                       int first_band, int count, int bits, int context_shift, const py::object& network) {
+                       int first_band, int count, int bits, int context_shift, const py::object& network,
+                       int stats_key) {
   check_sample_bits(planes, bits, context_shift);
-  return bits == 8 ? encode_pixels_of<uint8_t>(planes, params, table, network, threads, first_band, count, bits, context_shift)
-                   : encode_pixels_of<uint16_t>(planes, params, table, network, threads, first_band, count, bits, context_shift);
+  checked_stats_key(stats_key);
+  return bits == 8 ? encode_pixels_of<uint8_t>(planes, params, table, network, threads, first_band, count, bits, context_shift, stats_key)
+                   : encode_pixels_of<uint16_t>(planes, params, table, network, threads, first_band, count, bits, context_shift, stats_key);
 }
 
 // Where the bands [first_band, first_band + count) of an image of `height` rows (-1: as many as
@@ -418,8 +427,8 @@ struct OutputWindow {
 
 template <class Sample>
 void decode_pixels_of(const py::list& streams, const py::array& params, const py::array& table,
-                      const py::object& network, const py::object& networks, int threads, py::array& out,
-                      int first_band, int bits, int context_shift, int height, int top) {
+                      const py::object& network, const py::object& networks, const std::vector<int>& stats_keys,
+                      int threads, py::array& out, int first_band, int bits, int context_shift, int height, int top) {
   auto planes = writeable_planes<Sample>(out, kMaxChannels);
   const int W = static_cast<int>(planes.shape(2));
   const OutputWindow window(planes, height, top, first_band, static_cast<int>(streams.size()));
@@ -432,12 +441,15 @@ void decode_pixels_of(const py::list& streams, const py::array& params, const py
     if (list.size() != streams.size()) throw py::value_error("networks: one per stream");
     for (const auto& layers : list) per_stream.push_back(context_network(py::reinterpret_borrow<py::object>(layers), a.C, bits));
   }
+  if (!stats_keys.empty() && stats_keys.size() != streams.size()) throw py::value_error("stats_keys: one per stream");
+  for (const int key : stats_keys) checked_stats_key(key);
   Sample* data = planes.mutable_data();
   const size_t plane = static_cast<size_t>(planes.shape(1)) * W;
   decode_bands(streams, window.H, W, first_band, threads, [&](RangeDecoder& dec, const Band& b) {
     const ContextNetwork* net = per_stream.empty() ? a.network.get() : per_stream[b.number - first_band].get();
     code_pixels<true>(dec, data + (b.offset - window.origin), a.params.from(b.offset - window.range.row_offset), plane,
-                      a.C, b.rows, W, a.table, bits, context_shift, net);
+                      a.C, b.rows, W, a.table, bits, context_shift, net,
+                      stats_keys.empty() ? kNoKey : stats_keys[b.number - first_band]);
   });
 }
 
@@ -445,17 +457,17 @@ void decode_pixels_of(const py::list& streams, const py::array& params, const py
 // of `height` rows into `out` of `bits`-bit samples, rows [top, ...) of the image, in place
 // (OutputWindow), with params (P, rows, W) for exactly those bands' rows, or (P,), and the
 // context network's layers for every band (network), or one entry per stream (networks: layers
-// or None), or neither (the classical model).
+// or None), or neither (the classical model); stats_keys: each stream's (empty: none).
 void decode_pixels(const py::list& streams, const py::array& params, const py::array& table, int threads,
                    py::array& out, int first_band, int bits, int context_shift, int height, int top,
-                   const py::object& network, const py::object& networks) {
+                   const py::object& network, const py::object& networks, const std::vector<int>& stats_keys) {
   check_sample_bits(out, bits, context_shift);
   if (bits == 8)
-    decode_pixels_of<uint8_t>(streams, params, table, network, networks, threads, out, first_band, bits, context_shift,
-                              height, top);
+    decode_pixels_of<uint8_t>(streams, params, table, network, networks, stats_keys, threads, out, first_band, bits,
+                              context_shift, height, top);
   else
-    decode_pixels_of<uint16_t>(streams, params, table, network, networks, threads, out, first_band, bits, context_shift,
-                               height, top);
+    decode_pixels_of<uint16_t>(streams, params, table, network, networks, stats_keys, threads, out, first_band, bits,
+                               context_shift, height, top);
 }
 
 // The screen tool's streams of bands [first_band, first_band + count) of planes (C, H, W).
@@ -617,11 +629,11 @@ PYBIND11_MODULE(_coder, m) {
   }, "The context network's kernels this processor runs, the coder's first");
   m.def("encode_pixels", &encode_pixels, py::arg("planes"), py::arg("params"), py::arg("scale_table"),
         py::arg("threads") = 1, py::arg("first_band") = 0, py::arg("count") = -1, py::arg("bits") = 8,
-        py::arg("context_shift") = 0, py::arg("network") = py::none());
+        py::arg("context_shift") = 0, py::arg("network") = py::none(), py::arg("stats_key") = 0);
   m.def("decode_pixels", &decode_pixels, py::arg("streams"), py::arg("params"), py::arg("scale_table"),
         py::arg("threads"), py::arg("out"), py::arg("first_band") = 0, py::arg("bits") = 8,
         py::arg("context_shift") = 0, py::arg("height") = -1, py::arg("top") = 0, py::arg("network") = py::none(),
-        py::arg("networks") = py::none());
+        py::arg("networks") = py::none(), py::arg("stats_keys") = std::vector<int>());
   m.def("encode_screen", &encode_screen, py::arg("planes"), py::arg("threads") = 1, py::arg("first_band") = 0,
         py::arg("count") = -1);
   m.def("decode_screen", &decode_screen, py::arg("streams"), py::arg("threads"), py::arg("out"),
@@ -638,6 +650,7 @@ PYBIND11_MODULE(_coder, m) {
   m.attr("ADAPT_PRIOR") = kAdaptPrior;
   m.attr("ADAPT_MAX_STEP") = kAdaptMaxStep;
   m.attr("BIAS_PRIOR") = kBiasPrior;
+  m.attr("NUM_STATS_KEYS") = kNumStatsKeys;
   m.attr("PIXEL_MODEL_REVISION") = kPixelModelRevision;
   m.attr("INV_SCALE_ONE_LOG2") = kInvScaleOneLog2;
   m.attr("INV_SCALE") = as_tuple(kInvScale);

@@ -87,6 +87,19 @@ inline int adapted_scale_step(int64_t residual_sum8, int64_t count, int base_ind
                     kAdaptMaxStep);
 }
 
+// A second stage of the cells' statistics, keyed by what the cell does not see, which the band
+// stream names (docs/FORMAT.md, "Statistics keys"): each cell's statistics are split by the key,
+// and the split ones adapt the cell's adapted scale (and bias) further, the cell's own counting
+// as kAdaptPrior (kBiasPrior) samples, so that a sparse split costs little.
+// - level: the prediction's eighth of the sample range (the noise of a photograph depends on
+//   its brightness: shot noise, then the gamma curve), scale and bias;
+// - position: the sample's place in an 8x8 grid, (y mod 8, x mod 8) from the band's first row
+//   (a JPEG's blocks, also of a photograph reduced 2x or 4x since, which keeps period 4 or 2):
+//   the scale only, since the blocks change how large residuals are, not their sign.
+enum StatsKey : int { kNoKey = 0, kLevelKey = 1, kPositionKey = 2 };
+constexpr int kNumStatsKeys = 3;
+constexpr int kKeyValues[kNumStatsKeys] = {1, 8, 64};
+
 inline int64_t floor_div(int64_t a, int64_t b) {  // b > 0
   const int64_t q = a / b;
   return (a % b != 0 && a < 0) ? q - 1 : q;
@@ -145,13 +158,16 @@ int code_wide_sample(Coder& coder, int v, int mean8, int s, int bits) {
 template <bool Decode, class Coder, class Sample>
 void code_pixels(Coder& coder, Sample* planes, const Parameters& params, size_t plane, int C,
                  int H, int W, const int32_t* scale_table, int bits = 8, int context_shift = 0,
-                 const ContextNetwork* network = nullptr) {
+                 const ContextNetwork* network = nullptr, int stats_key = kNoKey) {
   ClassicalPredictor<Sample> predictor(planes, plane, C, W, bits, context_shift);
   const int max8 = 8 * ((1 << bits) - 1);
   const int num_scales = bits > 8 ? kNumWideScales : kNumScales;
   RollingRows<> err(C, W);  // |final residual| of each channel
   std::vector<int64_t> cell_sum(static_cast<size_t>(C) * kCells, 0), cell_count(static_cast<size_t>(C) * kCells, 0);
   std::vector<int64_t> cell_signed_sum(static_cast<size_t>(C) * kCells, 0);
+  const int key_values = kKeyValues[stats_key];
+  const size_t split_cells = stats_key == kNoKey ? 0 : static_cast<size_t>(C) * kCells * key_values;
+  std::vector<int64_t> split_sum(split_cells, 0), split_count(split_cells, 0), split_signed_sum(split_cells, 0);
   int32_t context[kContextSize];
 
   for (int y = 0; y < H; ++y) {
@@ -175,15 +191,23 @@ void code_pixels(Coder& coder, Sample* planes, const Parameters& params, size_t 
         const int qs = bucket(p.spread >> context_shift, kSpreadEdges);
         const size_t cell = static_cast<size_t>(c) * kCells + (qa * kCrossBuckets + qb) * kSpreadBuckets + qs;
         const int base_index = std::clamp(scale_table[cell], 0, kNumScales - 1) + 8 * context_shift;
-        // (in int64: the network's offset is whatever int32 the caller gives)
-        const int s = static_cast<int>(std::clamp<int64_t>(
-            int64_t{base_index} + adapted_scale_step(cell_sum[cell], cell_count[cell], base_index) + params(c, at) + net_offset,
-            0, num_scales - 1));
-
+        int adapted = base_index + adapted_scale_step(cell_sum[cell], cell_count[cell], base_index);
         // Bias cancellation: the coded mean moves by the mean signed residual of the cell so far
         // (shrunk towards zero by kBiasPrior samples). Every other statistic uses the residual
         // of m, so the bias feeds nothing but itself.
-        const int coded_mean = clamp_pred(m + floor_div(cell_signed_sum[cell], cell_count[cell] + kBiasPrior), max8);
+        int64_t bias = floor_div(cell_signed_sum[cell], cell_count[cell] + kBiasPrior);
+        size_t split = 0;
+        if (stats_key != kNoKey) {
+          const int key = stats_key == kLevelKey ? m >> bits : (y & 7) << 3 | (x & 7);
+          split = cell * key_values + key;
+          adapted = std::clamp(adapted, 0, num_scales - 1);
+          adapted += adapted_scale_step(split_sum[split], split_count[split], adapted);
+          if (stats_key == kLevelKey)
+            bias = floor_div(split_signed_sum[split] + kBiasPrior * bias, split_count[split] + kBiasPrior);
+        }
+        // (in int64: the network's offset is whatever int32 the caller gives)
+        const int s = static_cast<int>(std::clamp<int64_t>(int64_t{adapted} + params(c, at) + net_offset, 0, num_scales - 1));
+        const int coded_mean = clamp_pred(m + bias, max8);
         int v;
         if (bits == 8) {
           const LogisticCdf cdf(coded_mean, s, 256);
@@ -205,6 +229,11 @@ void code_pixels(Coder& coder, Sample* planes, const Parameters& params, size_t 
         cell_signed_sum[cell] += clipped;
         cell_sum[cell] += std::abs(clipped);
         ++cell_count[cell];
+        if (stats_key != kNoKey) {
+          split_signed_sum[split] += clipped;
+          split_sum[split] += std::abs(clipped);
+          ++split_count[split];
+        }
         cross += std::abs(residual);
         err.row(c, y)[x] = std::abs(residual);
       }

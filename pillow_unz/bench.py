@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import itertools
 import json
 import subprocess
 import sys
@@ -153,14 +154,15 @@ def bench_images(folder: str | Path, repeat: int = 1, progress: bool = True) -> 
     return {"codecs": {name: {g: t.row() for g, t in groups.items()} for name, groups in results.items()}, "files": sizes}
 
 
-def fit_constants(photo: PhotoModel, groups: list[np.ndarray]) -> tuple[np.ndarray, int]:
+def fit_constants(photo: PhotoModel, groups: list[np.ndarray], stats_key: int = tools.NO_KEY) -> tuple[np.ndarray, int]:
     """The best constant parameters of the photo tool for these plane groups (8-bit, in coding
-    order), by real coded bytes: from photo.constants, a coordinate search over integers (steps
-    of one scale step for offsets, 2/64 for coefficients) that keeps every move that saves bytes."""
+    order), by real coded bytes (with that statistics key): from photo.constants, a coordinate
+    search over integers (steps of one scale step for offsets, 2/64 for coefficients) that keeps
+    every move that saves bytes."""
 
     def cost(constants: np.ndarray) -> int:
         trial = replace(photo, constants=constants, network=None)
-        return sum(len(codec.encode_samples(trial, g)) for g in groups)
+        return sum(len(codec.encode_samples(trial, g, stats_key=stats_key)) for g in groups)
 
     best = photo.constants.astype(np.int32)
     best_cost = cost(best)
@@ -183,7 +185,8 @@ def bench_ablation(folder: str | Path, progress: bool = True) -> dict:
     encoder picks), with effort 9's, and without a network under the best constant parameters
     fitted on the same images by coded size (the network's outputs replaced by constants: a
     constant mean correction is what the bias cancellation already gives); network_share =
-    1 - network bytes / constant bytes. The shipped constants' bytes without a network are
+    1 - network bytes / constant bytes. Both sides try the statistics keys of their effort
+    (the default's for the constants). The shipped constants' bytes without a network are
     reported beside them. Every coding is decoded and compared."""
     from tqdm import tqdm
 
@@ -199,15 +202,17 @@ def bench_ablation(folder: str | Path, progress: bool = True) -> dict:
         for planes in api.prepare(np.asarray(img), img.mode, models)[1]:
             by_model.setdefault(len(planes), []).append(np.ascontiguousarray(planes[coding_order(len(planes))]))
 
-    def coded_bytes(photo: PhotoModel, groups: list[np.ndarray], networks: tuple[int | None, ...], what: str) -> int:
+    def coded_bytes(photo: PhotoModel, groups: list[np.ndarray], networks: tuple[int | None, ...], effort: int,
+                    what: str) -> int:
         """Bytes of the groups' photo streams, each band the smallest of its codings with
-        `networks` (as the encoder chooses among an effort's networks)."""
+        `networks` and the statistics keys of `effort` (as the encoder chooses among an effort's
+        networks and keys)."""
         total = 0
         for g in tqdm(groups, desc=what, disable=not progress):
             bands = []
-            for net in map(photo.context_network, networks):
-                stream = codec.encode_samples(photo, g, net)
-                if not np.array_equal(codec.decode_samples(photo, stream, *g.shape[1:], net), g):
+            for net, key in itertools.product(map(photo.context_network, networks), tools.EFFORTS[effort].keys):
+                stream = codec.encode_samples(photo, g, net, key)
+                if not np.array_equal(codec.decode_samples(photo, stream, *g.shape[1:], net, key), g):
                     raise AssertionError("the photo tool did not round-trip")
                 bands.append(codec.split_streams(stream, _coder.num_bands(g.shape[1])))
             total += len(codec.join_streams([min(b, key=len) for b in zip(*bands)]))
@@ -218,13 +223,14 @@ def bench_ablation(folder: str | Path, progress: bool = True) -> dict:
         shipped = models.for_channels(channels)
         if not shipped.context_networks:
             raise ValueError(f"the {channels}-channel model has no context network to ablate")
-        default = coded_bytes(shipped, groups, tools.EFFORTS[tools.DEFAULT_EFFORT].networks, "default networks")
-        strongest = coded_bytes(shipped, groups, tools.EFFORTS[9].networks, "effort 9's networks")
-        constants, fitted = fit_constants(shipped, groups)
-        coded_bytes(replace(shipped, constants=constants), groups, (None,), "constants")
+        default_effort = tools.DEFAULT_EFFORT
+        default = coded_bytes(shipped, groups, tools.EFFORTS[default_effort].networks, default_effort, "default networks")
+        strongest = coded_bytes(shipped, groups, tools.EFFORTS[9].networks, 9, "effort 9's networks")
+        constants, _ = fit_constants(shipped, groups, tools.EFFORTS[default_effort].keys[0])
+        fitted = coded_bytes(replace(shipped, constants=constants), groups, (None,), default_effort, "constants")
         result["models"][channels] = {
             "network_bytes": default, "strongest_network_bytes": strongest, "constant_bytes": fitted,
-            "shipped_bytes": coded_bytes(shipped, groups, (None,), "shipped constants"),
+            "shipped_bytes": coded_bytes(shipped, groups, (None,), default_effort, "shipped constants"),
             "network_share": round(1 - default / fitted, 5), "strongest_share": round(1 - strongest / fitted, 5),
             "constants": constants.tolist()}
     for key in ("network_bytes", "strongest_network_bytes", "constant_bytes", "shipped_bytes"):

@@ -108,10 +108,20 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     return _for_each(list(zip(inputs, _outputs(inputs, args.output, ".png"))), decompress, "decompress")
 
 
-def _band_tools(pixels: bytes, height: int) -> str:
-    """How many bands each tool codes, say "bands: 3 photo, 1 screen"."""
-    counts = Counter(tools.NAMES.get(s[0], f"tool {s[0]}") if s else "empty"
-                     for s in codec.split_streams(pixels, _coder.num_bands(height)))
+def _band_tools(g: codec.CodedPlanes, height: int) -> str:
+    """How many bands each tool codes, say "bands: 3 photo (level key), 1 screen"."""
+    def name(stream: bytes) -> str:
+        if not stream:
+            return "empty"
+        tool = tools.NAMES.get(stream[0], f"tool {stream[0]}")
+        if stream[0] in tools.PHOTO_TOOLS and g.keyed:
+            try:
+                return f"{tool} ({tools.KEY_NAMES[tools.photo_header(stream)[1]]} key)"
+            except ValueError:
+                return f"{tool} (corrupt)"
+        return tool
+
+    counts = Counter(name(s) for s in codec.split_streams(g.pixels, _coder.num_bands(height)))
     return "bands: " + ", ".join(f"{n} {name}" for name, n in counts.items())
 
 
@@ -144,7 +154,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(f"  repeats: coded {'x'.join(map(str, unz.repeats.shape[::-1]))}, the other rows and columns repeat")
         for i, g in enumerate(unz.groups):
             print(f"  planes {i}: {len(g.pixels)} bytes"
-                  f" ({_band_tools(g.pixels, fmt.coded_shape(h, unz.repeats)[0])}){_sample_transform(g.samples)}")
+                  f" ({_band_tools(g, fmt.coded_shape(h, unz.repeats)[0])}){_sample_transform(g.samples)}")
         for i, frame in enumerate(unz.frames, 1):
             fh = frame.header
             print(f"  frame {i}: {fh.width}x{fh.height} {fh.mode}, {sum(g.size for g in frame.groups)} coded bytes")

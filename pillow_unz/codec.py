@@ -71,6 +71,7 @@ class CodedPlanes:
     pixels: bytes  # one stream per band of rows (its tool's byte, then its payload), framed by join_streams
     complete: bool = True  # False: what a truncated file still holds of `pixels`
     samples: SampleTransform | None = None  # None: 8-bit planes of a version 5 file, coded as they are
+    keyed: bool = True  # False: a version 5 or 6 file, whose photo bands name no statistics key
 
     @property
     def size(self) -> int:
@@ -142,35 +143,26 @@ def _layers(network: ContextNetwork | None) -> list | None:
     return None if network is None else network.coder_layers()
 
 
-def _tool_bytes(network: int | None) -> bytes:
-    """What a photo-tool band stream starts with: the classical tool's byte, or the learned
-    tool's and the index of its context network."""
-    return bytes([tools.PHOTO]) if network is None else bytes([tools.LEARNED, network])
-
-
-def _network_index(stream: bytes) -> int | None:
-    """The context network of a photo-tool band stream: its index, or None (classical)."""
-    return stream[1] if stream[0] == tools.LEARNED else None
-
-
-def encode_samples(photo: PhotoModel, ordered: np.ndarray, network: ContextNetwork | None = None) -> bytes:
+def encode_samples(photo: PhotoModel, ordered: np.ndarray, network: ContextNetwork | None = None,
+                   stats_key: int = tools.NO_KEY) -> bytes:
     """The photo tool's streams of 8-bit planes (C, H, W), already in coding order, with a
-    context network or without (no tool bytes: for measurements of the photo tool alone)."""
+    context network or without, and a statistics key (no tool bytes: for measurements of the
+    photo tool alone)."""
     _, height, width = ordered.shape
     params = photo.parameters(height, width, range(height))
     return join_streams(_coder.encode_pixels(np.ascontiguousarray(ordered), params, photo.scale_table, _threads(),
-                                             network=_layers(network)))
+                                             network=_layers(network), stats_key=stats_key))
 
 
 def decode_samples(photo: PhotoModel, pixels: bytes, height: int, width: int,
-                   network: ContextNetwork | None = None) -> np.ndarray:
+                   network: ContextNetwork | None = None, stats_key: int = tools.NO_KEY) -> np.ndarray:
     """Inverse of encode_samples: 8-bit planes (C, H, W) in coding order."""
     out = np.empty((photo.channels, height, width), np.uint8)
     streams = split_streams(pixels, _coder.num_bands(height))
     for i, s in enumerate(streams):
         tools.check_band(tools.PHOTO, s, photo.channels, len(_rows(height, i, 1)), width)
     _coder.decode_pixels(streams, photo.parameters(height, width, range(height)), photo.scale_table, _threads(), out,
-                         network=_layers(network))
+                         network=_layers(network), stats_keys=[stats_key] * len(streams))
     return out
 
 
@@ -196,13 +188,13 @@ def _encode_coded(photo: PhotoModel, planes: np.ndarray, r: SampleTransform, eff
     picks each band's tool."""
     _, h, w = planes.shape
 
-    def photo_tool(bands: list[int], model: int | None) -> dict[int, bytes]:
+    def photo_tool(bands: list[int], model: int | None, key: int) -> dict[int, bytes]:
         streams = {}
-        network, tool = photo.context_network(model), _tool_bytes(model)
+        network, tool = photo.context_network(model), tools.photo_prefix(model, key)
         for first, count in tools.runs(bands, photo.run_length(_threads())):
             params = photo.parameters(h, w, _rows(h, first, count))
             coded = _coder.encode_pixels(planes, params, photo.scale_table, _threads(), first, count, r.bits,
-                                         r.context_shift, _layers(network))
+                                         r.context_shift, _layers(network), key)
             del params  # before the next run's are made
             for band, s in enumerate(coded, first):
                 streams[band] = tool + s
@@ -221,11 +213,16 @@ def decode_chunks(photo: PhotoModel, coded: CodedPlanes, height: int, width: int
     r = coded.samples or samples.Unchanged()
     channels, bands = photo.channels, _coder.num_bands(height)
     streams = split_streams(coded.pixels, bands) if coded.complete else intact_streams(coded.pixels, bands)
+    headers: dict[int, tuple[int | None, int, bytes]] = {}  # of the photo bands
     for i, s in enumerate(streams):
         if not s:
             raise ValueError("empty band stream: corrupt")
-        tools.check_band(s[0], s[1:], channels, len(_rows(height, i, 1)), width, r.dtype)
-        if s[0] == tools.LEARNED and (len(s) < 2 or s[1] >= len(photo.context_networks)):
+        payload = s[1:]
+        if s[0] in tools.PHOTO_TOOLS:
+            headers[i] = tools.photo_header(s, coded.keyed)
+            payload = headers[i][2]
+        tools.check_band(s[0], payload, channels, len(_rows(height, i, 1)), width, r.dtype)
+        if s[0] == tools.LEARNED and headers[i][0] >= len(photo.context_networks):
             raise ValueError("band coded with a context network that the model lacks: corrupt")
     order = np.argsort(coding_order(channels))
 
@@ -236,13 +233,12 @@ def decode_chunks(photo: PhotoModel, coded: CodedPlanes, height: int, width: int
             present = streams[first : first + count]
             tools.decode_bands(present, planes, _threads(), first, height, rows.start)
             # Runs of photo bands, each band with its own model: one call decodes them side by side.
-            for start, n in tools.runs([i for i, s in enumerate(present, first) if s[0] in tools.PHOTO_TOOLS]):
-                run = streams[start : start + n]
-                models = [_network_index(s) for s in run]
-                payloads = [s[len(_tool_bytes(m)):] for s, m in zip(run, models)]
-                _coder.decode_pixels(payloads, photo.parameters(height, width, _rows(height, start, n)), photo.scale_table,
-                                     _threads(), planes, start, r.bits, r.context_shift, height, rows.start,
-                                     networks=[_layers(photo.context_network(m)) for m in models])
+            for start, n in tools.runs([i for i in range(first, first + len(present)) if i in headers]):
+                models, keys, payloads = zip(*(headers[i] for i in range(start, start + n)))
+                _coder.decode_pixels(list(payloads), photo.parameters(height, width, _rows(height, start, n)),
+                                     photo.scale_table, _threads(), planes, start, r.bits, r.context_shift, height,
+                                     rows.start, networks=[_layers(photo.context_network(m)) for m in models],
+                                     stats_keys=list(keys))
             if coded.samples:
                 planes = coded.samples.inverse(planes)
             yield rows, [planes[c] for c in order]

@@ -26,8 +26,9 @@ MAGIC = b"\x89UNZ"
 # Version 5: the learned photo tool (band tool 4, with the weights' context networks) and the
 # encoder's effort in the header. Version 6: the frame transform that leaves out repeated rows
 # and columns (RPTS), and a sample transform before the 8-bit planes too (16-bit ones had one).
-VERSION = 6
-READ_VERSIONS = (5, 6)
+# Version 7: the statistics key of every photo band (tools.photo_header).
+VERSION = 7
+READ_VERSIONS = (5, 6, 7)
 # Versions 1 (one frame), 2 (frames) and 3 (16-bit samples) carried z; pillow-unz 0.1 reads them.
 LATENT_VERSIONS = (1, 2, 3)
 # Version 4 (no z, no context networks): pillow-unz 0.2 reads it.
@@ -238,7 +239,7 @@ def read_header(f: BinaryIO) -> tuple[Header, dict[str, bytes]]:
             f"which pillow-unz 0.2 decodes; this reader knows version {VERSION}"
         )
     if version not in READ_VERSIONS:
-        raise UnzFormatError(f"unsupported .unz version {version} (this reader knows versions 5 and {VERSION})")
+        raise UnzFormatError(f"unsupported .unz version {version} (this reader knows versions 5 to {VERSION})")
     if flags != 0:
         raise UnzFormatError(f"unsupported flags {flags}")
     if effort not in tools.EFFORTS:
@@ -341,7 +342,7 @@ def read_body(
                     return unz  # cut inside the sample transform
                 raise UnzFormatError(f"corrupt PIXL chunk: {e}") from e
             pixels = pixels[size:]
-        unz.groups.append(CodedPlanes(pixels, complete, transform))
+        unz.groups.append(CodedPlanes(pixels, complete, transform, keyed=header.version >= 7))
     next_frame = r.peek_tag() == b"FRAM" and r.whole_chunk_follows()
     if not ends_here() and not next_frame:
         _read_end(r)

@@ -5,6 +5,8 @@ pixel can be computed in parallel. The classical prediction depends on the pixel
 from the coder's own code (csrc/predictor.h), run once per image; the network's error feedback,
 the activity contexts and the per-cell running statistics use the same integer formulas here.
 Only the probability differs slightly: float sigmoids instead of the coder's interpolated table (tests/test_pixelmodel.py holds the two within 1%).
+This is the coder without a statistics key (tools.NO_KEY): training learns what every key shares,
+and the keys' second stage of statistics adapts to each image on top.
 """
 from __future__ import annotations
 

@@ -25,6 +25,11 @@ from . import _coder
 PHOTO, SCREEN, FLAT, DEFLATE, LEARNED = range(5)
 NAMES = {PHOTO: "photo", SCREEN: "screen", FLAT: "flat", DEFLATE: "deflate", LEARNED: "learned photo"}
 PHOTO_TOOLS = (PHOTO, LEARNED)  # the pixel model's: LEARNED adds a context network (its index: the payload's first byte)
+# What splits the photo tools' context cells' adaptive statistics a second time (csrc/pixel_model.h,
+# StatsKey), named by every photo band of a version 7 file: nothing, the predicted level, or the
+# place in an 8x8 grid (JPEG's blocks).
+NO_KEY, LEVEL_KEY, POSITION_KEY = range(_coder.NUM_STATS_KEYS)
+KEY_NAMES = {NO_KEY: "none", LEVEL_KEY: "level", POSITION_KEY: "position"}
 
 # The fewest bits a range-coded stream can spend per sample (photo) or per pixel (screen): one
 # symbol or decision of the largest probability the coder gives; and the fewest bytes a stream
@@ -55,6 +60,8 @@ class Effort:
 
     screen: bool = True  # the screen tool, where enough pixels repeat; and deflate at level 9, where it might win
     photo: tuple[int | None, ...] = (None,)  # pixel models: a context network's index, or None (classical)
+    # Statistics keys: the first with every pixel model, each other one with the model that won the band.
+    keys: tuple[int, ...] = (LEVEL_KEY,)
 
     @property
     def networks(self) -> tuple[int, ...]:
@@ -73,10 +80,10 @@ EFFORTS = {
     3: Effort(photo=(None,)),  # the classical pixel model
     4: Effort(photo=(0,)),  # with the small context network
     5: Effort(photo=(0, None)),
-    6: Effort(photo=(1, 3)),  # with the large ones, trained more on reduced (1) and on full-size photos (3)
-    7: Effort(photo=(1, 3, None)),
-    8: Effort(photo=(2, 4, 1, 3, None)),  # with the deep ones too
-    9: Effort(photo=(2, 4, 1, 3, 0, None)),
+    6: Effort(photo=(1, 3), keys=(LEVEL_KEY, POSITION_KEY)),  # with the large ones, trained more on reduced (1) and on full-size photos (3)
+    7: Effort(photo=(1, 3, None), keys=(LEVEL_KEY, POSITION_KEY)),
+    8: Effort(photo=(2, 4, 1, 3, None), keys=(LEVEL_KEY, POSITION_KEY, NO_KEY)),  # with the deep ones too
+    9: Effort(photo=(2, 4, 1, 3, 0, None), keys=(LEVEL_KEY, POSITION_KEY, NO_KEY)),
 }
 # The strongest effort whose networks decode at at least a quarter of JPEG XL effort 7's speed on
 # the eval photos (docs/DESIGN.md); 8 and 9 add the deep networks, slower to decode where they win.
@@ -87,6 +94,25 @@ def effort_of(effort: int) -> Effort:
     if isinstance(effort, bool) or not isinstance(effort, int) or effort not in EFFORTS:
         raise ValueError(f"effort must be an integer from 1 to 9, got {effort!r}")
     return EFFORTS[effort]
+
+
+def photo_prefix(network: int | None, key: int) -> bytes:
+    """What a photo band's stream starts with: the classical tool's byte, or the learned tool's and
+    the index of its context network; then the statistics key."""
+    return (bytes([PHOTO]) if network is None else bytes([LEARNED, network])) + bytes([key])
+
+
+def photo_header(stream: bytes, keyed: bool = True) -> tuple[int | None, int, bytes]:
+    """Inverse of photo_prefix: a photo band stream's context network (None: classical),
+    statistics key and range-coded payload. Streams of version 5 and 6 files (not `keyed`) name
+    no key. ValueError where the stream is too short for its header or names an unknown key."""
+    start = 2 if stream[0] == LEARNED else 1  # where the key is
+    if len(stream) < start + keyed:
+        raise ValueError(f"{NAMES[stream[0]]} band without its header: corrupt")
+    if keyed and stream[start] not in KEY_NAMES:
+        raise ValueError(f"photo band with unknown statistics key {stream[start]}: corrupt")
+    network = stream[1] if stream[0] == LEARNED else None
+    return network, stream[start] if keyed else NO_KEY, stream[start + keyed :]
 
 
 def band_rows(height: int, band: int) -> slice:
@@ -181,14 +207,15 @@ def _keep_smaller(streams: list[bytes], candidates: dict[int, bytes]) -> None:
             streams[i] = stream
 
 
-PhotoTool = Callable[[list[int], "int | None"], dict[int, bytes]]
+PhotoTool = Callable[[list[int], "int | None", int], dict[int, bytes]]
 
 
 def encode_bands(planes: np.ndarray, threads: int, photo: PhotoTool, effort: Effort) -> list[bytes]:
     """Each band of planes (C, H, W) by the smallest of the tools that `effort` tries, from the
-    cheapest: flat; deflate (level 1); screen, where enough pixels repeat; photo(bands, model),
-    the photo tool's streams (with each of the effort's pixel models) of the bands where it can
-    still win; deflate at level 9, where it might."""
+    cheapest: flat; deflate (level 1); screen, where enough pixels repeat; photo(bands, model, key),
+    the photo tool's streams (with each of the effort's pixel models and its first statistics
+    key) of the bands where it can still win, then with each further key and the model that won
+    the band; deflate at level 9, where it might."""
     c, height, width = planes.shape
     bands = [planes[:, band_rows(height, i)] for i in range(_coder.num_bands(height))]
     streams = [_flat(b) for b in bands]
@@ -208,16 +235,24 @@ def encode_bands(planes: np.ndarray, threads: int, photo: PhotoTool, effort: Eff
         streams_of_run = _coder.encode_screen(planes, threads, first, count)
         _keep_smaller(streams, {i: bytes([SCREEN]) + s for i, s in enumerate(streams_of_run, first)})
     for model in effort.photo:
-        _keep_smaller(streams, photo([i for i in todo if len(streams[i]) > photo_floor(c, bands[i].shape[1], width)], model))
+        which = [i for i in todo if len(streams[i]) > photo_floor(c, bands[i].shape[1], width)]
+        _keep_smaller(streams, photo(which, model, effort.keys[0]))
+    for key in effort.keys[1:]:
+        won: dict[int | None, list[int]] = {}
+        for i in todo:
+            if streams[i][0] in PHOTO_TOOLS:
+                won.setdefault(photo_header(streams[i])[0], []).append(i)
+        for model, which in won.items():
+            _keep_smaller(streams, photo(which, model, key))
     _keep_smaller(streams, deflate([i for i in todo if len(fast[i]) <= DEFLATE_RETRY * len(streams[i])], 9))
     return streams
 
 
 def check_band(tool: int, payload: bytes, channels: int, rows: int, width: int, dtype: type = np.uint8) -> None:
     """Refuse, before decoding, a band stream that cannot hold its band (of samples of `dtype`):
-    so that no hostile file makes the decoder allocate or work far beyond its size."""
+    so that no hostile file makes the decoder allocate or work far beyond its size. A photo
+    band's payload: its range-coded stream (photo_header)."""
     if tool == PHOTO or (tool == LEARNED and dtype == np.uint8):
-        payload = payload[1:] if tool == LEARNED else payload
         samples, min_bits = channels * rows * width, _PHOTO_MIN_BITS
     elif tool == SCREEN and dtype == np.uint8:
         samples, min_bits = rows * width, _SCREEN_MIN_BITS

@@ -130,6 +130,9 @@ def test_hostile_band_streams_raise(sample: Image.Image) -> None:
         "the other context network": [screen, bytes([tools.LEARNED, 1]) + photo[2:]],
         "the classical model": [screen, bytes([tools.PHOTO]) + photo[2:]],
         "learned band without its network": [screen, bytes([tools.LEARNED])],
+        "learned band without its statistics key": [screen, photo[:2]],
+        "an unknown statistics key": [screen, photo[:2] + bytes([len(tools.KEY_NAMES)]) + photo[3:]],
+        "the other statistics key": [screen, photo[:2] + bytes([photo[2] ^ 1]) + photo[3:]],
     }
     for name, streams in hostile.items():
         broken = _rewrite_chunk(data, b"PIXL", lambda p: codec.join_streams(streams))

@@ -249,14 +249,17 @@ def test_same_image_same_file(small: Image.Image) -> None:
 
 def test_bound_starts_from_the_codec(small: Image.Image) -> None:
     """The bound measures with the coder itself: untuned, its size is the codec's pixel stream
-    with the classical pixel model, effort 3 (one photo band: its tool byte, then the photo
-    tool's stream)."""
+    with the classical pixel model and no statistics key (the pixel model that training
+    computes), which the photo tool codes as its tool byte, its key and that stream."""
     from pillow_unz.finetune import bound
 
     photo = load_models().for_channels(3)
     planes = np.ascontiguousarray(np.asarray(small).transpose(2, 0, 1))
     base, tuned = bound.bound(photo, planes, block=8, steps=0)
-    coded = codec.encode_planes(photo, planes, effort=3)
+    coded = codec.encode_planes(photo, planes, effort=3)  # one band: the photo tool, the level key
     assert np.array_equal(codec.decode_planes(photo, coded, small.height, small.width), planes)
-    assert coded.pixels[0] == tools.PHOTO
-    assert base == tuned == len(coded.pixels) - 1
+    ordered = np.ascontiguousarray(planes[codec.coding_order(3)])
+    assert coded.pixels == bytes([tools.PHOTO, tools.LEVEL_KEY]) + codec.encode_samples(photo, ordered, stats_key=tools.LEVEL_KEY)
+    unkeyed = codec.encode_samples(photo, ordered)
+    assert np.array_equal(codec.decode_samples(photo, unkeyed, small.height, small.width), ordered)
+    assert base == tuned == len(unkeyed)

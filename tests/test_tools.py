@@ -108,3 +108,45 @@ def test_gray_and_alpha_planes_take_the_screen_tool(mode: str) -> None:
 def test_band_tool_runs() -> None:
     assert tools.runs([0, 1, 2, 5, 6, 9], longest=2) == [(0, 2), (2, 1), (5, 2), (9, 1)]
     assert tools.runs([]) == []
+
+
+def photo_keys(data: bytes) -> list[int]:
+    """The statistics key of every photo band of a one-group file."""
+    unz = fmt.read(io.BytesIO(data))
+    streams = codec.split_streams(unz.groups[0].pixels, _coder.num_bands(unz.header.height))
+    return [tools.photo_header(s)[1] for s in streams if s[0] in tools.PHOTO_TOOLS]
+
+
+@pytest.mark.parametrize("bits", [8, 12])
+def test_every_statistics_key_round_trips(sample: Image.Image, bits: int) -> None:
+    """Each key codes its own stream, which decodes to the same samples (8-bit colour; 12-bit gray,
+    whose level key takes the eighths of its wider range)."""
+    photo = api.load_models().for_channels(3 if bits == 8 else 1)
+    planes = np.ascontiguousarray(np.asarray(sample).transpose(2, 0, 1)[codec.coding_order(3)])
+    if bits > 8:
+        planes = planes[:1].astype(np.uint16) << 4 | planes[1:2] >> 4
+    height, width = planes.shape[1:]
+    coded_streams = set()
+    for key in tools.KEY_NAMES:
+        streams = _coder.encode_pixels(planes, photo.constants, photo.scale_table, 2, bits=bits, stats_key=key)
+        out = np.zeros_like(planes)
+        _coder.decode_pixels(streams, photo.constants, photo.scale_table, 2, out, bits=bits, stats_keys=[key] * len(streams))
+        assert np.array_equal(out, planes)
+        coded_streams.add(b"".join(streams))
+    assert len(coded_streams) == len(tools.KEY_NAMES)
+    with pytest.raises(ValueError, match="statistics key"):
+        _coder.encode_pixels(planes, photo.constants, photo.scale_table, 2, bits=bits, stats_key=len(tools.KEY_NAMES))
+
+
+def test_jpeg_blocks_take_the_position_key(sample: Image.Image) -> None:
+    """A decoded JPEG's 8x8 blocks: the encoder keeps the position key, which codes it smaller
+    than the level key, and photos without blocks keep the level key."""
+    buf = io.BytesIO()
+    sample.save(buf, format="JPEG", quality=30, subsampling=0)
+    blocky = Image.open(buf).convert("RGB")
+    assert set(photo_keys(coded(blocky))) == {tools.POSITION_KEY}
+    photo = api.load_models().for_channels(3)
+    planes = np.ascontiguousarray(np.asarray(blocky).transpose(2, 0, 1)[codec.coding_order(3)])
+    sizes = {key: len(codec.encode_samples(photo, planes, stats_key=key)) for key in tools.KEY_NAMES}
+    assert sizes[tools.POSITION_KEY] < 0.985 * min(sizes[tools.LEVEL_KEY], sizes[tools.NO_KEY])
+    assert set(photo_keys(coded(sample.convert("L")))) == {tools.LEVEL_KEY}
