@@ -390,9 +390,8 @@ py::list encode_pixels_of(const py::array& planes, const py::array& params, cons
   });
 }
 
-int checked_stats_key(int key) {
+void check_stats_key(int key) {
   if (key < 0 || key >= kNumStatsKeys) throw py::value_error("unknown statistics key " + std::to_string(key));
-  return key;
 }
 
 // The photo tool's streams of bands [first_band, first_band + count) (count -1: to the last band)
@@ -404,7 +403,7 @@ py::list encode_pixels(const py::array& planes, const py::array& params, const p
                        int first_band, int count, int bits, int context_shift, const py::object& network,
                        int stats_key) {
   check_sample_bits(planes, bits, context_shift);
-  checked_stats_key(stats_key);
+  check_stats_key(stats_key);
   return bits == 8 ? encode_pixels_of<uint8_t>(planes, params, table, network, threads, first_band, count, bits, context_shift, stats_key)
                    : encode_pixels_of<uint16_t>(planes, params, table, network, threads, first_band, count, bits, context_shift, stats_key);
 }
@@ -442,7 +441,7 @@ void decode_pixels_of(const py::list& streams, const py::array& params, const py
     for (const auto& layers : list) per_stream.push_back(context_network(py::reinterpret_borrow<py::object>(layers), a.C, bits));
   }
   if (!stats_keys.empty() && stats_keys.size() != streams.size()) throw py::value_error("stats_keys: one per stream");
-  for (const int key : stats_keys) checked_stats_key(key);
+  for (const int key : stats_keys) check_stats_key(key);
   Sample* data = planes.mutable_data();
   const size_t plane = static_cast<size_t>(planes.shape(1)) * W;
   decode_bands(streams, window.H, W, first_band, threads, [&](RangeDecoder& dec, const Band& b) {

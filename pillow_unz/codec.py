@@ -213,14 +213,13 @@ def decode_chunks(photo: PhotoModel, coded: CodedPlanes, height: int, width: int
     r = coded.samples or samples.Unchanged()
     channels, bands = photo.channels, _coder.num_bands(height)
     streams = split_streams(coded.pixels, bands) if coded.complete else intact_streams(coded.pixels, bands)
-    headers: dict[int, tuple[int | None, int, bytes]] = {}  # of the photo bands
+    headers: dict[int, tuple[int | None, int, int]] = {}  # of the photo bands
     for i, s in enumerate(streams):
         if not s:
             raise ValueError("empty band stream: corrupt")
-        payload = s[1:]
         if s[0] in tools.PHOTO_TOOLS:
             headers[i] = tools.photo_header(s, coded.keyed)
-            payload = headers[i][2]
+        payload = memoryview(s)[headers[i][2] if i in headers else 1 :]  # (no copy)
         tools.check_band(s[0], payload, channels, len(_rows(height, i, 1)), width, r.dtype)
         if s[0] == tools.LEARNED and headers[i][0] >= len(photo.context_networks):
             raise ValueError("band coded with a context network that the model lacks: corrupt")
@@ -234,8 +233,9 @@ def decode_chunks(photo: PhotoModel, coded: CodedPlanes, height: int, width: int
             tools.decode_bands(present, planes, _threads(), first, height, rows.start)
             # Runs of photo bands, each band with its own model: one call decodes them side by side.
             for start, n in tools.runs([i for i in range(first, first + len(present)) if i in headers]):
-                models, keys, payloads = zip(*(headers[i] for i in range(start, start + n)))
-                _coder.decode_pixels(list(payloads), photo.parameters(height, width, _rows(height, start, n)),
+                models, keys, starts = zip(*(headers[i] for i in range(start, start + n)))
+                payloads = [streams[i][h:] for i, h in enumerate(starts, start)]
+                _coder.decode_pixels(payloads, photo.parameters(height, width, _rows(height, start, n)),
                                      photo.scale_table, _threads(), planes, start, r.bits, r.context_shift, height,
                                      rows.start, networks=[_layers(photo.context_network(m)) for m in models],
                                      stats_keys=list(keys))

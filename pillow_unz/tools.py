@@ -102,17 +102,18 @@ def photo_prefix(network: int | None, key: int) -> bytes:
     return (bytes([PHOTO]) if network is None else bytes([LEARNED, network])) + bytes([key])
 
 
-def photo_header(stream: bytes, keyed: bool = True) -> tuple[int | None, int, bytes]:
+def photo_header(stream: bytes, keyed: bool = True) -> tuple[int | None, int, int]:
     """Inverse of photo_prefix: a photo band stream's context network (None: classical),
-    statistics key and range-coded payload. Streams of version 5 and 6 files (not `keyed`) name
-    no key. ValueError where the stream is too short for its header or names an unknown key."""
+    statistics key, and the header's size (where the range-coded payload starts). Streams of
+    version 5 and 6 files (not `keyed`) name no key. ValueError where the stream is too short
+    for its header or names an unknown key."""
     start = 2 if stream[0] == LEARNED else 1  # where the key is
     if len(stream) < start + keyed:
         raise ValueError(f"{NAMES[stream[0]]} band without its header: corrupt")
     if keyed and stream[start] not in KEY_NAMES:
         raise ValueError(f"photo band with unknown statistics key {stream[start]}: corrupt")
     network = stream[1] if stream[0] == LEARNED else None
-    return network, stream[start] if keyed else NO_KEY, stream[start + keyed :]
+    return network, stream[start] if keyed else NO_KEY, start + keyed
 
 
 def band_rows(height: int, band: int) -> slice:
@@ -248,10 +249,10 @@ def encode_bands(planes: np.ndarray, threads: int, photo: PhotoTool, effort: Eff
     return streams
 
 
-def check_band(tool: int, payload: bytes, channels: int, rows: int, width: int, dtype: type = np.uint8) -> None:
+def check_band(tool: int, payload: bytes | memoryview, channels: int, rows: int, width: int, dtype: type = np.uint8) -> None:
     """Refuse, before decoding, a band stream that cannot hold its band (of samples of `dtype`):
     so that no hostile file makes the decoder allocate or work far beyond its size. A photo
-    band's payload: its range-coded stream (photo_header)."""
+    band's payload: its range-coded stream (after photo_header's header)."""
     if tool == PHOTO or (tool == LEARNED and dtype == np.uint8):
         samples, min_bits = channels * rows * width, _PHOTO_MIN_BITS
     elif tool == SCREEN and dtype == np.uint8:
