@@ -125,7 +125,6 @@ def test_every_statistics_key_round_trips(sample: Image.Image, bits: int) -> Non
     planes = np.ascontiguousarray(np.asarray(sample).transpose(2, 0, 1)[codec.coding_order(3)])
     if bits > 8:
         planes = planes[:1].astype(np.uint16) << 4 | planes[1:2] >> 4
-    height, width = planes.shape[1:]
     coded_streams = set()
     for key in tools.KEY_NAMES:
         streams = _coder.encode_pixels(planes, photo.constants, photo.scale_table, 2, bits=bits, stats_key=key)
@@ -147,6 +146,12 @@ def test_jpeg_blocks_take_the_position_key(sample: Image.Image) -> None:
     assert set(photo_keys(coded(blocky))) == {tools.POSITION_KEY}
     photo = api.load_models().for_channels(3)
     planes = np.ascontiguousarray(np.asarray(blocky).transpose(2, 0, 1)[codec.coding_order(3)])
-    sizes = {key: len(codec.encode_samples(photo, planes, stats_key=key)) for key in tools.KEY_NAMES}
+
+    def size(key: int) -> int:
+        stream = codec.encode_samples(photo, planes, stats_key=key)
+        assert np.array_equal(codec.decode_samples(photo, stream, *planes.shape[1:], stats_key=key), planes)
+        return len(stream)
+
+    sizes = {key: size(key) for key in tools.KEY_NAMES}
     assert sizes[tools.POSITION_KEY] < 0.985 * min(sizes[tools.LEVEL_KEY], sizes[tools.NO_KEY])
     assert set(photo_keys(coded(sample.convert("L")))) == {tools.LEVEL_KEY}
