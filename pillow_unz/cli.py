@@ -109,17 +109,19 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 
 
 def _band_tools(g: codec.CodedPlanes, height: int) -> str:
-    """How many bands each tool codes, say "bands: 3 photo (level key), 1 screen"."""
+    """How many bands each tool codes, say "bands: 3 learned photo (network 1, level key), 1 screen"."""
     def name(stream: bytes) -> str:
         if not stream:
             return "empty"
         tool = tools.NAMES.get(stream[0], f"tool {stream[0]}")
-        if stream[0] in tools.PHOTO_TOOLS and g.keyed:
-            try:
-                return f"{tool} ({tools.KEY_NAMES[tools.photo_header(stream)[1]]} key)"
-            except ValueError:
-                return f"{tool} (corrupt)"
-        return tool
+        if stream[0] not in tools.PHOTO_TOOLS:
+            return tool
+        try:
+            network, key, _ = tools.photo_header(stream, g.keyed)
+        except ValueError:
+            return f"{tool} (corrupt)"
+        details = ([] if network is None else [f"network {network}"]) + ([f"{tools.KEY_NAMES[key]} key"] if g.keyed else [])
+        return f"{tool} ({', '.join(details)})" if details else tool
 
     counts = Counter(name(s) for s in codec.split_streams(g.pixels, _coder.num_bands(height)))
     return "bands: " + ", ".join(f"{n} {name}" for name, n in counts.items())
