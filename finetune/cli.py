@@ -67,15 +67,14 @@ def main(argv: list[str] | None = None) -> int:
             targets=targets,
         )
         stored = UnzImagePlugin.open_storable(src)
-        icc_profile, exif = stored.info.get("icc_profile"), stored.info.get("exif")
         bar = tqdm(total=settings.steps, desc="tuning", unit="step", file=sys.stderr)
 
         def progress(step: int, bpsp: float) -> None:
             bar.update(1)
             bar.set_postfix_str(f"{bpsp:.4f} bits/subpixel")
 
-        result = lora.compress(np.asarray(stored), stored.mode, icc_profile, exif, settings=settings, progress=progress,
-                               effort=args.effort)
+        result = lora.compress(np.asarray(stored), stored.mode, **UnzImagePlugin.metadata_to_store(stored),
+                               settings=settings, progress=progress, effort=args.effort)
         bar.close()
         dst.write_bytes(result.data)
     except (OSError, ValueError) as e:

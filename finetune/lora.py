@@ -246,6 +246,7 @@ def compress(
     mode: str,
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
+    xmp: bytes | None = None,
     models: ModelSet | None = None,
     settings: LoraSettings | None = None,
     progress: Callable[[int, float], None] | None = None,
@@ -272,7 +273,7 @@ def compress(
         reports.append(GroupReport(len(planes), plain.size, adapted[-1].size, cost, steps, time.monotonic() - start))
         worth = adapted[-1].size + reports[-1].adapter_bytes < plain.size
         tuned.append(adapter if worth else [])
-    metadata = api.metadata_of(icc_profile, exif)
+    metadata = api.metadata_of(icc_profile, exif, xmp)
     without = fmt.to_bytes(fmt.UnzFile(header, metadata, None, frame.groups, repeats=frame.repeats))
     if any(tuned):  # the last word is the whole file's size, chunk framing included
         coded = [a if t else p for a, p, t in zip(adapted, frame.groups, tuned)]

@@ -108,7 +108,8 @@ def write() -> None:
     for name, img in _images().items():
         files[name] = api.compress(np.asarray(img), img.mode)
     photo = _images()["photo-rgb"]
-    files["metadata"] = api.compress(np.asarray(photo), "RGB", icc_profile=b"icc" * 10, exif=b"Exif\0\0MM\0*" + bytes(8))
+    files["metadata"] = api.compress(np.asarray(photo), "RGB", icc_profile=b"icc" * 10, exif=b"Exif\0\0MM\0*" + bytes(8),
+                                     xmp=b"<x:xmpmeta/>")  # the profile deflated, the others verbatim
     frames = [(np.asarray(img), img.mode) for img in list(_images().values())[:4]]
     files["frames"] = api.compress_frames(frames)
     files["adapter"] = _adapted(np.asarray(photo))

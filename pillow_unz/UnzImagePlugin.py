@@ -156,13 +156,16 @@ def open_storable(path: str | Path) -> Image.Image:
     return stored
 
 
-def _metadata(im: Image.Image, info: dict) -> tuple[bytes | None, bytes | None]:
-    """The ICC profile and Exif block to store: from the save call, or else from im.info."""
-    icc_profile = info.get("icc_profile", im.info.get("icc_profile"))
-    exif = info.get("exif", im.info.get("exif"))
+def metadata_to_store(im: Image.Image, info: dict | None = None) -> dict[str, bytes | None]:
+    """The ICC profile, Exif block and XMP packet to store (api.compress's keywords): from the
+    save call's `info`, or else from im.info, as Pillow's WebP plugin takes them."""
+    info = info or {}
+    icc_profile, exif, xmp = (info.get(key, im.info.get(key)) for key in ("icc_profile", "exif", "xmp"))
     if isinstance(exif, Image.Exif):
         exif = exif.tobytes()
-    return icc_profile or None, exif or None
+    if isinstance(xmp, str):  # text, as PNG's iTXt chunk holds it (PngInfo takes either)
+        xmp = xmp.encode()
+    return {"icc_profile": icc_profile or None, "exif": exif or None, "xmp": xmp or None}
 
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
@@ -170,9 +173,9 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     stored = storable(im)
     stored.load()
     if info.get("lora"):
-        fp.write(_compress_with_lora(np.asarray(stored), stored.mode, *_metadata(im, info), info))
+        fp.write(_compress_with_lora(np.asarray(stored), stored.mode, metadata_to_store(im, info), info))
     else:
-        fp.write(api.compress(np.asarray(stored), stored.mode, *_metadata(im, info), threads=info.get("threads"),
+        fp.write(api.compress(np.asarray(stored), stored.mode, **metadata_to_store(im, info), threads=info.get("threads"),
                               effort=info.get("effort", tools.DEFAULT_EFFORT)))
 
 
@@ -189,11 +192,11 @@ def _save_all(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
             stored = storable(frame)
             frames.append((np.asarray(stored), stored.mode))
     im.seek(current)
-    fp.write(api.compress_frames(frames, *_metadata(im, info), threads=info.get("threads"),
+    fp.write(api.compress_frames(frames, **metadata_to_store(im, info), threads=info.get("threads"),
                                  effort=info.get("effort", tools.DEFAULT_EFFORT)))
 
 
-def _compress_with_lora(pixels: np.ndarray, mode: str, icc_profile: bytes | None, exif: bytes | None, info: dict) -> bytes:
+def _compress_with_lora(pixels: np.ndarray, mode: str, metadata: dict[str, bytes | None], info: dict) -> bytes:
     """save(..., lora=True, rank=, steps=, seconds=, device=, targets=, effort=): `unz-finetune --lora`'s options."""
     from .finetune import lora
 
@@ -201,7 +204,7 @@ def _compress_with_lora(pixels: np.ndarray, mode: str, icc_profile: bytes | None
     if "targets" in options:
         options["targets"] = tuple(options["targets"])
     with codec.coding_threads(info.get("threads")):
-        return lora.compress(pixels, mode, icc_profile, exif, settings=lora.LoraSettings(**options),
+        return lora.compress(pixels, mode, **metadata, settings=lora.LoraSettings(**options),
                              effort=info.get("effort", lora.DEFAULT_EFFORT)).data
 
 

@@ -101,8 +101,8 @@ def prepare(pixels: np.ndarray, mode: str, models: ModelSet,
     return header, _split(pixels, mode)
 
 
-def metadata_of(icc_profile: bytes | None, exif: bytes | None) -> dict[str, bytes]:
-    return {k: v for k, v in (("icc_profile", icc_profile), ("exif", exif)) if v}
+def metadata_of(icc_profile: bytes | None, exif: bytes | None, xmp: bytes | None) -> dict[str, bytes]:
+    return {k: v for k, v in (("icc_profile", icc_profile), ("exif", exif), ("xmp", xmp)) if v}
 
 
 def compress(
@@ -110,6 +110,7 @@ def compress(
     mode: str,
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
+    xmp: bytes | None = None,
     models: ModelSet | None = None,
     threads: int | None = None,
     effort: int = tools.DEFAULT_EFFORT,
@@ -119,13 +120,14 @@ def compress(
     as the mode), on `threads` threads (default: one per core), at `effort` 1 (fastest) to 9
     (smallest; tools.EFFORTS). (pillow_unz.finetune.lora.compress does the same with a
     per-image adapter.)"""
-    return compress_frames([(pixels, mode)], icc_profile, exif, models, threads, effort)
+    return compress_frames([(pixels, mode)], icc_profile, exif, xmp, models, threads, effort)
 
 
 def compress_frames(
     frames: Sequence[tuple[np.ndarray, str]],
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
+    xmp: bytes | None = None,
     models: ModelSet | None = None,
     threads: int | None = None,
     effort: int = tools.DEFAULT_EFFORT,
@@ -138,7 +140,7 @@ def compress_frames(
     models = models or load_models()
     with codec.coding_threads(threads):
         first, *rest = [encode_frame(*prepare(pixels, mode, models, effort), models, effort) for pixels, mode in frames]
-    return fmt.to_bytes(fmt.UnzFile(first.header, metadata_of(icc_profile, exif), None, first.groups, frames=rest,
+    return fmt.to_bytes(fmt.UnzFile(first.header, metadata_of(icc_profile, exif, xmp), None, first.groups, frames=rest,
                                     repeats=first.repeats))
 
 

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageSequence
+from PIL import Image, ImageSequence, PngImagePlugin
 
 from . import UnzImagePlugin, _coder, api, codec, format as fmt, png16, samples, tools  # (importing the plugin registers .unz)
 from .weights import load_models
@@ -101,11 +101,23 @@ def cmd_decompress(args: argparse.Namespace) -> int:
             fmt_name = Image.registered_extensions().get(dst.suffix.lower())
             if img.n_frames > 1 and fmt_name not in Image.SAVE_ALL:
                 raise CliError(f"it holds {img.n_frames} frames and {dst.suffix} stores one: write .tif, .png or .webp")
-            img.save(dst, exif=img.info.get("exif", b""), save_all=img.n_frames > 1)
+            img.save(dst, **_save_options(fmt_name, img.info), save_all=img.n_frames > 1)
         print(f"{src} -> {dst}")
 
     inputs = [Path(p) for p in args.inputs]
     return _for_each(list(zip(inputs, _outputs(inputs, args.output, ".png"))), decompress, "decompress")
+
+
+def _save_options(format_name: str | None, info: dict) -> dict:
+    """save()'s keywords that keep a decoded image as it is: its pixels exactly where the format
+    can (WebP is lossy unless asked), its ICC profile, Exif and XMP (Pillow's PNG plugin takes
+    XMP as an iTXt chunk only)."""
+    keywords = {key: info[key] for key in ("icc_profile", "exif", "xmp") if info.get(key)}
+    keywords["lossless"] = format_name == "WEBP"
+    if format_name == "PNG" and "xmp" in keywords:
+        keywords["pnginfo"] = PngImagePlugin.PngInfo()
+        keywords["pnginfo"].add_itxt("XML:com.adobe.xmp", keywords["xmp"])
+    return keywords
 
 
 def _band_tools(g: codec.CodedPlanes, height: int) -> str:

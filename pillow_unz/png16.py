@@ -45,7 +45,7 @@ def read(path: str | Path) -> tuple[np.ndarray, str, dict[str, bytes]]:
 
 def decode(data: bytes) -> tuple[np.ndarray, str, dict[str, bytes]]:
     """A 16-bit PNG file's pixels (uint16, (H, W) or (H, W, C)), their mode (I;16, LA;16,
-    RGB;16, RGBA;16) and metadata ("icc_profile", "exif"); ValueError for any other file."""
+    RGB;16, RGBA;16) and metadata ("icc_profile", "exif", "xmp"); ValueError for any other file."""
     if data[:8] != SIGNATURE:
         raise ValueError("not a PNG file")
     chunks = list(_chunks(data))
@@ -71,14 +71,33 @@ def decode(data: bytes) -> tuple[np.ndarray, str, dict[str, bytes]]:
             metadata["icc_profile"] = profile
         elif tag == b"eXIf":
             metadata["exif"] = b"Exif\0\0" + payload  # as Pillow gives Exif blocks
+        elif tag == b"iTXt" and payload.startswith(_XMP_KEYWORD):
+            metadata["xmp"] = _international_text(payload)
     return pixels, MODES[channels], metadata
+
+
+# An iTXt chunk's keyword, compression flag and method, empty language and translated keyword.
+_XMP_KEYWORD = b"XML:com.adobe.xmp\0"
+
+
+def _international_text(payload: bytes) -> bytes:
+    """The text of an iTXt chunk (keyword, 0, compression flag, method, language, 0,
+    translated keyword, 0, text): inflated if compressed, no larger than .unz stores."""
+    keyword_end = payload.index(b"\0")
+    flag = payload[keyword_end + 1 : keyword_end + 2]
+    try:
+        text = payload[payload.index(b"\0", payload.index(b"\0", keyword_end + 3) + 1) + 1 :]
+        return zlib.decompressobj().decompress(text, fmt.MAX_METADATA + 1) if flag == b"\1" else text
+    except (ValueError, zlib.error) as e:
+        raise ValueError(f"corrupt iTXt chunk: {e}") from e
 
 
 def _chunk(tag: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", zlib.crc32(tag + payload))
 
 
-def encode(pixels: np.ndarray, icc_profile: bytes | None = None, exif: bytes | None = None, level: int = 9) -> bytes:
+def encode(pixels: np.ndarray, icc_profile: bytes | None = None, exif: bytes | None = None, xmp: bytes | None = None,
+           level: int = 9) -> bytes:
     """uint16 pixels (H, W) or (H, W, C), C 1 to 4, as 16-bit PNG bytes."""
     height, width = pixels.shape[:2]
     pixels = pixels.reshape(height, width, -1)
@@ -88,5 +107,7 @@ def encode(pixels: np.ndarray, icc_profile: bytes | None = None, exif: bytes | N
         parts.append(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile)))
     if exif:
         parts.append(_chunk(b"eXIf", exif.removeprefix(b"Exif\0\0")))
+    if xmp:
+        parts.append(_chunk(b"iTXt", _XMP_KEYWORD + b"\0\0\0\0" + xmp))
     parts += [_chunk(b"IDAT", zlib.compress(tools.png_rows(pixels).tobytes(), level)), _chunk(b"IEND", b"")]
     return b"".join(parts)

@@ -13,7 +13,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image, ImageSequence
+from PIL import Image, ImageSequence, PngImagePlugin
 
 import pillow_unz
 from pillow_unz import _coder, codec, format as fmt, samples
@@ -269,12 +269,19 @@ def test_png16_reads_and_writes_every_colour_type(sample: Image.Image) -> None:
 
     rgba = np.dstack([widen(sample.crop((0, 0, 40, 30)), 16), np.arange(1200, dtype=np.uint16).reshape(30, 40) * 50])
     for pixels in (rgba[..., 0], rgba[..., :2], rgba[..., :3], rgba):
-        data = png16.encode(pixels, icc_profile=b"profile", exif=b"Exif\0\0MM\0*")
+        data = png16.encode(pixels, icc_profile=b"profile", exif=b"Exif\0\0MM\0*", xmp=b"<x:xmpmeta/>")
         back, mode, metadata = png16.decode(data)
         assert np.array_equal(back, pixels) and mode == png16.MODES[1 if pixels.ndim == 2 else pixels.shape[2]]
-        assert metadata == {"icc_profile": b"profile", "exif": b"Exif\0\0MM\0*"}
-    with Image.open(io.BytesIO(png16.encode(rgba[..., 0]))) as img:  # Pillow reads what it writes
+        assert metadata == {"icc_profile": b"profile", "exif": b"Exif\0\0MM\0*", "xmp": b"<x:xmpmeta/>"}
+    with Image.open(io.BytesIO(png16.encode(rgba[..., 0], xmp=b"<x:xmpmeta/>"))) as img:  # Pillow reads what it writes
         assert img.mode == "I;16" and np.array_equal(np.asarray(img), rgba[..., 0])
+        assert img.info["xmp"] == b"<x:xmpmeta/>"
+    # XMP that Pillow wrote compressed (iTXt with its compression flag)
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", "<x:xmpmeta/>", zip=True)
+    buf = io.BytesIO()
+    Image.fromarray(rgba[..., 0]).save(buf, format="PNG", pnginfo=info)
+    assert png16.decode(buf.getvalue())[2] == {"xmp": b"<x:xmpmeta/>"}
     with pytest.raises(ValueError, match="16-bit"):
         buf = io.BytesIO()
         sample.save(buf, format="PNG")

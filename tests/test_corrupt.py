@@ -147,12 +147,35 @@ def test_hostile_band_streams_raise(sample: Image.Image) -> None:
 
 def test_metadata_chunks_are_capped(coded: bytes, small: Image.Image) -> None:
     """A metadata chunk over 16 MiB is refused before its payload is read, and never written."""
-    huge = fmt.MAX_METADATA + 1
+    huge = fmt.MAX_METADATA_CHUNK + 1
     data = coded[: fmt.HEADER_SIZE] + struct.pack("<4sI", b"EXIF", huge) + bytes(huge) + b"\0" * 4
     with pytest.raises(pillow_unz.UnzFormatError, match="over its limit"):
         open_and_load(data)
     with pytest.raises(ValueError, match="more than"):
-        small.save(io.BytesIO(), format="UNZ", exif=bytes(huge))
+        small.save(io.BytesIO(), format="UNZ", exif=bytes(fmt.MAX_METADATA + 1))
+
+
+def test_broken_metadata_storage_is_refused(coded: bytes) -> None:
+    """Metadata chunks (version 8): an unknown storage byte, a deflated block over 16 MiB
+    (refused before inflating), one of another size than it says, or a corrupt stream."""
+    exif = b"Exif\x00\x00" + bytes(300)
+
+    def deflated(size: int, stream: bytes) -> bytes:
+        return bytes([fmt.DEFLATED]) + struct.pack("<I", size) + stream
+
+    hostile = [
+        ("unknown storage", bytes([7]) + exif),
+        ("unknown storage", b""),
+        ("unknown storage", bytes([fmt.DEFLATED, 1, 0])),
+        ("over its limit", deflated(fmt.MAX_METADATA + 1, zlib.compress(bytes(fmt.MAX_METADATA + 1)))),
+        ("wrong size", deflated(len(exif) + 1, zlib.compress(exif))),
+        ("corrupt chunk", deflated(len(exif), zlib.compress(exif)[:-6] + b"\xff" * 6)),
+    ]
+    for message, payload in hostile:
+        t = time.perf_counter()
+        with pytest.raises(pillow_unz.UnzFormatError, match=message):
+            open_and_load(_rewrite_chunk(coded, b"EXIF", lambda _: payload))
+        assert time.perf_counter() - t < 1.0, message
 
 
 HEADER = "<4sBBBBII8s8s"  # magic, version, mode, effort, flags, width, height, model id, pixel hash

@@ -44,6 +44,22 @@ def test_compress_decompress_info(small: Image.Image, tmp_path, capsys) -> None:
     assert np.array_equal(np.asarray(Image.open(outdir / "b.png")), np.asarray(small.convert("L")))
 
 
+def test_decompress_keeps_the_metadata(small: Image.Image, tmp_path) -> None:
+    """Pixels, ICC profile, Exif and XMP go on into PNG and WebP files (lossless WebP: the pixels of a lossless
+    file come back exactly)."""
+    exif = Image.Exif()
+    exif[0x010F] = "pillow-unz test camera"
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"/>'
+    small.save(tmp_path / "a.unz", icc_profile=b"not really a profile", exif=exif, xmp=xmp)
+    for suffix in (".png", ".webp"):
+        target = tmp_path / f"back{suffix}"
+        assert cli.main(["decompress", str(tmp_path / "a.unz"), "-o", str(target)]) == 0
+        with Image.open(target) as back:
+            assert np.array_equal(np.asarray(back), np.asarray(small)), suffix
+            assert back.getexif()[0x010F] == "pillow-unz test camera" and back.info["xmp"] == xmp, suffix
+            assert back.info["icc_profile"] == b"not really a profile", suffix
+
+
 def test_roundtrip_command(small: Image.Image, tmp_path, capsys) -> None:
     src = tmp_path / "a.png"
     small.save(src)

@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import io
+import struct
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
 import pillow_unz
-from pillow_unz import api
+from pillow_unz import api, format as fmt
 
 from .conftest import with_alpha
+
+DATA = Path(__file__).parent / "data"
 
 
 def round_trip(img: Image.Image, **options) -> Image.Image:
@@ -95,19 +99,59 @@ def test_verify(small: Image.Image, tmp_path) -> None:
         img.verify()
 
 
-def test_icc_profile_and_exif_round_trip(small: Image.Image) -> None:
+XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+       b'<rdf:Description xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:Rating="4"/></rdf:RDF></x:xmpmeta>')
+
+
+def metadata_storage(data: bytes) -> dict[bytes, int]:
+    """How each metadata chunk of a file holds its block (the payload's first byte)."""
+    storage, pos = {}, fmt.HEADER_SIZE
+    while (tag := data[pos : pos + 4]) in fmt.METADATA_TAGS:
+        (length,) = struct.unpack("<I", data[pos + 4 : pos + 8])
+        storage[tag] = data[pos + 8]
+        pos += 12 + length
+    return storage
+
+
+def test_icc_profile_exif_and_xmp_round_trip(small: Image.Image) -> None:
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     exif = Image.Exif()
     exif[0x010F] = "pillow-unz test camera"
     img = small.copy()
     img.info["icc_profile"] = icc
-    back = round_trip(img, exif=exif.tobytes())
-    assert back.info["icc_profile"] == icc
+    back = round_trip(img, exif=exif.tobytes(), xmp=XMP)
+    assert back.info["icc_profile"] == icc and back.info["xmp"] == XMP
     assert back.getexif()[0x010F] == "pillow-unz test camera"
     assert_same(img, back)
     # metadata already in img.info is kept without being asked for
     again = round_trip(back)
-    assert again.info["exif"] == back.info["exif"] and again.info["icc_profile"] == icc
+    assert again.info["exif"] == back.info["exif"] and again.info["icc_profile"] == icc and again.info["xmp"] == XMP
+    assert_same(img, again)
+    # XMP given as text is stored as UTF-8
+    assert round_trip(small, xmp=XMP.decode()).info["xmp"] == XMP
+
+
+def test_metadata_is_deflated_where_that_is_smaller(small: Image.Image) -> None:
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    noise = b"Exif\0\0" + np.random.default_rng(0).bytes(500)
+    buf = io.BytesIO()
+    small.save(buf, format="UNZ", icc_profile=icc, exif=noise, xmp=XMP)
+    assert metadata_storage(buf.getvalue()) == {b"ICCP": fmt.DEFLATED, b"EXIF": fmt.STORED, b"XMP ": fmt.DEFLATED}
+    buf.seek(0)
+    back = Image.open(buf)
+    assert (back.info["icc_profile"], back.info["exif"], back.info["xmp"]) == (icc, noise, XMP)
+    assert_same(small, back)
+
+
+def test_version_7_files_still_decode_with_their_metadata(small: Image.Image) -> None:
+    """tests/data/version7.unz: `small` with an ICC profile and Exif, as version 7 stored them
+    (verbatim, no storage byte)."""
+    data = (DATA / "version7.unz").read_bytes()
+    assert fmt.read_header(io.BytesIO(data))[0].version == 7
+    with Image.open(io.BytesIO(data)) as old:
+        assert ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(old.info["icc_profile"]))).startswith("sRGB")
+        assert old.getexif()[0x010F] == "pillow-unz test camera"
+        assert_same(small, old)
 
 
 def test_threads_save_and_open_at_once(small: Image.Image) -> None:
