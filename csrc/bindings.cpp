@@ -325,22 +325,32 @@ py::array_t<Sample> writeable_planes(py::array& out, int max_channels) {
 }
 
 // The range-coded streams of bands [first_band, first_band + count) of an image of H rows of W
-// samples, each coded by code(encoder, band) on up to `threads` threads.
+// samples, coded `ways` ways at once by code(encoders, band) (one encoder per way) on up to
+// `threads` threads: for each way, the list of its band streams.
 template <class CodeBand>
-py::list encode_bands(int H, int W, int first_band, int count, int threads, const CodeBand& code) {
-  std::vector<std::vector<uint8_t>> out(count);
+std::vector<py::list> encode_bands_ways(int H, int W, int first_band, int count, int threads, int ways,
+                                        const CodeBand& code) {
+  std::vector<std::vector<std::vector<uint8_t>>> out(count);
   {
     py::gil_scoped_release release;
     parallel_for(count, threads, [&](int i) {
       const Band b(H, W, first_band + i);
-      RangeEncoder enc;
-      code(enc, b);
-      out[i] = enc.finish();
+      std::vector<RangeEncoder> encoders(ways);
+      code(encoders.data(), b);
+      for (auto& enc : encoders) out[i].push_back(enc.finish());
     });
   }
-  py::list streams;
-  for (const auto& o : out) streams.append(to_bytes(o));
+  std::vector<py::list> streams(ways);
+  for (const auto& band : out)
+    for (int k = 0; k < ways; ++k) streams[k].append(to_bytes(band[k]));
   return streams;
+}
+
+// The same, one way: code(encoder, band).
+template <class CodeBand>
+py::list encode_bands(int H, int W, int first_band, int count, int threads, const CodeBand& code) {
+  return encode_bands_ways(H, W, first_band, count, threads, 1,
+                           [&](RangeEncoder* encoders, const Band& b) { code(encoders[0], b); })[0];
 }
 
 // Decodes streams of bands [first_band, first_band + len(streams)) by code(decoder, band); a
@@ -371,27 +381,57 @@ void check_sample_bits(const py::array& planes, int bits, int context_shift) {
     throw py::value_error("planes of " + std::to_string(bits) + "-bit samples must be " + (bits == 8 ? "uint8" : "uint16"));
 }
 
+void check_stats_key(int key) {
+  if (key < 0 || key >= kNumStatsKeys) throw py::value_error("unknown statistics key " + std::to_string(key));
+}
+
+// Codings (pixel_model.h) from (network layers or None, statistics key) pairs, each network
+// parsed once into `networks`, which must outlive them.
+std::vector<Coding> codings_of(const py::list& pairs, int C, int bits, std::vector<std::unique_ptr<ContextNetwork>>& networks) {
+  if (pairs.empty()) throw py::value_error("codings: at least one");
+  std::vector<Coding> codings;
+  std::vector<py::object> seen;  // the layer objects parsed, in networks' order
+  for (const auto& item : pairs) {
+    const auto pair = item.cast<py::tuple>();
+    if (pair.size() != 2) throw py::value_error("codings: (network, statistics key) pairs");
+    const py::object layers = pair[0];
+    const int key = pair[1].cast<int>();
+    check_stats_key(key);
+    const ContextNetwork* network = nullptr;
+    if (!layers.is_none()) {
+      auto known = std::find_if(seen.begin(), seen.end(), [&](const py::object& o) { return o.is(layers); });
+      if (known == seen.end()) {
+        networks.push_back(context_network(layers, C, bits));
+        seen.push_back(layers);
+        known = seen.end() - 1;
+      }
+      network = networks[known - seen.begin()].get();
+    }
+    codings.push_back({network, key});
+  }
+  return codings;
+}
+
 template <class Sample>
-py::list encode_pixels_of(const py::array& planes, const py::array& params, const py::array& table,
-                          const py::object& network, int threads, int first_band, int count, int bits, int context_shift,
-                          int stats_key) {
+std::vector<py::list> encode_pixels_of(const py::array& planes, const py::array& params, const py::array& table,
+                                       const py::list& pairs, int threads, int first_band, int count, int bits,
+                                       int context_shift) {
   auto img = checked<Sample>(planes, "planes", 3);
   const int H = static_cast<int>(img.shape(1)), W = static_cast<int>(img.shape(2));
   if (count < 0) count = num_bands(H) - first_band;
   const BandRange range(H, W, first_band, count);
-  const PixelArgs a(params, table, network, static_cast<int>(img.shape(0)), range.rows, W, bits);
+  const PixelArgs a(params, table, py::none(), static_cast<int>(img.shape(0)), range.rows, W, bits);
+  std::vector<std::unique_ptr<ContextNetwork>> networks;
+  const std::vector<Coding> codings = codings_of(pairs, a.C, bits, networks);
   Sample* data = const_cast<Sample*>(img.data());  // read only: Decode=false never writes
   const size_t plane = static_cast<size_t>(H) * W;
   if (bits > 8 && *std::max_element(data, data + a.C * plane) >> bits)
     throw py::value_error("planes: a sample has more than " + std::to_string(bits) + " bits");
-  return encode_bands(H, W, first_band, count, threads, [&](RangeEncoder& enc, const Band& b) {
-    code_pixels<false>(enc, data + b.offset, a.params.from(b.offset - range.row_offset), plane, a.C, b.rows, W,
-                       a.table, bits, context_shift, a.network.get(), stats_key);
+  const int ways = static_cast<int>(codings.size());
+  return encode_bands_ways(H, W, first_band, count, threads, ways, [&](RangeEncoder* encoders, const Band& b) {
+    code_pixels<false>(encoders, codings.data(), ways, data + b.offset, a.params.from(b.offset - range.row_offset),
+                       plane, a.C, b.rows, W, a.table, bits, context_shift);
   });
-}
-
-void check_stats_key(int key) {
-  if (key < 0 || key >= kNumStatsKeys) throw py::value_error("unknown statistics key " + std::to_string(key));
 }
 
 // The photo tool's streams of bands [first_band, first_band + count) (count -1: to the last band)
@@ -399,13 +439,26 @@ void check_stats_key(int key) {
 // bands' rows (so that the caller computes parameter planes for a few bands at a time, never
 // for the whole image), or (P,) for the same parameters at every pixel; network: the context
 // network's layers (context_network), or None; stats_key: the cells' second stage (StatsKey).
-py::list encode_pixels(const py::array& planes, const py::array& params, const py::array& table, int threads,
-                       int first_band, int count, int bits, int context_shift, const py::object& network,
-                       int stats_key) {
+// With codings, a list of (network layers or None, statistics key) instead of network and
+// stats_key, the bands are coded every such way at once, over one classical prediction: a
+// list of streams per coding.
+py::object encode_pixels(const py::array& planes, const py::array& params, const py::array& table, int threads,
+                         int first_band, int count, int bits, int context_shift, const py::object& network,
+                         int stats_key, const py::object& codings) {
   check_sample_bits(planes, bits, context_shift);
-  check_stats_key(stats_key);
-  return bits == 8 ? encode_pixels_of<uint8_t>(planes, params, table, network, threads, first_band, count, bits, context_shift, stats_key)
-                   : encode_pixels_of<uint16_t>(planes, params, table, network, threads, first_band, count, bits, context_shift, stats_key);
+  py::list pairs;
+  if (codings.is_none()) {
+    pairs.append(py::make_tuple(network, stats_key));
+  } else {
+    if (!network.is_none() || stats_key != kNoKey) throw py::value_error("give network and stats_key, or codings, not both");
+    pairs = codings.cast<py::list>();
+  }
+  const auto streams = bits == 8 ? encode_pixels_of<uint8_t>(planes, params, table, pairs, threads, first_band, count, bits, context_shift)
+                                 : encode_pixels_of<uint16_t>(planes, params, table, pairs, threads, first_band, count, bits, context_shift);
+  if (codings.is_none()) return streams[0];
+  py::list per_coding;
+  for (const auto& s : streams) per_coding.append(s);
+  return per_coding;
 }
 
 // Where the bands [first_band, first_band + count) of an image of `height` rows (-1: as many as
@@ -446,9 +499,10 @@ void decode_pixels_of(const py::list& streams, const py::array& params, const py
   const size_t plane = static_cast<size_t>(planes.shape(1)) * W;
   decode_bands(streams, window.H, W, first_band, threads, [&](RangeDecoder& dec, const Band& b) {
     const ContextNetwork* net = per_stream.empty() ? a.network.get() : per_stream[b.number - first_band].get();
-    code_pixels<true>(dec, data + (b.offset - window.origin), a.params.from(b.offset - window.range.row_offset), plane,
-                      a.C, b.rows, W, a.table, bits, context_shift, net,
-                      stats_keys.empty() ? kNoKey : stats_keys[b.number - first_band]);
+    const Coding coding{net, stats_keys.empty() ? kNoKey : stats_keys[b.number - first_band]};
+    code_pixels<true>(&dec, &coding, 1, data + (b.offset - window.origin),
+                      a.params.from(b.offset - window.range.row_offset), plane, a.C, b.rows, W, a.table, bits,
+                      context_shift);
   });
 }
 
@@ -628,7 +682,8 @@ PYBIND11_MODULE(_coder, m) {
   }, "The context network's kernels this processor runs, the coder's first");
   m.def("encode_pixels", &encode_pixels, py::arg("planes"), py::arg("params"), py::arg("scale_table"),
         py::arg("threads") = 1, py::arg("first_band") = 0, py::arg("count") = -1, py::arg("bits") = 8,
-        py::arg("context_shift") = 0, py::arg("network") = py::none(), py::arg("stats_key") = 0);
+        py::arg("context_shift") = 0, py::arg("network") = py::none(), py::arg("stats_key") = 0,
+        py::arg("codings") = py::none());
   m.def("decode_pixels", &decode_pixels, py::arg("streams"), py::arg("params"), py::arg("scale_table"),
         py::arg("threads"), py::arg("out"), py::arg("first_band") = 0, py::arg("bits") = 8,
         py::arg("context_shift") = 0, py::arg("height") = -1, py::arg("top") = 0, py::arg("network") = py::none(),

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <stdexcept>
 #include <vector>
 #if defined(_MSC_VER)
 #include <intrin.h>
@@ -142,9 +143,105 @@ int code_wide_sample(Coder& coder, int v, int mean8, int s, int bits) {
   return (top << low_bits) | low;
 }
 
+// One way of coding a band's samples over the classical prediction: a context network (or none,
+// the classical model alone) and a statistics key. The encoder tries several at once.
+struct Coding {
+  const ContextNetwork* network = nullptr;
+  int stats_key = kNoKey;
+};
+
+// What one Coding adapts as it codes a band (its context cells' statistics and its residuals),
+// and the coding of a sample under it: the prediction corrected by the network and by error
+// feedback, the scale from the learned table adapted to the image, the discretized logistic.
+// See code_pixels for the arguments.
+template <class Sample>
+class AdaptiveCoding {
+ public:
+  AdaptiveCoding(const Parameters& params, int C, int W, const int32_t* scale_table, int bits, int context_shift,
+                 int stats_key)
+      : params_(params), C_(C), table_(scale_table), bits_(bits), context_shift_(context_shift),
+        max8_(8 * ((1 << bits) - 1)), num_scales_(bits > 8 ? kNumWideScales : kNumScales), key_(stats_key),
+        key_values_(kKeyValues[stats_key]), err_(C, W), cell_sum_(static_cast<size_t>(C) * kCells, 0),
+        cell_count_(cell_sum_.size(), 0), cell_signed_sum_(cell_sum_.size(), 0),
+        split_sum_(stats_key == kNoKey ? 0 : cell_sum_.size() * key_values_, 0), split_count_(split_sum_.size(), 0),
+        split_signed_sum_(split_sum_.size(), 0) {}
+
+  // Sample (c, y, x), the at-th of its plane, of value v (encoding; decoding: the value it
+  // decodes, returned), with prediction p and the network's correction and scale offset.
+  // Calls in coding order; channel 0 of a pixel first.
+  template <bool Decode, class Coder>
+  int code(Coder& coder, int v, const Prediction& p, int32_t correction, int32_t net_offset, int c, int y, int x,
+           size_t at) {
+    if (c == 0) cross_ = 0;
+    const int32_t gamma = params_(C_ + c, at);
+    const int m = clamp_pred(p.mean8 + correction + floor_div(int64_t{gamma} * p.feedback, 8 << kBetaFracBits), max8_);
+
+    const int32_t activity = err_.causal_sum(c, y, x, 2, 2, 1, 1, 1, 1) >> context_shift_;
+    const int qa = bucket(activity, kActivityEdges);
+    const int qb = c > 0 ? bucket(cross_ >> context_shift_, kCrossEdges) : 0;
+    const int qs = bucket(p.spread >> context_shift_, kSpreadEdges);
+    const size_t cell = static_cast<size_t>(c) * kCells + (qa * kCrossBuckets + qb) * kSpreadBuckets + qs;
+    const int base_index = std::clamp(table_[cell], 0, kNumScales - 1) + 8 * context_shift_;
+    int adapted = base_index + adapted_scale_step(cell_sum_[cell], cell_count_[cell], base_index);
+    // Bias cancellation: the coded mean moves by the mean signed residual of the cell so far
+    // (shrunk towards zero by kBiasPrior samples). Every other statistic uses the residual
+    // of m, so the bias feeds nothing but itself.
+    int64_t bias = floor_div(cell_signed_sum_[cell], cell_count_[cell] + kBiasPrior);
+    size_t split = 0;
+    if (key_ != kNoKey) {
+      const int key = key_ == kLevelKey ? m >> bits_ : (y & 7) << 3 | (x & 7);
+      split = cell * key_values_ + key;
+      adapted = std::clamp(adapted, 0, num_scales_ - 1);
+      adapted += adapted_scale_step(split_sum_[split], split_count_[split], adapted);
+      if (key_ == kLevelKey)
+        bias = floor_div(split_signed_sum_[split] + kBiasPrior * bias, split_count_[split] + kBiasPrior);
+    }
+    // (in int64: the network's offset is whatever int32 the caller gives)
+    const int s = static_cast<int>(std::clamp<int64_t>(int64_t{adapted} + params_(c, at) + net_offset, 0, num_scales_ - 1));
+    const int coded_mean = clamp_pred(m + bias, max8_);
+    if (bits_ == 8) {
+      const LogisticCdf cdf(coded_mean, s, 256);
+      v = code_symbol<Decode>(coder, cdf, 256, v, cdf.mode());
+    } else {
+      v = code_wide_sample<Decode>(coder, v, coded_mean, s, bits_);
+    }
+
+    const int32_t residual = 8 * v - m;
+    // Samples of more than 8 bits meet steps far beyond their cell's usual residuals (the
+    // edge of a CT scan's field of view): the cell's statistics take each residual clipped
+    // to 8 times their mean magnitude so far, plus 8, so that a few steps do not
+    // inflate the scale of every later sample of the cell. (8-bit residuals are never
+    // clipped: the statistics of 8-bit files stay as they were.)
+    const int32_t limit = bits_ == 8 ? kMaxPred8 : static_cast<int32_t>(64 + 8 * cell_sum_[cell] / (cell_count_[cell] + 1));
+    const int32_t clipped = std::clamp(residual, -limit, limit);
+    cell_signed_sum_[cell] += clipped;
+    cell_sum_[cell] += std::abs(clipped);
+    ++cell_count_[cell];
+    if (key_ != kNoKey) {
+      split_signed_sum_[split] += clipped;
+      split_sum_[split] += std::abs(clipped);
+      ++split_count_[split];
+    }
+    cross_ += std::abs(residual);
+    err_.row(c, y)[x] = std::abs(residual);
+    return v;
+  }
+
+ private:
+  Parameters params_;
+  int C_;
+  const int32_t* table_;
+  int bits_, context_shift_, max8_, num_scales_, key_, key_values_;
+  RollingRows<> err_;  // |final residual| of each channel
+  std::vector<int64_t> cell_sum_, cell_count_, cell_signed_sum_;
+  std::vector<int64_t> split_sum_, split_count_, split_signed_sum_;
+  int32_t cross_ = 0;  // the pixel's |residuals| of the channels coded so far
+};
+
 // One band of H rows of W samples of `bits` bits (8 in uint8_t, 9 to 16 in uint16_t), coded as
 // a stream of its own: the prediction and every adaptive statistic start afresh, so bands
-// decode in parallel.
+// decode in parallel. Encoding codes it `count` ways at once, codings[k] into coders[k], over
+// one classical prediction (and one evaluation of each network they name); decoding, one way.
 // planes: C planes, `plane` samples apart, read when encoding, written when decoding.
 // params: num_param_planes(C) values for every pixel: per channel the scale offset, then per
 // channel the error-feedback coefficient.
@@ -153,89 +250,45 @@ int code_wide_sample(Coder& coder, int v, int mean8, int s, int bits) {
 // spread) and their least-squares inputs divided by 2**context_shift (0 to bits - 8, the
 // encoder's choice: how much larger than an 8-bit photograph's the image's variations are),
 // and scale the base scales back.
-// network: the learned context network (8-bit samples only), or null for the classical model
-// alone: it corrects every sample's mean and offsets its scale index.
+// A coding's network (8-bit samples only) corrects every sample's mean and offsets its scale
+// index; its statistics key splits its cells' statistics (StatsKey).
 template <bool Decode, class Coder, class Sample>
-void code_pixels(Coder& coder, Sample* planes, const Parameters& params, size_t plane, int C,
-                 int H, int W, const int32_t* scale_table, int bits = 8, int context_shift = 0,
-                 const ContextNetwork* network = nullptr, int stats_key = kNoKey) {
+void code_pixels(Coder* coders, const Coding* codings, int count, Sample* planes, const Parameters& params,
+                 size_t plane, int C, int H, int W, const int32_t* scale_table, int bits = 8, int context_shift = 0) {
+  if (Decode && count != 1) throw std::invalid_argument("a band decodes one way");
   ClassicalPredictor<Sample> predictor(planes, plane, C, W, bits, context_shift);
-  const int max8 = 8 * ((1 << bits) - 1);
-  const int num_scales = bits > 8 ? kNumWideScales : kNumScales;
-  RollingRows<> err(C, W);  // |final residual| of each channel
-  std::vector<int64_t> cell_sum(static_cast<size_t>(C) * kCells, 0), cell_count(static_cast<size_t>(C) * kCells, 0);
-  std::vector<int64_t> cell_signed_sum(static_cast<size_t>(C) * kCells, 0);
-  const int key_values = kKeyValues[stats_key];
-  const size_t split_cells = stats_key == kNoKey ? 0 : static_cast<size_t>(C) * kCells * key_values;
-  std::vector<int64_t> split_sum(split_cells, 0), split_count(split_cells, 0), split_signed_sum(split_cells, 0);
+  std::vector<AdaptiveCoding<Sample>> ways;
+  std::vector<const ContextNetwork*> networks;  // each distinct one once
+  std::vector<int> network_of;                  // each coding's, in networks (-1: none)
+  for (int k = 0; k < count; ++k) {
+    ways.emplace_back(params, C, W, scale_table, bits, context_shift, codings[k].stats_key);
+    int n = -1;
+    if (codings[k].network) {
+      n = static_cast<int>(std::find(networks.begin(), networks.end(), codings[k].network) - networks.begin());
+      if (n == static_cast<int>(networks.size())) networks.push_back(codings[k].network);
+    }
+    network_of.push_back(n);
+  }
+  std::vector<int32_t> corrections(networks.size()), offsets(networks.size());
   int32_t context[kContextSize];
 
   for (int y = 0; y < H; ++y) {
     for (int x = 0; x < W; ++x) {
       const size_t at = static_cast<size_t>(y) * W + x;
-      int32_t cross = 0;
       for (int c = 0; c < C; ++c) {
         Sample* img = planes + c * plane;
         const Prediction p = predictor.predict(c, y, x);
-        int32_t correction = 0, net_offset = 0;
-        if (network) {
+        if (!networks.empty()) {
           predictor.context(c, y, x, context);
-          network->apply(c, context, correction, net_offset);
+          for (size_t n = 0; n < networks.size(); ++n) networks[n]->apply(c, context, corrections[n], offsets[n]);
         }
-        const int32_t gamma = params(C + c, at);
-        const int m = clamp_pred(p.mean8 + correction + floor_div(int64_t{gamma} * p.feedback, 8 << kBetaFracBits), max8);
-
-        const int32_t activity = err.causal_sum(c, y, x, 2, 2, 1, 1, 1, 1) >> context_shift;
-        const int qa = bucket(activity, kActivityEdges);
-        const int qb = c > 0 ? bucket(cross >> context_shift, kCrossEdges) : 0;
-        const int qs = bucket(p.spread >> context_shift, kSpreadEdges);
-        const size_t cell = static_cast<size_t>(c) * kCells + (qa * kCrossBuckets + qb) * kSpreadBuckets + qs;
-        const int base_index = std::clamp(scale_table[cell], 0, kNumScales - 1) + 8 * context_shift;
-        int adapted = base_index + adapted_scale_step(cell_sum[cell], cell_count[cell], base_index);
-        // Bias cancellation: the coded mean moves by the mean signed residual of the cell so far
-        // (shrunk towards zero by kBiasPrior samples). Every other statistic uses the residual
-        // of m, so the bias feeds nothing but itself.
-        int64_t bias = floor_div(cell_signed_sum[cell], cell_count[cell] + kBiasPrior);
-        size_t split = 0;
-        if (stats_key != kNoKey) {
-          const int key = stats_key == kLevelKey ? m >> bits : (y & 7) << 3 | (x & 7);
-          split = cell * key_values + key;
-          adapted = std::clamp(adapted, 0, num_scales - 1);
-          adapted += adapted_scale_step(split_sum[split], split_count[split], adapted);
-          if (stats_key == kLevelKey)
-            bias = floor_div(split_signed_sum[split] + kBiasPrior * bias, split_count[split] + kBiasPrior);
-        }
-        // (in int64: the network's offset is whatever int32 the caller gives)
-        const int s = static_cast<int>(std::clamp<int64_t>(int64_t{adapted} + params(c, at) + net_offset, 0, num_scales - 1));
-        const int coded_mean = clamp_pred(m + bias, max8);
-        int v;
-        if (bits == 8) {
-          const LogisticCdf cdf(coded_mean, s, 256);
-          v = code_symbol<Decode>(coder, cdf, 256, img[at], cdf.mode());
-        } else {
-          v = code_wide_sample<Decode>(coder, img[at], coded_mean, s, bits);
+        int v = Decode ? 0 : img[at];
+        for (int k = 0; k < count; ++k) {
+          const int n = network_of[k];
+          v = ways[k].template code<Decode>(coders[k], v, p, n < 0 ? 0 : corrections[n], n < 0 ? 0 : offsets[n], c, y, x, at);
         }
         if constexpr (Decode) img[at] = static_cast<Sample>(v);
         predictor.update(c, y, x);
-
-        const int32_t residual = 8 * v - m;
-        // Samples of more than 8 bits meet steps far beyond their cell's usual residuals (the
-        // edge of a CT scan's field of view): the cell's statistics take each residual clipped
-        // to 8 times their mean magnitude so far, plus 8, so that a few steps do not
-        // inflate the scale of every later sample of the cell. (8-bit residuals are never
-        // clipped: the statistics of 8-bit files stay as they were.)
-        const int32_t limit = bits == 8 ? kMaxPred8 : static_cast<int32_t>(64 + 8 * cell_sum[cell] / (cell_count[cell] + 1));
-        const int32_t clipped = std::clamp(residual, -limit, limit);
-        cell_signed_sum[cell] += clipped;
-        cell_sum[cell] += std::abs(clipped);
-        ++cell_count[cell];
-        if (stats_key != kNoKey) {
-          split_signed_sum[split] += clipped;
-          split_sum[split] += std::abs(clipped);
-          ++split_count[split];
-        }
-        cross += std::abs(residual);
-        err.row(c, y)[x] = std::abs(residual);
       }
     }
   }

@@ -205,8 +205,7 @@ def bench_ablation(folder: str | Path, progress: bool = True) -> dict:
     def coded_bytes(photo: PhotoModel, groups: list[np.ndarray], networks: tuple[int | None, ...], effort: int,
                     what: str) -> int:
         """Bytes of the groups' photo streams, each band the smallest of its codings with every
-        pair of `networks` and the statistics keys of `effort` (the encoder tries fewer: its later
-        keys with the band's best network only)."""
+        pair of `networks` and the statistics keys of `effort`, as the encoder tries them."""
         total = 0
         for g in tqdm(groups, desc=what, disable=not progress):
             bands = []

@@ -188,16 +188,18 @@ def _encode_coded(photo: PhotoModel, planes: np.ndarray, r: SampleTransform, eff
     picks each band's tool."""
     _, h, w = planes.shape
 
-    def photo_tool(bands: list[int], model: int | None, key: int) -> dict[int, bytes]:
-        streams = {}
-        network, tool = photo.context_network(model), tools.photo_prefix(model, key)
+    def photo_tool(bands: list[int], codings: list[tuple[int | None, int]]) -> dict[int, list[bytes]]:
+        streams: dict[int, list[bytes]] = {band: [] for band in bands}
+        layers = {model: _layers(photo.context_network(model)) for model, _ in codings}  # one object a network: run once
+        ways = [(layers[model], key) for model, key in codings]
         for first, count in tools.runs(bands, photo.run_length(_threads())):
             params = photo.parameters(h, w, _rows(h, first, count))
             coded = _coder.encode_pixels(planes, params, photo.scale_table, _threads(), first, count, r.bits,
-                                         r.context_shift, _layers(network), key)
+                                         r.context_shift, codings=ways)
             del params  # before the next run's are made
-            for band, s in enumerate(coded, first):
-                streams[band] = tool + s
+            for (model, key), way in zip(codings, coded):
+                for band, s in enumerate(way, first):
+                    streams[band].append(tools.photo_prefix(model, key) + s)
         return streams
 
     chosen = _photo_models(photo, tools.effort_of(effort), planes.dtype != np.uint8)

@@ -12,6 +12,7 @@ deflate tools; the screen model codes 8-bit samples only.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import zlib
 from collections.abc import Callable
@@ -60,8 +61,12 @@ class Effort:
 
     screen: bool = True  # the screen tool, where enough pixels repeat; and deflate at level 9, where it might win
     photo: tuple[int | None, ...] = (None,)  # pixel models: a context network's index, or None (classical)
-    # Statistics keys: the first with every pixel model, each other one with the model that won the band.
-    keys: tuple[int, ...] = (LEVEL_KEY,)
+    keys: tuple[int, ...] = (LEVEL_KEY,)  # statistics keys, each tried with every pixel model
+
+    @property
+    def codings(self) -> list[tuple[int | None, int]]:
+        """The photo tool's ways of coding a band that the encoder tries: every (pixel model, key)."""
+        return list(itertools.product(self.photo, self.keys))
 
     @property
     def networks(self) -> tuple[int, ...]:
@@ -82,7 +87,7 @@ EFFORTS = {
     5: Effort(photo=(0, None)),
     6: Effort(photo=(1, 3)),  # with the large ones, trained more on reduced (1) and on full-size photos (3)
     # The classical model won no band from these networks, on photographs, graphics or
-    # screenshots (docs/DESIGN.md): it is the safety net of efforts 8 and 9 only.
+    # screenshots (docs/DESIGN.md): it stays the safety net of efforts 5, 8 and 9.
     7: Effort(photo=(1, 3), keys=(LEVEL_KEY, POSITION_KEY)),
     8: Effort(photo=(2, 4, 1, 3, None), keys=(LEVEL_KEY, POSITION_KEY, NO_KEY)),  # with the deep ones too
     9: Effort(photo=(2, 4, 1, 3, 0, None), keys=(LEVEL_KEY, POSITION_KEY, NO_KEY)),
@@ -210,15 +215,15 @@ def _keep_smaller(streams: list[bytes], candidates: dict[int, bytes]) -> None:
             streams[i] = stream
 
 
-PhotoTool = Callable[[list[int], "int | None", int], dict[int, bytes]]
+# The photo tool: the streams of the given bands, each coded every given way (pixel model, key).
+PhotoTool = Callable[[list[int], list[tuple["int | None", int]]], dict[int, list[bytes]]]
 
 
 def encode_bands(planes: np.ndarray, threads: int, photo: PhotoTool, effort: Effort) -> list[bytes]:
     """Each band of planes (C, H, W) by the smallest of the tools that `effort` tries, from the
-    cheapest: flat; deflate (level 1); screen, where enough pixels repeat; photo(bands, model, key),
-    the photo tool's streams (with each of the effort's pixel models and its first statistics
-    key) of the bands where it can still win, then with each further key and the model that won
-    the band; deflate at level 9, where it might."""
+    cheapest: flat; deflate (level 1); screen, where enough pixels repeat; photo(bands, codings),
+    the photo tool's streams of the bands where it can still win, coded every way the effort
+    tries (Effort.codings) at once; deflate at level 9, where it might."""
     c, height, width = planes.shape
     bands = [planes[:, band_rows(height, i)] for i in range(_coder.num_bands(height))]
     streams = [_flat(b) for b in bands]
@@ -237,16 +242,9 @@ def encode_bands(planes: np.ndarray, threads: int, photo: PhotoTool, effort: Eff
     for first, count in runs(screen):
         streams_of_run = _coder.encode_screen(planes, threads, first, count)
         _keep_smaller(streams, {i: bytes([SCREEN]) + s for i, s in enumerate(streams_of_run, first)})
-    for model in effort.photo:
+    if effort.photo:
         which = [i for i in todo if len(streams[i]) > photo_floor(c, bands[i].shape[1], width)]
-        _keep_smaller(streams, photo(which, model, effort.keys[0]))
-    for key in effort.keys[1:]:
-        won: dict[int | None, list[int]] = {}
-        for i in todo:
-            if streams[i][0] in PHOTO_TOOLS:
-                won.setdefault(photo_header(streams[i])[0], []).append(i)
-        for model, which in won.items():
-            _keep_smaller(streams, photo(which, model, key))
+        _keep_smaller(streams, {i: min(ways, key=len) for i, ways in photo(which, effort.codings).items()})
     _keep_smaller(streams, deflate([i for i in todo if len(fast[i]) <= DEFLATE_RETRY * len(streams[i])], 9))
     return streams
 

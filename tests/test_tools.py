@@ -137,6 +137,27 @@ def test_every_statistics_key_round_trips(sample: Image.Image, bits: int) -> Non
         _coder.encode_pixels(planes, photo.constants, photo.scale_table, 2, bits=bits, stats_key=len(tools.KEY_NAMES))
 
 
+def test_codings_at_once_are_the_codings_one_by_one(sample: Image.Image) -> None:
+    """The encoder codes a band every way it tries in one pass over the classical prediction:
+    each way's streams are those it codes alone, and they decode."""
+    photo = api.load_models().for_channels(3)
+    planes = np.ascontiguousarray(np.asarray(sample).transpose(2, 0, 1)[codec.coding_order(3)])
+    layers = {k: photo.context_network(k).coder_layers() for k in (0, 1)}
+    codings = [(layers[1], tools.LEVEL_KEY), (None, tools.NO_KEY), (layers[0], tools.POSITION_KEY), (layers[1], tools.POSITION_KEY)]
+    together = _coder.encode_pixels(planes, photo.constants, photo.scale_table, 2, codings=codings)
+    assert len(together) == len(codings)
+    for (network, key), streams in zip(codings, together):
+        assert streams == _coder.encode_pixels(planes, photo.constants, photo.scale_table, 2, network=network, stats_key=key)
+        out = np.zeros_like(planes)
+        _coder.decode_pixels(streams, photo.constants, photo.scale_table, 2, out, network=network, stats_keys=[key] * len(streams))
+        assert np.array_equal(out, planes)
+    with pytest.raises(ValueError, match="not both"):
+        _coder.encode_pixels(planes, photo.constants, photo.scale_table, codings=codings, stats_key=tools.LEVEL_KEY)
+    for bad in ([], [(None,)], [(None, len(tools.KEY_NAMES))]):
+        with pytest.raises(ValueError, match="codings|statistics key"):
+            _coder.encode_pixels(planes, photo.constants, photo.scale_table, codings=bad)
+
+
 def test_jpeg_blocks_take_the_position_key(sample: Image.Image) -> None:
     """A decoded JPEG's 8x8 blocks: the encoder keeps the position key, which codes it smaller
     than the level key, and photos without blocks keep the level key."""
