@@ -104,6 +104,11 @@ class ContextMLP(nn.Module):
 def code_length(outputs: torch.Tensor | None, s: Sample, table: torch.Tensor, constants: torch.Tensor) -> torch.Tensor:
     """Teacher-forced bits per subpixel of s under the pixel model with the network's outputs
     (B, C, 2, H, W) (None: the classical model alone), floored as the coder takes them."""
+    return crop_bits(outputs, s, table, constants).sum() / s.x.numel()
+
+
+def crop_bits(outputs: torch.Tensor | None, s: Sample, table: torch.Tensor, constants: torch.Tensor) -> torch.Tensor:
+    """code_length's bits, per crop of s: (B,)."""
     mean8, spread, feedback = s.classical
     b, c = s.x.shape[:2]
     params = constants.view(1, -1, 1, 1).expand(b, -1, *s.x.shape[2:]).float()
@@ -113,7 +118,7 @@ def code_length(outputs: torch.Tensor | None, s: Sample, table: torch.Tensor, co
         outputs = torch.maximum(torch.minimum(outputs, limits), -limits)
         mean8 = mean8 + outputs[:, :, 0]
         params = params + torch.cat([outputs[:, :, 1], torch.zeros_like(outputs[:, :, 1])], 1)
-    return pixelmodel.pixel_bits(s.x, params, table, (mean8, spread, feedback)).sum() / s.x.numel()
+    return pixelmodel.pixel_bits(s.x, params, table, (mean8, spread, feedback)).flatten(1).sum(1)
 
 
 def training_files(data: str, skip: str) -> list[Path]:
@@ -215,6 +220,7 @@ def train(args: argparse.Namespace) -> None:
     first = [random_crop(images, args.crop, rng) for _ in range(64)]  # for the input scaling and calibration
     print(json.dumps({"images": len(images), "minutes": round((time.time() - started) / 60, 1)}), flush=True)
     photo = load_models().for_channels(args.channels)
+    partner = None if args.partner is None else photo.context_network(args.partner)
     table = torch.from_numpy(photo.scale_table).float().to(device)
     constants = torch.from_numpy(photo.constants).float().to(device)
     contexts = torch.cat([c.context.transpose(0, 1).flatten(1) for c in first], 1).float()
@@ -245,7 +251,13 @@ def train(args: argparse.Namespace) -> None:
         for g in optimizer.param_groups:
             g["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * min(progress(), 1)))
         batch = batch.to(device)
-        loss = code_length(model(batch.context), batch, table, constants)
+        if partner is None:
+            loss = code_length(model(batch.context), batch, table, constants)
+        else:  # each crop costs what the better of the two codes it in (the encoder picks per band)
+            theirs = torch.from_numpy(np.stack([partner.outputs(c.numpy()) for c in batch.context.cpu()])).to(device)
+            with torch.no_grad():
+                their_bits = crop_bits(theirs.float(), batch, table, constants)
+            loss = torch.minimum(crop_bits(model(batch.context), batch, table, constants), their_bits).sum() / batch.x.numel()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -258,7 +270,7 @@ def train(args: argparse.Namespace) -> None:
     meta = {"channels": args.channels, "hidden": args.hidden, "layers": args.layers, "steps": step,
             "batch": args.batch, "crop": args.crop, "lr": args.lr, "seed": args.seed, "reductions": list(reductions),
             "files": len(files), "data_hash": data_hash(files), "minutes": round((time.time() - started) / 60, 1),
-            "device": args.device}
+            "device": args.device, "partner": args.partner}
     if args.init:
         meta["init"] = json.loads(file_metadata((Path(args.init) / "network.safetensors").read_bytes())["training"])
     if args.eval:
@@ -341,6 +353,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--minutes", type=float, default=0, help="train for this long instead of --steps")
     p.add_argument("--init", default="", help="a finished run to start from (fresh optimizer and schedule)")
+    p.add_argument("--partner", type=int, default=None,
+                   help="the weights file's network of this index, frozen: each crop's loss is the smaller of "
+                        "the two networks' code lengths, so that this one learns what the other codes worse")
     p.add_argument("--device", default="cpu", help="where the network trains: cpu, cuda, ...")
     p.add_argument("--workers", type=int, default=0, help="processes cutting crops (0: this one)")
     p.add_argument("--batch", type=int, default=8)
