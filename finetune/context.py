@@ -12,7 +12,9 @@ Every step draws new crops from the training photographs at full size and reduce
 (graphics left out: --skip), flipped at random; with --workers, worker processes cut them (the
 coder's contexts are most of a step's cost once the network trains on a GPU: --device cuda).
 --init starts from another run's network with a fresh schedule (a warm restart); --minutes runs
-the schedule on the clock instead of a step count (a machine's speed is not known beforehand).
+the schedule on the clock instead of a step count (a machine's speed is not known beforehand);
+--partner K trains against the weights file's network K, frozen: a crop costs what the better
+of the two codes it in, as the encoder keeps the better network of each band.
 The run checkpoints to OUT/ckpt.pt and resumes from it; at the end the network is quantized to
 the coder's integers (activation scales calibrated on training crops) and written to
 OUT/network.safetensors, with the real codec's bits on --eval in its metadata. `pack` writes the
