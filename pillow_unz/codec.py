@@ -188,8 +188,8 @@ def _encode_coded(photo: PhotoModel, planes: np.ndarray, r: SampleTransform, eff
     picks each band's tool."""
     _, h, w = planes.shape
 
-    def photo_tool(bands: list[int], codings: list[tuple[int | None, int]]) -> dict[int, list[bytes]]:
-        streams: dict[int, list[bytes]] = {band: [] for band in bands}
+    def photo_tool(bands: list[int], codings: list[tuple[int | None, int]]) -> dict[int, bytes]:
+        streams: dict[int, bytes] = {}
         layers = {model: _layers(photo.context_network(model)) for model, _ in codings}  # one object a network: run once
         ways = [(layers[model], key) for model, key in codings]
         for first, count in tools.runs(bands, photo.run_length(_threads())):
@@ -197,9 +197,10 @@ def _encode_coded(photo: PhotoModel, planes: np.ndarray, r: SampleTransform, eff
             coded = _coder.encode_pixels(planes, params, photo.scale_table, _threads(), first, count, r.bits,
                                          r.context_shift, codings=ways)
             del params  # before the next run's are made
-            for (model, key), way in zip(codings, coded):
-                for band, s in enumerate(way, first):
-                    streams[band].append(tools.photo_prefix(model, key) + s)
+            for band in range(first, first + count):  # the smallest way of each band, the others let go
+                k = min(range(len(codings)), key=lambda k: len(coded[k][band - first]))
+                streams[band] = tools.photo_prefix(*codings[k]) + coded[k][band - first]
+            del coded
         return streams
 
     chosen = _photo_models(photo, tools.effort_of(effort), planes.dtype != np.uint8)

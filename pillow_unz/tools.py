@@ -215,15 +215,15 @@ def _keep_smaller(streams: list[bytes], candidates: dict[int, bytes]) -> None:
             streams[i] = stream
 
 
-# The photo tool: the streams of the given bands, each coded every given way (pixel model, key).
-PhotoTool = Callable[[list[int], list[tuple["int | None", int]]], dict[int, list[bytes]]]
+# The photo tool: the stream of each given band, the smallest of the given ways (pixel model, key).
+PhotoTool = Callable[[list[int], list[tuple["int | None", int]]], dict[int, bytes]]
 
 
 def encode_bands(planes: np.ndarray, threads: int, photo: PhotoTool, effort: Effort) -> list[bytes]:
     """Each band of planes (C, H, W) by the smallest of the tools that `effort` tries, from the
     cheapest: flat; deflate (level 1); screen, where enough pixels repeat; photo(bands, codings),
-    the photo tool's streams of the bands where it can still win, coded every way the effort
-    tries (Effort.codings) at once; deflate at level 9, where it might."""
+    the photo tool's smallest streams of the bands where it can still win, of every way the
+    effort tries (Effort.codings) at once; deflate at level 9, where it might."""
     c, height, width = planes.shape
     bands = [planes[:, band_rows(height, i)] for i in range(_coder.num_bands(height))]
     streams = [_flat(b) for b in bands]
@@ -244,7 +244,7 @@ def encode_bands(planes: np.ndarray, threads: int, photo: PhotoTool, effort: Eff
         _keep_smaller(streams, {i: bytes([SCREEN]) + s for i, s in enumerate(streams_of_run, first)})
     if effort.photo:
         which = [i for i in todo if len(streams[i]) > photo_floor(c, bands[i].shape[1], width)]
-        _keep_smaller(streams, {i: min(ways, key=len) for i, ways in photo(which, effort.codings).items()})
+        _keep_smaller(streams, photo(which, effort.codings))
     _keep_smaller(streams, deflate([i for i in todo if len(fast[i]) <= DEFLATE_RETRY * len(streams[i])], 9))
     return streams
 
