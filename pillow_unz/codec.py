@@ -192,7 +192,9 @@ def _encode_coded(photo: PhotoModel, planes: np.ndarray, r: SampleTransform, eff
         streams: dict[int, bytes] = {}
         layers = {model: _layers(photo.context_network(model)) for model, _ in codings}  # one object a network: run once
         ways = [(layers[model], key) for model, key in codings]
-        for first, count in tools.runs(bands, photo.run_length(_threads())):
+        # A call returns every way's streams of its bands: a few bands a call where there are several.
+        longest = photo.run_length(_threads()) or (None if len(ways) == 1 else 2 * _threads())
+        for first, count in tools.runs(bands, longest):
             params = photo.parameters(h, w, _rows(h, first, count))
             coded = _coder.encode_pixels(planes, params, photo.scale_table, _threads(), first, count, r.bits,
                                          r.context_shift, codings=ways)
