@@ -113,7 +113,8 @@ def _save_options(format_name: str | None, info: dict) -> dict:
     can (WebP is lossy unless asked), its ICC profile, Exif and XMP (Pillow's PNG plugin takes
     XMP as an iTXt chunk only)."""
     keywords = {key: info[key] for key in ("icc_profile", "exif", "xmp") if info.get(key)}
-    keywords["lossless"] = format_name == "WEBP"
+    if format_name == "WEBP":
+        keywords["lossless"] = True
     if format_name == "PNG" and "xmp" in keywords:
         keywords["pnginfo"] = PngImagePlugin.PngInfo()
         keywords["pnginfo"].add_itxt("XML:com.adobe.xmp", keywords["xmp"])
