@@ -11,7 +11,8 @@ and the loss is the code length the coder achieves with the network's outputs (p
 Every step draws new crops from the training photographs at full size and reduced 2x to 4x
 (graphics left out: --skip), flipped at random; with --workers, worker processes cut them (the
 coder's contexts are most of a step's cost once the network trains on a GPU: --device cuda).
---init starts from another run's network with a fresh schedule (a warm restart); --minutes runs
+--init starts from another run's network with a fresh schedule (a warm restart), --init-network
+from one the weights file holds; --minutes runs
 the schedule on the clock instead of a step count (a machine's speed is not known beforehand);
 --partner K trains against the weights file's network K, frozen: a crop costs what the better
 of the two codes it in, as the encoder keeps the better network of each band.
@@ -20,7 +21,8 @@ the coder's integers (activation scales calibrated on training crops) and writte
 OUT/network.safetensors, with the real codec's bits on --eval in its metadata. `pack` writes the
 training photos as .unz tiles, a copy small enough to send to a GPU machine.
 `install` puts finished runs into a weights file as the model's networks 0, 1, ... (in the order
-given, per channel count): effort levels pick among them (pillow_unz.tools).
+given, per channel count): effort levels pick among them (pillow_unz.tools); with --keep, the
+file it replaces stays beside it under its model id, for the files it coded.
 """
 from __future__ import annotations
 
@@ -43,7 +45,8 @@ from torch import nn
 from pillow_unz import _coder, codec, pixelmodel
 from pillow_unz.context_network import ContextNetwork
 from pillow_unz.finetune.train import data_hash, image_files, planes_of, to_mode
-from pillow_unz.weights import CONTEXT_NETWORK, MODEL_KEYS, file_metadata, load_models, parse_models, read_networks, serialize_models
+from pillow_unz.weights import (CONTEXT_NETWORK, MODEL_KEYS, earlier_weights_name, file_metadata, load_models, parse_models,
+                                read_networks, serialize_models)
 
 REDUCTIONS = (1, 2, 3, 4)
 INPUT_LIMIT = _coder.NET_INPUT_LIMIT
@@ -197,6 +200,30 @@ def quantize(model: ContextMLP, calibration: list[Sample]) -> ContextNetwork:
     return ContextNetwork(tuple(layers))
 
 
+def dequantize(network: ContextNetwork, norm: torch.Tensor) -> ContextMLP:
+    """A float network that computes what `network`'s integers do, but for the floors and clips:
+    training can go on from a shipped network whose run is gone (`--init-network`). Each layer's
+    weights are scaled to a largest magnitude in (0.5, 1], as training keeps them, the activations
+    scaled along (a ReLU passes a positive factor through)."""
+    weights = [torch.from_numpy(w.astype(np.float64)) for w, _, _ in network.layers]
+    biases = [torch.from_numpy(b.astype(np.float64)) for _, b, _ in network.layers]
+    hidden, count = network.layers[0][0].shape[1], len(network.layers)
+    model = ContextMLP(network.channels, hidden, count, norm).double()
+    for c in range(network.channels):
+        scale = norm.double()  # float inputs times this are the integer inputs
+        for k, (linear, (_, _, shift)) in enumerate(zip(model.linears(c), network.layers)):
+            w = weights[k][c] * scale / 2.0**shift  # integer activations of layer k from float inputs
+            b = biases[k][c] / 2.0**shift
+            if k + 1 < count:
+                unit = 2.0 ** math.ceil(math.log2(max(w.abs().max().item(), 1e-30)))  # one float activation, in integers
+                w, b, scale = w / unit, b / unit, torch.full((w.shape[0],), unit, dtype=torch.float64)
+            else:
+                w, b = w / 8, b / 8  # the forward pass gives eighths
+            linear.weight.data.copy_(w)
+            linear.bias.data.copy_(b)
+    return model.float()
+
+
 def codec_bits(photo: codec.PhotoModel, network: ContextNetwork | None, files: list[Path]) -> tuple[int, int]:
     """Bytes of the photo tool's streams of `files` (with the network, or without), and samples."""
     size = samples = 0
@@ -230,6 +257,8 @@ def train(args: argparse.Namespace) -> None:
     model = ContextMLP(args.channels, args.hidden, args.layers, norm)
     if args.init:
         model.load_state_dict(torch.load(Path(args.init) / "ckpt.pt", map_location="cpu")["model"])
+    elif args.init_network is not None:
+        model = dequantize(photo.context_networks[args.init_network], norm)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, trained, ckpt = 0, 0.0, out / "ckpt.pt"  # trained: seconds of training before this process
@@ -269,12 +298,15 @@ def train(args: argparse.Namespace) -> None:
             print(json.dumps({"step": step, "loss": round(loss.item(), 4),
                               "minutes": round((time.time() - started) / 60, 1)}), flush=True)
     network = quantize(model.cpu(), first)
-    meta = {"channels": args.channels, "hidden": args.hidden, "layers": args.layers, "steps": step,
+    linears = model.linears(0)
+    meta = {"channels": args.channels, "hidden": linears[0].out_features, "layers": len(linears), "steps": step,
             "batch": args.batch, "crop": args.crop, "lr": args.lr, "seed": args.seed, "reductions": list(reductions),
             "files": len(files), "data_hash": data_hash(files), "minutes": round((time.time() - started) / 60, 1),
             "device": args.device, "partner": args.partner}
     if args.init:
         meta["init"] = json.loads(file_metadata((Path(args.init) / "network.safetensors").read_bytes())["training"])
+    elif args.init_network is not None:
+        meta["init"] = {"network": args.init_network, "model_id": load_models().model_id.hex()}
     if args.eval:
         evals = [f for f in image_files(args.eval) if len(Image.open(f).getbands()) == args.channels]
         with_net, samples = codec_bits(photo, network, evals)
@@ -324,6 +356,10 @@ def install(args: argparse.Namespace) -> None:
         key = f"{MODEL_KEYS[network.channels]}.{CONTEXT_NETWORK}{len(by_channels[network.channels]) - 1}"
         metadata[f"{key}.training"] = file_metadata(blob)["training"]
     photo = {c: dataclasses.replace(models.photo[c], context_networks=tuple(by_channels.get(c, ()))) for c in models.photo}
+    if args.keep:  # the files the replaced weights wrote go on decoding (weights.models_for)
+        kept = Path(args.weights).with_name(earlier_weights_name(models.model_id))
+        kept.write_bytes(data)
+        print(f"kept the replaced weights as {kept}")
     Path(args.weights).write_bytes(serialize_models(networks, photo, metadata))
     print(f"wrote {args.weights}: " + ", ".join(f"{MODEL_KEYS[c]} {len(n)} networks" for c, n in by_channels.items()))
 
@@ -334,6 +370,8 @@ def main(argv: list[str] | None = None) -> None:
         p = argparse.ArgumentParser(prog="context install")
         p.add_argument("runs", nargs="+")
         p.add_argument("--weights", required=True)
+        p.add_argument("--keep", action="store_true",
+                       help="keep the replaced weights beside it, named by model id, so that its files still decode")
         return install(p.parse_args(argv[1:]))
     if argv[:1] == ["pack"]:
         p = argparse.ArgumentParser(prog="context pack", description=pack.__doc__)
@@ -355,6 +393,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--minutes", type=float, default=0, help="train for this long instead of --steps")
     p.add_argument("--init", default="", help="a finished run to start from (fresh optimizer and schedule)")
+    p.add_argument("--init-network", type=int, default=None,
+                   help="start from the weights file's network of this index instead (its integers as floats)")
     p.add_argument("--partner", type=int, default=None,
                    help="the weights file's network of this index, frozen: each crop's loss is the smaller of "
                         "the two networks' code lengths, so that this one learns what the other codes worse")

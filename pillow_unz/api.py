@@ -11,7 +11,7 @@ import numpy as np
 
 from . import codec, format as fmt, tools
 from .repeats import Repeats
-from .weights import ModelSet, load_models
+from .weights import ModelSet, load_models, models_for
 
 
 @dataclass
@@ -184,11 +184,11 @@ def decode_rows(
     (ChecksumError). With truncated_ok, a file that ends early gives the bands it still holds
     and zeros."""
     unz = fmt.read_body(f, header, metadata, truncated_ok, first_frame)
-    models = models or load_models()
-    if header.model_id != models.model_id:
+    models = models_for(header.model_id) if models is None else models
+    if models is None or header.model_id != models.model_id:
         raise fmt.UnzFormatError(
             f"file was coded with model {header.model_id.hex()} (another release of pillow-unz or of its weights), "
-            f"this pillow-unz has {models.model_id.hex()}: decode it with the release that wrote it"
+            f"this pillow-unz has {(models or load_models()).model_id.hex()}: decode it with the release that wrote it"
         )
     group_models = [models.for_channels(n) for n in fmt.GROUPS[header.mode]]
     if unz.adapter is not None:

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageSequence, PngImagePlugin
 
 from . import UnzImagePlugin, _coder, api, codec, format as fmt, png16, samples, tools  # (importing the plugin registers .unz)
-from .weights import load_models
+from .weights import load_models, models_for
 
 
 class CliError(Exception):
@@ -156,13 +156,16 @@ def cmd_info(args: argparse.Namespace) -> int:
         total = Path(name).stat().st_size
         frames = f", {1 + len(unz.frames)} frames" if unz.frames else ""
         print(f"{name}: UNZ version {h.version}, effort {h.effort}, {h.width}x{h.height} {h.mode}{frames}")
-        print(f"  model {h.model_id.hex()}, pixel hash {h.pixel_hash.hex()}")
+        models = models_for(h.model_id)
+        known = ("unknown to this release" if models is None else
+                 "this release's" if models is load_models() else "an earlier release's, kept")
+        print(f"  model {h.model_id.hex()} ({known}), pixel hash {h.pixel_hash.hex()}")
         for key, value in unz.metadata.items():
             print(f"  {key}: {len(value)} bytes")
         if unz.adapter is not None:
             print(f"  adapter: {len(unz.adapter)} bytes")
             adapter = api.adapter_module()
-            networks = [load_models().network(n) for n in fmt.GROUPS[h.mode]]
+            networks = [(models or load_models()).network(n) for n in fmt.GROUPS[h.mode]]
             for i, layers in enumerate(adapter.decode(unz.adapter, networks)):
                 print(f"    planes {i}: " + (", ".join(f"{a.name} rank {a.rank}" for a in layers) or "not adapted"))
         if unz.repeats is not None:

@@ -7,7 +7,8 @@ context_network.py), which coding reads with numpy alone, and the network's, whi
 files and training need (built with torch on first use). The metadata holds each network's config as
 JSON and how it was trained. The file's SHA-256, taken with the pixel model's revision,
 identifies the models in every .unz header, so a file never decodes with models other than those
-that coded it.
+that coded it. Earlier releases' weights files stay in the package under their model ids
+(earlier_weights_name), so that retraining a network leaves every file written before decodable.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import threading
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from safetensors.numpy import load, save
@@ -27,6 +28,8 @@ from .codec import PhotoModel
 from .context_network import ContextNetwork
 
 if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
     from .model import UnzNet
 
 DEFAULT_WEIGHTS = "unz-default.safetensors"
@@ -142,14 +145,41 @@ _lock = threading.Lock()
 _loaded: dict[str, ModelSet] = {}
 
 
-def load_models(path: str | Path | None = None) -> ModelSet:
-    """The shipped models (or those of `path`), loaded once per process."""
-    key = str(path) if path is not None else DEFAULT_WEIGHTS
+def _load(key: str, read: Callable[[], bytes]) -> ModelSet:
+    """The models of a file, parsed once per process (key: where it lies)."""
     with _lock:
         if key not in _loaded:
-            if path is None:
-                data = resources.files("pillow_unz._weights").joinpath(DEFAULT_WEIGHTS).read_bytes()
-            else:
-                data = Path(path).read_bytes()
-            _loaded[key] = parse_models(data)
+            _loaded[key] = parse_models(read())
         return _loaded[key]
+
+
+def _shipped(name: str) -> Traversable:
+    """A file of the package's weights folder."""
+    return resources.files("pillow_unz._weights").joinpath(name)
+
+
+def load_models(path: str | Path | None = None) -> ModelSet:
+    """The shipped models (or those of `path`), loaded once per process."""
+    if path is None:
+        return _load(f"package:{DEFAULT_WEIGHTS}", _shipped(DEFAULT_WEIGHTS).read_bytes)
+    return _load(str(path), Path(path).read_bytes)
+
+
+def earlier_weights_name(model_id: bytes) -> str:
+    """The name under which the package keeps an earlier release's weights file."""
+    return f"unz-{model_id.hex()}.safetensors"
+
+
+def models_for(model_id: bytes) -> ModelSet | None:
+    """The models of a file's model id: the shipped ones, or an earlier release's that the
+    package keeps so that files written before its networks were retrained still decode
+    (None: neither). An earlier file whose bytes no longer give its name's id (the pixel model's
+    revision changed since, and with it every id) codes nothing this release can decode."""
+    current = load_models()
+    if model_id == current.model_id:
+        return current
+    earlier = _shipped(earlier_weights_name(model_id))
+    if not earlier.is_file():
+        return None
+    models = _load(f"package:{earlier.name}", earlier.read_bytes)
+    return models if models.model_id == model_id else None

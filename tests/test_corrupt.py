@@ -5,13 +5,15 @@ import io
 import struct
 import time
 import zlib
+from importlib import resources
 
 import numpy as np
 import pytest
 from PIL import Image
+from safetensors.numpy import load, save
 
 import pillow_unz
-from pillow_unz import codec, format as fmt, samples, tools
+from pillow_unz import codec, format as fmt, samples, tools, weights
 
 from .conftest import mixed, with_alpha
 
@@ -232,6 +234,35 @@ def test_other_model_is_refused(coded: bytes) -> None:
     data = bytes(head) + struct.pack("<I", zlib.crc32(bytes(head))) + coded[fmt.HEADER_SIZE :]
     with pytest.raises(pillow_unz.UnzFormatError, match="model"):
         open_and_load(data)
+
+
+def test_earlier_releases_weights_decode_their_files(small: Image.Image, tmp_path, monkeypatch) -> None:
+    """A file coded with another release's weights is refused, unless the package keeps that
+    release's weights file under its model id: then it decodes with them."""
+    current = weights.load_models()
+    other = weights.canonical(save(load(current.data), metadata={**current.metadata, "release": "earlier"}))
+    earlier = weights.parse_models(other)
+    data = pillow_unz.compress(np.asarray(small), small.mode, models=earlier)
+    with pytest.raises(pillow_unz.UnzFormatError, match="another release"):
+        pillow_unz.decompress(data)
+    (tmp_path / weights.earlier_weights_name(earlier.model_id)).write_bytes(other)
+    monkeypatch.setattr(weights, "_shipped", lambda name: tmp_path / name)
+    with Image.open(io.BytesIO(data)) as img:
+        assert np.array_equal(np.asarray(img), np.asarray(small))
+    (tmp_path / weights.earlier_weights_name(earlier.model_id)).write_bytes(current.data)  # another id than its name
+    weights._loaded.pop(f"package:{weights.earlier_weights_name(earlier.model_id)}")
+    with pytest.raises(pillow_unz.UnzFormatError, match="another release"):
+        pillow_unz.decompress(data)
+
+
+def test_kept_weights_files_are_named_by_their_model_ids() -> None:
+    """An earlier release's weights file is kept only while it decodes that release's files: its
+    bytes give its name's model id (a new pixel model revision changes every id: remove them)."""
+    for entry in resources.files("pillow_unz._weights").iterdir():
+        if entry.name.endswith(".safetensors") and entry.name != weights.DEFAULT_WEIGHTS:
+            model_id = bytes.fromhex(entry.name.removeprefix("unz-").removesuffix(".safetensors"))
+            assert weights.earlier_weights_name(model_id) == entry.name
+            assert weights.models_for(model_id) is not None, f"{entry.name} is not the weights of model {model_id.hex()}"
 
 
 def test_wrong_checksum_is_reported(coded: bytes) -> None:

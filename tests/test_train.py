@@ -114,3 +114,41 @@ def test_context_network_trains_packed_warm_and_on_the_clock(photos, tmp_path) -
     assert network.channels == 1 and network.layers[0][0].shape == (1, 8, 36)
     meta = json.loads(file_metadata(blob)["training"])
     assert meta["steps"] >= 1 and meta["init"]["steps"] == 2 and meta["device"] == "cpu"
+
+
+def test_context_network_trains_on_from_a_shipped_one(photos, tmp_path, small: Image.Image) -> None:
+    """Training can go on from a network of the weights file, whose run is gone: its integers as
+    floats compute what the coder does, up to the floors; install --keep keeps the replaced
+    weights under their model id (test_corrupt: the files they coded decode with them)."""
+    import torch
+    from safetensors.numpy import load
+
+    from pillow_unz import _coder
+    from pillow_unz.context_network import ContextNetwork
+    from pillow_unz.finetune import context
+    from pillow_unz.weights import earlier_weights_name, file_metadata
+
+    shipped = load_models()
+    planes = np.asarray(small.convert("L"))[None]
+    crop = context.Sample(planes)
+    limits = np.array([_coder.NET_MAX_CORRECTION, _coder.NET_MAX_SCALE_OFFSET]).reshape(1, 2, 1, 1)
+    for k, network in enumerate(shipped.for_channels(1).context_networks):
+        model = context.dequantize(network, torch.rand(36) + 0.5)
+        with torch.no_grad():
+            floats = np.clip(model(crop.context)[0].numpy(), -limits, limits)
+        off = np.abs(floats - network.outputs(crop.context[0].numpy()))  # in eighths
+        assert off.mean() < 1 and np.quantile(off, 0.99) < 3, k  # (a few hidden values reach the coder's clip)
+
+    run = tmp_path / "on"
+    context.main(["--data", str(photos), "--channels", "1", "--crop", "32", "--batch", "2", "--steps", "1",
+                  "--init-network", "0", "--partner", "1", "--out", str(run)])
+    blob = (run / "network.safetensors").read_bytes()
+    assert ContextNetwork.from_tensors(load(blob), "").layers[0][0].shape == (1, 32, 36)  # network 0's shape
+    assert json.loads(file_metadata(blob)["training"])["init"] == {"network": 0, "model_id": shipped.model_id.hex()}
+
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(shipped.data)
+    context.main(["install", str(run), "--weights", str(weights), "--keep"])
+    assert (tmp_path / earlier_weights_name(shipped.model_id)).read_bytes() == shipped.data
+    installed = parse_models(weights.read_bytes())
+    assert installed.model_id != shipped.model_id and len(installed.for_channels(1).context_networks) == 1
