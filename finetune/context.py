@@ -344,7 +344,9 @@ def pack(args: argparse.Namespace) -> None:
 
 
 def install(args: argparse.Namespace) -> None:
-    """Put finished runs into a weights file as its models' context networks, in the order given."""
+    """Put finished runs into a weights file as its models' context networks: in the order given,
+    or (--at K) each as its model's network K, the model's other networks kept. A model that no
+    run names keeps its networks."""
     data = Path(args.weights).read_bytes()
     models = parse_models(data)
     networks, metadata = read_networks(data)
@@ -352,10 +354,15 @@ def install(args: argparse.Namespace) -> None:
     for run in map(Path, args.runs):
         blob = (run / "network.safetensors").read_bytes()
         network = ContextNetwork.from_tensors(load(blob), "")
-        by_channels.setdefault(network.channels, []).append(network)
-        key = f"{MODEL_KEYS[network.channels]}.{CONTEXT_NETWORK}{len(by_channels[network.channels]) - 1}"
-        metadata[f"{key}.training"] = file_metadata(blob)["training"]
-    photo = {c: dataclasses.replace(models.photo[c], context_networks=tuple(by_channels.get(c, ()))) for c in models.photo}
+        shipped = list(models.photo[network.channels].context_networks)
+        nets = by_channels.setdefault(network.channels, [] if args.at is None else shipped)
+        index = len(nets) if args.at is None else args.at
+        if index > len(nets):
+            raise SystemExit(f"--at {index}: the {MODEL_KEYS[network.channels]} model has {len(nets)} networks")
+        nets[index : index + 1] = [network]
+        metadata[f"{MODEL_KEYS[network.channels]}.{CONTEXT_NETWORK}{index}.training"] = file_metadata(blob)["training"]
+    photo = {c: dataclasses.replace(models.photo[c], context_networks=tuple(by_channels[c])) if c in by_channels else models.photo[c]
+             for c in models.photo}
     if args.keep:  # the files the replaced weights wrote go on decoding (weights.models_for)
         kept = Path(args.weights).with_name(earlier_weights_name(models.model_id))
         kept.write_bytes(data)
@@ -370,6 +377,7 @@ def main(argv: list[str] | None = None) -> None:
         p = argparse.ArgumentParser(prog="context install")
         p.add_argument("runs", nargs="+")
         p.add_argument("--weights", required=True)
+        p.add_argument("--at", type=int, default=None, help="put each run in as its model's network of this index")
         p.add_argument("--keep", action="store_true",
                        help="keep the replaced weights beside it, named by model id, so that its files still decode")
         return install(p.parse_args(argv[1:]))

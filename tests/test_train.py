@@ -148,7 +148,14 @@ def test_context_network_trains_on_from_a_shipped_one(photos, tmp_path, small: I
 
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(shipped.data)
-    context.main(["install", str(run), "--weights", str(weights), "--keep"])
+    context.main(["install", str(run), "--weights", str(weights), "--at", "1", "--keep"])
     assert (tmp_path / earlier_weights_name(shipped.model_id)).read_bytes() == shipped.data
     installed = parse_models(weights.read_bytes())
-    assert installed.model_id != shipped.model_id and len(installed.for_channels(1).context_networks) == 1
+    assert installed.model_id != shipped.model_id
+
+    def same(a: ContextNetwork, b: ContextNetwork) -> bool:
+        return all(np.array_equal(t, b.to_tensors("")[name]) for name, t in a.to_tensors("").items())
+
+    for channels, replaced in ((3, None), (1, 1)):  # network 1 of the gray model, the others kept
+        now, before = installed.for_channels(channels).context_networks, shipped.for_channels(channels).context_networks
+        assert [same(a, b) for a, b in zip(now, before)] == [k != replaced for k in range(len(before))]
