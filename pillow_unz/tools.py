@@ -85,12 +85,14 @@ EFFORTS = {
     3: Effort(photo=(None,)),  # the classical pixel model
     4: Effort(photo=(0,)),  # with the small context network
     5: Effort(photo=(0, None)),
-    6: Effort(photo=(1, 3)),  # with the large ones, trained more on reduced (1) and on full-size photos (3)
+    # With the large ones: a pair trained against each other, 1 on reduced photos and 3 on
+    # full-size ones (5 is the large one trained on a GPU that 3 went on from).
+    6: Effort(photo=(1, 3)),
     # The classical model won no band from these networks, on photographs, graphics or
     # screenshots (docs/DESIGN.md): it stays the safety net of efforts 5, 8 and 9.
     7: Effort(photo=(1, 3), keys=(LEVEL_KEY, POSITION_KEY)),
-    8: Effort(photo=(2, 4, 1, 3, None), keys=(LEVEL_KEY, POSITION_KEY, NO_KEY)),  # with the deep ones too
-    9: Effort(photo=(2, 4, 1, 3, 0, None), keys=(LEVEL_KEY, POSITION_KEY, NO_KEY)),
+    8: Effort(photo=(2, 4, 1, 3, 5, None), keys=(LEVEL_KEY, POSITION_KEY, NO_KEY)),  # with the deep ones too
+    9: Effort(photo=(2, 4, 1, 3, 5, 0, None), keys=(LEVEL_KEY, POSITION_KEY, NO_KEY)),
 }
 # The strongest effort whose networks decode at at least a quarter of JPEG XL effort 7's speed on
 # the eval photos (docs/DESIGN.md); 8 and 9 add the deep networks, slower to decode where they win.

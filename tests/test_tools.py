@@ -160,7 +160,8 @@ def test_codings_at_once_are_the_codings_one_by_one(sample: Image.Image) -> None
 
 def test_jpeg_blocks_take_the_position_key(sample: Image.Image) -> None:
     """A decoded JPEG's 8x8 blocks: the encoder keeps the position key, which codes it smaller
-    than the level key, and photos without blocks keep the level key."""
+    than the level key; a photo whose noise grows with its brightness (shot noise), without
+    blocks, keeps the level key."""
     buf = io.BytesIO()
     sample.save(buf, format="JPEG", quality=30, subsampling=0)
     blocky = Image.open(buf).convert("RGB")
@@ -175,4 +176,8 @@ def test_jpeg_blocks_take_the_position_key(sample: Image.Image) -> None:
 
     sizes = {key: size(key) for key in tools.KEY_NAMES}
     assert sizes[tools.POSITION_KEY] < 0.985 * min(sizes[tools.LEVEL_KEY], sizes[tools.NO_KEY])
-    assert set(photo_keys(coded(sample.convert("L")))) == {tools.LEVEL_KEY}
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:240, 0:320]
+    level = 20 + 200 * (x / 319) * (0.6 + 0.4 * np.sin(y / 30))
+    noisy = np.clip(np.round(level + rng.normal(0, 1, level.shape) * (0.3 + level / 40)), 0, 255).astype(np.uint8)
+    assert set(photo_keys(coded(Image.fromarray(noisy)))) == {tools.LEVEL_KEY}
