@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections import Counter
@@ -53,6 +54,8 @@ def _for_each(items: list, work, desc: str) -> int:
     for item in tqdm(items, desc=desc, unit="file", disable=len(items) < 2, file=sys.stderr):
         try:
             work(*item)
+        except BrokenPipeError:  # the reader went away (unz info ... | head): no file failed
+            raise
         except (OSError, ValueError, ImportError, CliError) as e:
             print(f"unz: error: {item[0]}: {e}", file=sys.stderr)
             failures += 1
@@ -275,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # As a Unix tool does on SIGPIPE: stop quietly, and keep Python from complaining again
+        # when it flushes stdout at exit (the Python docs' recipe).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (OSError, ValueError, ImportError, CliError) as e:
         print(f"unz: error: {e}", file=sys.stderr)
         return 1

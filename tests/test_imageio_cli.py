@@ -1,6 +1,9 @@
 """imageio v3 and the `unz` command line."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -77,6 +80,18 @@ def test_errors_give_messages_and_exit_codes(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as e:
         cli.main(["frobnicate"])
     assert e.value.code == 2
+
+
+def test_a_reader_that_stops_early_is_no_error(small: Image.Image, tmp_path) -> None:
+    """`unz info *.unz | head -1`: when the pipe closes, unz stops quietly, as Unix tools do."""
+    small.save(tmp_path / "a.unz")
+    command = [sys.executable, "-m", "pillow_unz.cli", "info", *[str(tmp_path / "a.unz")] * 200]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as unz:
+        assert unz.stdout.readline().startswith(str(tmp_path / "a.unz").encode())
+        unz.stdout.close()  # the reader goes away
+        errors = unz.stderr.read()  # (the progress bar over several files is there too)
+    assert b"error" not in errors and b"Traceback" not in errors, errors
+    assert unz.returncode == 1
 
 
 def test_bench_ablation_reports_the_network_share(small: Image.Image, tmp_path, capsys) -> None:
