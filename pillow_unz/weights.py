@@ -158,11 +158,14 @@ def _shipped(name: str) -> Traversable:
     return resources.files("pillow_unz._weights").joinpath(name)
 
 
+def _shipped_models(name: str) -> ModelSet:
+    """The models of a weights file of the package, loaded once per process."""
+    return _load(f"package:{name}", _shipped(name).read_bytes)
+
+
 def load_models(path: str | Path | None = None) -> ModelSet:
     """The shipped models (or those of `path`), loaded once per process."""
-    if path is None:
-        return _load(f"package:{DEFAULT_WEIGHTS}", _shipped(DEFAULT_WEIGHTS).read_bytes)
-    return _load(str(path), Path(path).read_bytes)
+    return _shipped_models(DEFAULT_WEIGHTS) if path is None else _load(str(path), Path(path).read_bytes)
 
 
 def earlier_weights_name(model_id: bytes) -> str:
@@ -178,8 +181,8 @@ def models_for(model_id: bytes) -> ModelSet | None:
     current = load_models()
     if model_id == current.model_id:
         return current
-    earlier = _shipped(earlier_weights_name(model_id))
-    if not earlier.is_file():
+    name = earlier_weights_name(model_id)
+    if not _shipped(name).is_file():
         return None
-    models = _load(f"package:{earlier.name}", earlier.read_bytes)
+    models = _shipped_models(name)
     return models if models.model_id == model_id else None

@@ -85,6 +85,8 @@ def test_errors_give_messages_and_exit_codes(tmp_path, capsys) -> None:
 def test_a_reader_that_stops_early_is_no_error(small: Image.Image, tmp_path) -> None:
     """`unz info *.unz | head -1`: when the pipe closes, unz stops quietly, as Unix tools do."""
     small.save(tmp_path / "a.unz")
+    with Image.open(tmp_path / "a.unz") as back:
+        assert np.array_equal(np.asarray(back), np.asarray(small))
     command = [sys.executable, "-m", "pillow_unz.cli", "info", *[str(tmp_path / "a.unz")] * 200]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as unz:
         assert unz.stdout.readline().startswith(str(tmp_path / "a.unz").encode())
