@@ -45,8 +45,8 @@ from torch import nn
 from pillow_unz import _coder, codec, pixelmodel
 from pillow_unz.context_network import ContextNetwork
 from pillow_unz.finetune.train import data_hash, image_files, planes_of, to_mode
-from pillow_unz.weights import (CONTEXT_NETWORK, MODEL_KEYS, earlier_weights_name, file_metadata, load_models, parse_models,
-                                read_networks, serialize_models)
+from pillow_unz.weights import (CONTEXT_NETWORK, MODEL_KEYS, earlier_weights_name, file_metadata, kept_difference, load_models,
+                                parse_models, read_networks, serialize_models)
 
 REDUCTIONS = (1, 2, 3, 4)
 INPUT_LIMIT = _coder.NET_INPUT_LIMIT
@@ -363,11 +363,12 @@ def install(args: argparse.Namespace) -> None:
         metadata[f"{MODEL_KEYS[network.channels]}.{CONTEXT_NETWORK}{index}.training"] = file_metadata(blob)["training"]
     photo = {c: dataclasses.replace(models.photo[c], context_networks=tuple(by_channels[c])) if c in by_channels else models.photo[c]
              for c in models.photo}
+    new = serialize_models(networks, photo, metadata)
     if args.keep:  # the files the replaced weights wrote go on decoding (weights.models_for)
         kept = Path(args.weights).with_name(earlier_weights_name(models.model_id))
-        kept.write_bytes(data)
-        print(f"kept the replaced weights as {kept}")
-    Path(args.weights).write_bytes(serialize_models(networks, photo, metadata))
+        kept.write_bytes(kept_difference(data, new))
+        print(f"kept the replaced weights as {kept}, as their difference to the new ones")
+    Path(args.weights).write_bytes(new)
     print(f"wrote {args.weights}: " + ", ".join(f"{MODEL_KEYS[c]} {len(n)} networks" for c, n in by_channels.items()))
 
 

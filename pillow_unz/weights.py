@@ -8,7 +8,9 @@ files and training need (built with torch on first use). The metadata holds each
 JSON and how it was trained. The file's SHA-256, taken with the pixel model's revision,
 identifies the models in every .unz header, so a file never decodes with models other than those
 that coded it. Earlier releases' weights files stay in the package under their model ids
-(earlier_weights_name), so that retraining a network leaves every file written before decodable.
+(earlier_weights_name), so that retraining a network leaves every file written before decodable;
+each is kept as what it holds that the file which replaced it does not (kept_difference), since a
+retrained network or two is all that tells two releases apart.
 """
 from __future__ import annotations
 
@@ -36,6 +38,9 @@ DEFAULT_WEIGHTS = "unz-default.safetensors"
 MODEL_KEYS = {3: "rgb", 1: "gray"}  # by number of colour channels
 PHOTO = "photo."  # prefix of the photo tool's tensors within a model's
 CONTEXT_NETWORK = "net"  # prefix of the k-th context network's tensors within a model's: net<k>.
+# The metadata of a kept weights file: the model id of the file that replaced it, whose tensors
+# it leaves out where they are the same; its own tensors' names; its own metadata.
+SUCCESSOR, TENSORS, METADATA = "kept.successor", "kept.tensors", "kept.metadata"
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,25 @@ def canonical(data: bytes) -> bytes:
     return len(text).to_bytes(8, "little") + text + data[start:]
 
 
+def kept_difference(data: bytes, successor: bytes) -> bytes:
+    """How the package keeps the weights file `data` once `successor` has replaced it: the
+    tensors that `successor` lacks or holds otherwise, and what rebuilds the rest (kept_whole)."""
+    tensors, theirs = load(data), load(successor)
+    differing = {name: t for name, t in tensors.items()
+                 if name not in theirs or theirs[name].dtype != t.dtype or not np.array_equal(theirs[name], t)}
+    metadata = {SUCCESSOR: model_id_of(successor).hex(), TENSORS: json.dumps(sorted(tensors)),
+                METADATA: json.dumps(file_metadata(data), sort_keys=True)}
+    return canonical(save(differing, metadata=metadata))
+
+
+def kept_whole(kept: bytes, successor: bytes) -> bytes:
+    """The weights file that kept_difference(data, successor) keeps: `data` again, byte for byte
+    (safetensors lays tensors out by type and name, canonical the header)."""
+    meta, tensors, theirs = file_metadata(kept), load(kept), load(successor)
+    whole = {name: tensors[name] if name in tensors else theirs[name] for name in json.loads(meta[TENSORS])}
+    return canonical(save(whole, metadata=json.loads(meta[METADATA])))
+
+
 _lock = threading.Lock()
 _loaded: dict[str, ModelSet] = {}
 
@@ -158,14 +182,11 @@ def _shipped(name: str) -> Traversable:
     return resources.files("pillow_unz._weights").joinpath(name)
 
 
-def _shipped_models(name: str) -> ModelSet:
-    """The models of a weights file of the package, loaded once per process."""
-    return _load(f"package:{name}", _shipped(name).read_bytes)
-
-
 def load_models(path: str | Path | None = None) -> ModelSet:
     """The shipped models (or those of `path`), loaded once per process."""
-    return _shipped_models(DEFAULT_WEIGHTS) if path is None else _load(str(path), Path(path).read_bytes)
+    if path is None:
+        return _load(f"package:{DEFAULT_WEIGHTS}", _shipped(DEFAULT_WEIGHTS).read_bytes)
+    return _load(str(path), Path(path).read_bytes)
 
 
 def earlier_weights_name(model_id: bytes) -> str:
@@ -178,11 +199,27 @@ def models_for(model_id: bytes) -> ModelSet | None:
     package keeps so that files written before its networks were retrained still decode
     (None: neither). An earlier file whose bytes no longer give its name's id (the pixel model's
     revision changed since, and with it every id) codes nothing this release can decode."""
+    return _models_for(model_id, ())
+
+
+def _models_for(model_id: bytes, newer: tuple[bytes, ...]) -> ModelSet | None:
+    """models_for, where `newer` kept files named this id as their successor (one of them
+    again would be a loop, which no package writes)."""
     current = load_models()
     if model_id == current.model_id:
         return current
     name = earlier_weights_name(model_id)
-    if not _shipped(name).is_file():
-        return None
-    models = _shipped_models(name)
+    key = f"package:{name}"
+    if key not in _loaded:
+        if model_id in newer or not _shipped(name).is_file():
+            return None
+        data = _shipped(name).read_bytes()
+        successor_id = file_metadata(data).get(SUCCESSOR)
+        if successor_id is not None:  # kept as its difference to the file that replaced it
+            successor = _models_for(bytes.fromhex(successor_id), (*newer, model_id))
+            if successor is None:
+                return None
+            data = kept_whole(data, successor.data)
+        _load(key, lambda: data)
+    models = _loaded[key]
     return models if models.model_id == model_id else None

@@ -257,6 +257,38 @@ def test_earlier_releases_weights_decode_their_files(small: Image.Image, tmp_pat
         pillow_unz.decompress(data)
 
 
+def test_kept_weights_are_their_difference_to_the_next_release(small: Image.Image, tmp_path, monkeypatch) -> None:
+    """The package keeps an earlier weights file as the tensors that differ from the file that
+    replaced it: rebuilt byte for byte through a chain of releases, it decodes its files; with a
+    link of the chain gone, they are refused."""
+    current = weights.load_models()
+
+    def before(data: bytes, release: str) -> bytes:  # the release before `data`: one network's biases differ
+        tensors = load(data)
+        tensors["gray.net1.b2"] = tensors["gray.net1.b2"] + 1
+        return weights.canonical(save(tensors, metadata={**weights.file_metadata(data), "release": release}))
+
+    second = before(current.data, "second")
+    first = before(second, "first")
+    kept = {weights.model_id_of(first): weights.kept_difference(first, second),
+            weights.model_id_of(second): weights.kept_difference(second, current.data)}
+    assert all(len(k) < len(current.data) / 20 for k in kept.values())
+    (tmp_path / weights.DEFAULT_WEIGHTS).write_bytes(current.data)
+    for model_id, k in kept.items():
+        (tmp_path / weights.earlier_weights_name(model_id)).write_bytes(k)
+    monkeypatch.setattr(weights, "_shipped", lambda name: tmp_path / name)
+    monkeypatch.setattr(weights, "_loaded", {})
+    gray = small.convert("L")
+    data = pillow_unz.compress(np.asarray(gray), "L", models=weights.parse_models(first))
+    assert weights.models_for(weights.model_id_of(first)).data == first
+    with Image.open(io.BytesIO(data)) as img:
+        assert np.array_equal(np.asarray(img), np.asarray(gray))
+    (tmp_path / weights.earlier_weights_name(weights.model_id_of(second))).unlink()
+    monkeypatch.setattr(weights, "_loaded", {})  # as a new process would find it
+    with pytest.raises(pillow_unz.UnzFormatError, match="another release"):
+        pillow_unz.decompress(data)
+
+
 def test_kept_weights_files_are_named_by_their_model_ids() -> None:
     """An earlier release's weights file is kept only while it decodes that release's files: its
     bytes give its name's model id (a new pixel model revision changes every id: remove them)."""
