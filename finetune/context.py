@@ -242,23 +242,28 @@ def train(args: argparse.Namespace) -> None:
     rng = random.Random(args.seed)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    photo = load_models().for_channels(args.channels)
+    for option, index in (("--partner", args.partner), ("--init-network", args.init_network)):
+        if index is not None and not 0 <= index < len(photo.context_networks):
+            raise SystemExit(f"{option} {index}: the {MODEL_KEYS[args.channels]} model has networks 0 to "
+                             f"{len(photo.context_networks) - 1}")
     files = training_files(args.data, args.skip)
     started = time.time()
     reductions = tuple(int(r) for r in args.reductions.split(","))
     images = training_images(files, args.channels, reductions)
     first = [random_crop(images, args.crop, rng) for _ in range(64)]  # for the input scaling and calibration
     print(json.dumps({"images": len(images), "minutes": round((time.time() - started) / 60, 1)}), flush=True)
-    photo = load_models().for_channels(args.channels)
-    partner = None if args.partner is None else photo.context_network(args.partner)
+    partner = photo.context_network(args.partner)
     table = torch.from_numpy(photo.scale_table).float().to(device)
     constants = torch.from_numpy(photo.constants).float().to(device)
     contexts = torch.cat([c.context.transpose(0, 1).flatten(1) for c in first], 1).float()
     norm = contexts.clamp(-INPUT_LIMIT, INPUT_LIMIT).abs().mean(1).clamp(min=1)
-    model = ContextMLP(args.channels, args.hidden, args.layers, norm)
-    if args.init:
-        model.load_state_dict(torch.load(Path(args.init) / "ckpt.pt", map_location="cpu")["model"])
-    elif args.init_network is not None:
+    if args.init_network is not None:
         model = dequantize(photo.context_networks[args.init_network], norm)
+    else:
+        model = ContextMLP(args.channels, args.hidden, args.layers, norm)
+        if args.init:
+            model.load_state_dict(torch.load(Path(args.init) / "ckpt.pt", map_location="cpu")["model"])
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, trained, ckpt = 0, 0.0, out / "ckpt.pt"  # trained: seconds of training before this process
@@ -401,8 +406,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--layers", type=int, default=2, help="linear layers per channel")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--minutes", type=float, default=0, help="train for this long instead of --steps")
-    p.add_argument("--init", default="", help="a finished run to start from (fresh optimizer and schedule)")
-    p.add_argument("--init-network", type=int, default=None,
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--init", default="", help="a finished run to start from (fresh optimizer and schedule)")
+    start.add_argument("--init-network", type=int, default=None,
                    help="start from the weights file's network of this index instead (its integers as floats)")
     p.add_argument("--partner", type=int, default=None,
                    help="the weights file's network of this index, frozen: each crop's loss is the smaller of "

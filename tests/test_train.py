@@ -140,8 +140,10 @@ def test_context_network_trains_on_from_a_shipped_one(photos, tmp_path, small: I
         assert off.mean() < 1 and np.quantile(off, 0.99) < 3, k  # (a few hidden values reach the coder's clip)
 
     run = tmp_path / "on"
-    context.main(["--data", str(photos), "--channels", "1", "--crop", "32", "--batch", "2", "--steps", "1",
-                  "--init-network", "0", "--partner", "1", "--out", str(run)])
+    options = ["--data", str(photos), "--channels", "1", "--crop", "32", "--batch", "2", "--steps", "1", "--out", str(run)]
+    with pytest.raises(SystemExit, match="--partner 99: the gray model has networks 0 to"):
+        context.main([*options, "--partner", "99"])
+    context.main([*options, "--init-network", "0", "--partner", "1"])
     blob = (run / "network.safetensors").read_bytes()
     assert ContextNetwork.from_tensors(load(blob), "").layers[0][0].shape == (1, 32, 36)  # network 0's shape
     assert json.loads(file_metadata(blob)["training"])["init"] == {"network": 0, "model_id": shipped.model_id.hex()}
