@@ -43,22 +43,25 @@ class OnlineLeastSquares {
     return sum;
   }
 
-  // The sample counts 2**-down_weight times as much as others (0: fully).
-  void update(const int32_t* x, int32_t target, int down_weight = 0) {
-    const int bits = kStatBits - down_weight;
-    const auto scaled = [bits](int64_t v) { return bits >= 0 ? v * (int64_t{1} << bits) : floor_shift(v, -bits); };
-    for (int i = 0; i < n_; ++i) {
-      for (int j = i; j < n_; ++j) {
-        const int64_t v = cov_[i][j] + towards(scaled(int64_t{x[i]} * x[j]) - cov_[i][j]);
-        cov_[i][j] = cov_[j][i] = v;
-      }
-      cross_[i] += towards(scaled(int64_t{x[i]} * target) - cross_[i]);
-    }
+  // A sample's statistics come in two halves: its inputs' (x x^T), which a caller may add as soon
+  // as it knows them, and its target's (x t); predict must not run between the two. The sample
+  // counts 2**-down_weight times as much as others (0: fully).
+  void update_inputs(const int32_t* x, int down_weight = 0) {
+    for (int i = 0; i < n_; ++i)
+      for (int j = i; j < n_; ++j)
+        cov_[i][j] = cov_[j][i] = cov_[i][j] + towards(scaled(int64_t{x[i]} * x[j], down_weight) - cov_[i][j]);
+  }
+  void update_target(const int32_t* x, int32_t target, int down_weight = 0) {
+    for (int i = 0; i < n_; ++i) cross_[i] += towards(scaled(int64_t{x[i]} * target, down_weight) - cross_[i]);
   }
 
  private:
   // One step of a moving average: the difference / 2**kMemoryBits, rounded to nearest so that
   // the averages carry no drift.
+  static int64_t scaled(int64_t product, int down_weight) {
+    const int bits = kStatBits - down_weight;
+    return bits >= 0 ? product * (int64_t{1} << bits) : floor_shift(product, -bits);
+  }
   static int64_t towards(int64_t difference) {
     return floor_shift(difference + (int64_t{1} << (kMemoryBits - 1)), kMemoryBits);
   }

@@ -211,6 +211,13 @@ class ClassicalPredictor {
                                    (int64_t{1} << (kBits - 1)),
                                kBits);
     correction_ = static_cast<int32_t>(correction);
+    // The fits' statistics of their inputs do not depend on the sample: added now, they are
+    // worked out beside the network's vector instructions. (Wide samples weigh them by the
+    // fit's miss: update adds them.)
+    if (!robust_) {
+      neighbours_[c].update_inputs(inputs_.data());
+      if (c > 0) residual_fit_[c].update_inputs(residual_inputs_.data());
+    }
 
     const int32_t feedback = blend_err_.causal_sum(c, y, x, 2, 2, 1, 1, 0, 0);
     const int spread = *std::max_element(pred_.begin(), pred_.begin() + kDifferencePredictors) -
@@ -264,8 +271,12 @@ class ClassicalPredictor {
       down_weight *= 2;  // as the squares of the miss: the statistics are of squares
       usual += floor_shift(miss - usual, 5);
     }
-    neighbours_[c].update(inputs_.data(), fit_value(target), down_weight);
-    if (c > 0) residual_fit_[c].update(residual_inputs_.data(), fit_value(residual));
+    if (robust_) {
+      neighbours_[c].update_inputs(inputs_.data(), down_weight);
+      if (c > 0) residual_fit_[c].update_inputs(residual_inputs_.data());
+    }
+    neighbours_[c].update_target(inputs_.data(), fit_value(target), down_weight);
+    if (c > 0) residual_fit_[c].update_target(residual_inputs_.data(), fit_value(residual));
     blend_residual_[c] = residual;
   }
 
