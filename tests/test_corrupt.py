@@ -287,6 +287,11 @@ def test_kept_weights_are_their_difference_to_the_next_release(small: Image.Imag
     monkeypatch.setattr(weights, "_loaded", {})  # as a new process would find it
     with pytest.raises(pillow_unz.UnzFormatError, match="another release"):
         pillow_unz.decompress(data)
+    # a file that names itself as its successor: a loop, refused rather than followed
+    (tmp_path / weights.earlier_weights_name(weights.model_id_of(first))).write_bytes(weights.kept_difference(first, first))
+    monkeypatch.setattr(weights, "_loaded", {})
+    with pytest.raises(pillow_unz.UnzFormatError, match="another release"):
+        pillow_unz.decompress(data)
 
 
 def test_kept_weights_files_are_named_by_their_model_ids() -> None:
