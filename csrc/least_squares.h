@@ -56,12 +56,13 @@ class OnlineLeastSquares {
   }
 
  private:
-  // One step of a moving average: the difference / 2**kMemoryBits, rounded to nearest so that
-  // the averages carry no drift.
+  // A product in the statistics' units, weighed 2**-down_weight.
   static int64_t scaled(int64_t product, int down_weight) {
     const int bits = kStatBits - down_weight;
     return bits >= 0 ? product * (int64_t{1} << bits) : floor_shift(product, -bits);
   }
+  // One step of a moving average: the difference / 2**kMemoryBits, rounded to nearest so that
+  // the averages carry no drift.
   static int64_t towards(int64_t difference) {
     return floor_shift(difference + (int64_t{1} << (kMemoryBits - 1)), kMemoryBits);
   }

@@ -214,10 +214,7 @@ class ClassicalPredictor {
     // The fits' statistics of their inputs do not depend on the sample: added now, they are
     // worked out beside the network's vector instructions. (Wide samples weigh them by the
     // fit's miss: update adds them.)
-    if (!robust_) {
-      neighbours_[c].update_inputs(inputs_.data());
-      if (c > 0) residual_fit_[c].update_inputs(residual_inputs_.data());
-    }
+    if (!robust_) add_input_statistics(c, 0);
 
     const int32_t feedback = blend_err_.causal_sum(c, y, x, 2, 2, 1, 1, 0, 0);
     const int spread = *std::max_element(pred_.begin(), pred_.begin() + kDifferencePredictors) -
@@ -271,17 +268,19 @@ class ClassicalPredictor {
       down_weight *= 2;  // as the squares of the miss: the statistics are of squares
       usual += floor_shift(miss - usual, 5);
     }
-    if (robust_) {
-      neighbours_[c].update_inputs(inputs_.data(), down_weight);
-      if (c > 0) residual_fit_[c].update_inputs(residual_inputs_.data());
-    }
+    if (robust_) add_input_statistics(c, down_weight);
     neighbours_[c].update_target(inputs_.data(), fit_value(target), down_weight);
     if (c > 0) residual_fit_[c].update_target(residual_inputs_.data(), fit_value(residual));
     blend_residual_[c] = residual;
   }
 
  private:
-  // An input or target of the least-squares fits, within OnlineLeastSquares's bound.
+  // The least-squares fits' statistics of the sample's inputs (the residual fit's never weighed down).
+  void add_input_statistics(int c, int down_weight) {
+    neighbours_[c].update_inputs(inputs_.data(), down_weight);
+    if (c > 0) residual_fit_[c].update_inputs(residual_inputs_.data());
+  }
+
   // The floor mean of channels 0..c-1 at sample index i (0 for the first channel).
   int reference(int c, size_t i) const {
     int sum = 0;
@@ -295,6 +294,7 @@ class ClassicalPredictor {
     }
   }
 
+  // An input or target of the least-squares fits, within OnlineLeastSquares's bound.
   int32_t fit_value(int64_t v) const { return static_cast<int32_t>(std::clamp<int64_t>(floor_shift(v, input_shift_), -kFitLimit, kFitLimit)); }
   static constexpr int kFitLimit = (1 << 12) - 1;
 
