@@ -104,8 +104,10 @@ def available_codecs() -> list[Codec]:
         return codecs
     if ic.JPEGXL.available:
         for effort in (7, 9):
-            codecs.append(Codec(f"JPEG XL e{effort}", lambda p, m, e=effort: ic.jpegxl_encode(p, lossless=True, effort=e),
-                                lambda d, m: ic.jpegxl_decode(d)))
+            # on as many threads as pillow-unz codes on (imagecodecs' default is one)
+            codecs.append(Codec(f"JPEG XL e{effort}",
+                                lambda p, m, e=effort: ic.jpegxl_encode(p, lossless=True, effort=e, numthreads=codec.thread_count()),
+                                lambda d, m: ic.jpegxl_decode(d, numthreads=codec.thread_count())))
     if ic.JPEGLS.available:
         codecs.append(Codec("JPEG-LS", lambda p, m: ic.jpegls_encode(p, level=0), lambda d, m: ic.jpegls_decode(d)))
     return codecs
@@ -317,6 +319,7 @@ _MEMORY_STEP = """
 import json, resource, sys, time
 from PIL import Image
 import pillow_unz
+from pillow_unz.codec import thread_count  # JPEG XL on as many threads as pillow-unz
 step, src, dst = sys.argv[1:4]
 seconds = 0.0
 if step == "encode":
@@ -335,14 +338,14 @@ elif step == "jxl-encode":  # JPEG XL effort 7, as `unz bench` runs it
     with Image.open(src) as img:
         pixels = numpy.asarray(img)
     t = time.perf_counter()
-    data = imagecodecs.jpegxl_encode(pixels, lossless=True, effort=7)
+    data = imagecodecs.jpegxl_encode(pixels, lossless=True, effort=7, numthreads=thread_count())
     seconds = time.perf_counter() - t
     open(dst, "wb").write(data)
 elif step == "jxl-decode":
     import imagecodecs
     data = open(dst, "rb").read()
     t = time.perf_counter()
-    imagecodecs.jpegxl_decode(data)
+    imagecodecs.jpegxl_decode(data, numthreads=thread_count())
     seconds = time.perf_counter() - t
 try:  # Linux: the peak of this program's own memory (ru_maxrss may count the parent's, by vfork)
     peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))

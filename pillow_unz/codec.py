@@ -133,7 +133,9 @@ def coding_threads(threads: int | None) -> Iterator[None]:
         _THREADS.reset(token)
 
 
-def _threads() -> int:
+def thread_count() -> int:
+    """The threads bands are coded on: coding_threads' number, else one per core this process
+    may use."""
     if _THREADS.get():
         return _THREADS.get()
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -150,7 +152,7 @@ def encode_samples(photo: PhotoModel, ordered: np.ndarray, network: ContextNetwo
     photo tool alone)."""
     _, height, width = ordered.shape
     params = photo.parameters(height, width, range(height))
-    return join_streams(_coder.encode_pixels(np.ascontiguousarray(ordered), params, photo.scale_table, _threads(),
+    return join_streams(_coder.encode_pixels(np.ascontiguousarray(ordered), params, photo.scale_table, thread_count(),
                                              network=_layers(network), stats_key=stats_key))
 
 
@@ -161,7 +163,7 @@ def decode_samples(photo: PhotoModel, pixels: bytes, height: int, width: int,
     streams = split_streams(pixels, _coder.num_bands(height))
     for i, s in enumerate(streams):
         tools.check_band(tools.PHOTO, s, photo.channels, len(_rows(height, i, 1)), width)
-    _coder.decode_pixels(streams, photo.parameters(height, width, range(height)), photo.scale_table, _threads(), out,
+    _coder.decode_pixels(streams, photo.parameters(height, width, range(height)), photo.scale_table, thread_count(), out,
                          network=_layers(network), stats_keys=[stats_key] * len(streams))
     return out
 
@@ -193,10 +195,10 @@ def _encode_coded(photo: PhotoModel, planes: np.ndarray, r: SampleTransform, eff
         layers = {model: _layers(photo.context_network(model)) for model, _ in codings}  # one object a network: run once
         ways = [(layers[model], key) for model, key in codings]
         # A call returns every way's streams of its bands: a few bands a call where there are several.
-        longest = photo.run_length(_threads()) or (None if len(ways) == 1 else 2 * _threads())
+        longest = photo.run_length(thread_count()) or (None if len(ways) == 1 else 2 * thread_count())
         for first, count in tools.runs(bands, longest):
             params = photo.parameters(h, w, _rows(h, first, count))
-            coded = _coder.encode_pixels(planes, params, photo.scale_table, _threads(), first, count, r.bits,
+            coded = _coder.encode_pixels(planes, params, photo.scale_table, thread_count(), first, count, r.bits,
                                          r.context_shift, codings=ways)
             del params  # before the next run's are made
             for band in range(first, first + count):  # the smallest way of each band, the others let go
@@ -206,7 +208,7 @@ def _encode_coded(photo: PhotoModel, planes: np.ndarray, r: SampleTransform, eff
         return streams
 
     chosen = _photo_models(photo, tools.effort_of(effort), planes.dtype != np.uint8)
-    return CodedPlanes(join_streams(tools.encode_bands(planes, _threads(), photo_tool, chosen)), samples=r)
+    return CodedPlanes(join_streams(tools.encode_bands(planes, thread_count(), photo_tool, chosen)), samples=r)
 
 
 def decode_chunks(photo: PhotoModel, coded: CodedPlanes, height: int, width: int) -> Iterator[tuple[range, list[np.ndarray]]]:
@@ -231,17 +233,17 @@ def decode_chunks(photo: PhotoModel, coded: CodedPlanes, height: int, width: int
     order = np.argsort(coding_order(channels))
 
     def chunks() -> Iterator[tuple[range, list[np.ndarray]]]:
-        for first, count in tools.runs(list(range(bands)), _threads()):
+        for first, count in tools.runs(list(range(bands)), thread_count()):
             rows = _rows(height, first, count)
             planes = np.zeros((channels, len(rows), width), r.dtype)  # rows no stream reaches stay zero
             present = streams[first : first + count]
-            tools.decode_bands(present, planes, _threads(), first, height, rows.start)
+            tools.decode_bands(present, planes, thread_count(), first, height, rows.start)
             # Runs of photo bands, each band with its own model: one call decodes them side by side.
             for start, n in tools.runs([i for i in range(first, first + len(present)) if i in headers]):
                 models, keys, starts = zip(*(headers[i] for i in range(start, start + n)))
                 payloads = [streams[i][h:] for i, h in enumerate(starts, start)]
                 _coder.decode_pixels(payloads, photo.parameters(height, width, _rows(height, start, n)),
-                                     photo.scale_table, _threads(), planes, start, r.bits, r.context_shift, height,
+                                     photo.scale_table, thread_count(), planes, start, r.bits, r.context_shift, height,
                                      rows.start, networks=[_layers(photo.context_network(m)) for m in models],
                                      stats_keys=list(keys))
             if coded.samples:
