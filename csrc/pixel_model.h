@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <optional>
 #include <stdexcept>
 #include <vector>
 #if defined(_MSC_VER)
@@ -22,6 +23,7 @@
 #include "logistic.h"
 #include "predictor.h"
 #include "range_coder.h"
+#include "residual_shape.h"
 
 namespace unz {
 
@@ -148,6 +150,7 @@ int code_wide_sample(Coder& coder, int v, int mean8, int s, int bits) {
 struct Coding {
   const ContextNetwork* network = nullptr;
   int stats_key = kNoKey;
+  bool shaped = true;  // 8-bit samples' distributions refined by ResidualShape (format 9 on)
 };
 
 // What one Coding adapts as it codes a band (its context cells' statistics and its residuals),
@@ -158,13 +161,15 @@ template <class Sample>
 class AdaptiveCoding {
  public:
   AdaptiveCoding(const Parameters& params, int C, int W, const int32_t* scale_table, int bits, int context_shift,
-                 int stats_key)
+                 int stats_key, bool shaped)
       : params_(params), C_(C), table_(scale_table), bits_(bits), context_shift_(context_shift),
         max8_(8 * ((1 << bits) - 1)), num_scales_(bits > 8 ? kNumWideScales : kNumScales), key_(stats_key),
-        key_values_(kKeyValues[stats_key]), err_(C, W), cell_sum_(static_cast<size_t>(C) * kCells, 0),
+        key_values_(kKeyValues[stats_key]), err_(C, W), signs_(C, W), cell_sum_(static_cast<size_t>(C) * kCells, 0),
         cell_count_(cell_sum_.size(), 0), cell_signed_sum_(cell_sum_.size(), 0),
         split_sum_(stats_key == kNoKey ? 0 : cell_sum_.size() * key_values_, 0), split_count_(split_sum_.size(), 0),
-        split_signed_sum_(split_sum_.size(), 0) {}
+        split_signed_sum_(split_sum_.size(), 0) {
+    if (shaped && bits == 8) shape_.emplace(C);
+  }
 
   // Sample (c, y, x), the at-th of its plane, of value v (encoding; decoding: the value it
   // decodes, returned), with prediction p and the network's correction and scale offset.
@@ -201,7 +206,14 @@ class AdaptiveCoding {
     const int coded_mean = clamp_pred(m + bias, max8_);
     if (bits_ == 8) {
       const LogisticCdf cdf(coded_mean, s, 256);
-      v = code_symbol<Decode>(coder, cdf, 256, v, cdf.mode());
+      if (shape_) {
+        const int32_t* signs = signs_.row(c, y);
+        const int32_t* signs_up = signs_.row(c, y + 2);  // y - 1
+        v = shape_->code<Decode>(coder, cdf, v, c, s, qa, m >> bits_, x > 0 ? signs[x - 1] : 1, y > 0 ? signs_up[x] : 1,
+                                 c > 0 ? sign_before_ : 1);
+      } else {
+        v = code_symbol<Decode>(coder, cdf, 256, v, cdf.mode());
+      }
     } else {
       v = code_wide_sample<Decode>(coder, v, coded_mean, s, bits_);
     }
@@ -224,6 +236,7 @@ class AdaptiveCoding {
     }
     cross_ += std::abs(residual);
     err_.row(c, y)[x] = std::abs(residual);
+    if (shape_) signs_.row(c, y)[x] = sign_before_ = ResidualShape::sign_class(residual);
     return v;
   }
 
@@ -233,9 +246,12 @@ class AdaptiveCoding {
   const int32_t* table_;
   int bits_, context_shift_, max8_, num_scales_, key_, key_values_;
   RollingRows<> err_;  // |final residual| of each channel
+  RollingRows<> signs_;  // ResidualShape's sign class of each final residual
   std::vector<int64_t> cell_sum_, cell_count_, cell_signed_sum_;
   std::vector<int64_t> split_sum_, split_count_, split_signed_sum_;
   int32_t cross_ = 0;  // the pixel's |residuals| of the channels coded so far
+  std::optional<ResidualShape> shape_;
+  int32_t sign_before_ = 1;  // the sign class of the pixel's channel coded last
 };
 
 // One band of H rows of W samples of `bits` bits (8 in uint8_t, 9 to 16 in uint16_t), coded as
@@ -261,7 +277,7 @@ void code_pixels(Coder* coders, const Coding* codings, int count, Sample* planes
   std::vector<const ContextNetwork*> networks;  // each distinct one once
   std::vector<int> network_of;                  // each coding's, in networks (-1: none)
   for (int k = 0; k < count; ++k) {
-    ways.emplace_back(params, C, W, scale_table, bits, context_shift, codings[k].stats_key);
+    ways.emplace_back(params, C, W, scale_table, bits, context_shift, codings[k].stats_key, codings[k].shaped);
     int n = -1;
     if (codings[k].network) {
       n = static_cast<int>(std::find(networks.begin(), networks.end(), codings[k].network) - networks.begin());

@@ -81,10 +81,23 @@ class RangeDecoder {
   void consume(uint32_t start, uint32_t freq) {
     code_ -= r_ * start;
     range_ = r_ * freq;
-    while (range_ < (1u << 24)) {
-      code_ = (code_ << 8) | next_byte();
-      range_ <<= 8;
+    normalise();
+  }
+  // A binary decision, 1 with probability p / kProbTotal (0 < p < kProbTotal), as the encoder
+  // codes it: encode(0, p) for a 1, encode(p, kProbTotal - p) for a 0. (A comparison where
+  // target() takes a division.)
+  int decode_bit(uint32_t p) {
+    const uint32_t r = range_ >> kProbBits, bound = r * p;
+    const int bit = code_ < bound;
+    if (bit) {
+      range_ = bound;
+    } else {
+      code_ -= bound;
+      range_ = r * (kProbTotal - p);
+      if (code_ >= range_) throw CorruptStream("corrupt range-coded stream");
     }
+    normalise();
+    return bit;
   }
 
   // Every byte must have been used: leftovers mean the stream is not what was encoded.
@@ -93,6 +106,12 @@ class RangeDecoder {
   }
 
  private:
+  void normalise() {
+    while (range_ < (1u << 24)) {
+      code_ = (code_ << 8) | next_byte();
+      range_ <<= 8;
+    }
+  }
   uint8_t next_byte() {
     if (p_ == end_) throw CorruptStream("range-coded stream is truncated");
     return *p_++;

@@ -72,6 +72,7 @@ class CodedPlanes:
     complete: bool = True  # False: what a truncated file still holds of `pixels`
     samples: SampleTransform | None = None  # None: 8-bit planes of a version 5 file, coded as they are
     keyed: bool = True  # False: a version 5 or 6 file, whose photo bands name no statistics key
+    shaped: bool = True  # False: before version 9, the coder did not refine 8-bit samples' distributions
 
     @property
     def size(self) -> int:
@@ -146,25 +147,25 @@ def _layers(network: ContextNetwork | None) -> list | None:
 
 
 def encode_samples(photo: PhotoModel, ordered: np.ndarray, network: ContextNetwork | None = None,
-                   stats_key: int = tools.NO_KEY) -> bytes:
+                   stats_key: int = tools.NO_KEY, shaped: bool = True) -> bytes:
     """The photo tool's streams of 8-bit planes (C, H, W), already in coding order, with a
     context network or without, and a statistics key (no tool bytes: for measurements of the
-    photo tool alone)."""
+    photo tool alone); not `shaped`: the logistic's distributions as they are (format 8)."""
     _, height, width = ordered.shape
     params = photo.parameters(height, width, range(height))
     return join_streams(_coder.encode_pixels(np.ascontiguousarray(ordered), params, photo.scale_table, thread_count(),
-                                             network=_layers(network), stats_key=stats_key))
+                                             network=_layers(network), stats_key=stats_key, shaped=shaped))
 
 
 def decode_samples(photo: PhotoModel, pixels: bytes, height: int, width: int,
-                   network: ContextNetwork | None = None, stats_key: int = tools.NO_KEY) -> np.ndarray:
+                   network: ContextNetwork | None = None, stats_key: int = tools.NO_KEY, shaped: bool = True) -> np.ndarray:
     """Inverse of encode_samples: 8-bit planes (C, H, W) in coding order."""
     out = np.empty((photo.channels, height, width), np.uint8)
     streams = split_streams(pixels, _coder.num_bands(height))
     for i, s in enumerate(streams):
         tools.check_band(tools.PHOTO, s, photo.channels, len(_rows(height, i, 1)), width)
     _coder.decode_pixels(streams, photo.parameters(height, width, range(height)), photo.scale_table, thread_count(), out,
-                         network=_layers(network), stats_keys=[stats_key] * len(streams))
+                         network=_layers(network), stats_keys=[stats_key] * len(streams), shaped=shaped)
     return out
 
 
@@ -245,7 +246,7 @@ def decode_chunks(photo: PhotoModel, coded: CodedPlanes, height: int, width: int
                 _coder.decode_pixels(payloads, photo.parameters(height, width, _rows(height, start, n)),
                                      photo.scale_table, thread_count(), planes, start, r.bits, r.context_shift, height,
                                      rows.start, networks=[_layers(photo.context_network(m)) for m in models],
-                                     stats_keys=list(keys))
+                                     stats_keys=list(keys), shaped=coded.shaped)
             if coded.samples:
                 planes = coded.samples.inverse(planes)
             yield rows, [planes[c] for c in order]

@@ -153,6 +153,15 @@ def test_version_7_files_still_decode_with_their_metadata(small: Image.Image) ->
         assert_same(small, old)
 
 
+def test_version_8_files_still_decode(small: Image.Image) -> None:
+    """tests/data/version8.unz: `small` as version 8 coded it (effort 7), before the coder refined
+    the shape of photo samples' distributions: its bands decode with the logistics as they are."""
+    data = (DATA / "version8.unz").read_bytes()
+    assert fmt.read_header(io.BytesIO(data))[0].version == 8
+    with Image.open(io.BytesIO(data)) as old:
+        assert_same(small, old)
+
+
 def test_threads_save_and_open_at_once(small: Image.Image) -> None:
     images = [small.rotate(90 * i, expand=True) for i in range(4)]
     results: dict[int, bool] = {}
