@@ -94,10 +94,10 @@ EFFORTS = {
     8: Effort(photo=(2, 4, 1, 3, 5, None), keys=(LEVEL_KEY, POSITION_KEY, NO_KEY)),  # with the deep ones too
     9: Effort(photo=(2, 4, 1, 3, 5, 0, None), keys=(LEVEL_KEY, POSITION_KEY, NO_KEY)),
 }
-# The large networks. No effort with a context network decodes the eval photos at a quarter of
-# JPEG XL effort 7's speed on two threads (the small one 0.18x, these 0.13x; the classical model
-# alone 0.22x to 0.28x: docs/DESIGN.md), so the default keeps the bytes the networks win and the
-# speed is still to be won; 8 and 9 add the deep networks.
+# The large networks. No effort with a context network decoded the eval photos at a quarter of
+# JPEG XL effort 7's speed on two threads even before format 9 (the small one 0.18x, these 0.13x;
+# the classical model alone 0.22x to 0.28x; now 0.10x and 0.15x: docs/DESIGN.md), so the default
+# keeps the bytes the networks win and the speed is still to be won; 8 and 9 add the deep ones.
 DEFAULT_EFFORT = 7
 
 
