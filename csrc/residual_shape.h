@@ -20,7 +20,7 @@
 namespace unz {
 
 // The logistic 4096 / (1 + e^(-d / 256)) of d in [-2047, 2047], interpolated between 33 integer
-// points (PAQ's squash), and its inverse over 12-bit probabilities (stretch).
+// points (PAQ's squash).
 constexpr int squash12(int d) {
   constexpr int kPoints[33] = {1,    2,    3,    6,    10,   16,   27,   45,   73,   120,  194,
                                310,  488,  747,  1101, 1546, 2047, 2549, 2994, 3348, 3607, 3785,
@@ -30,19 +30,6 @@ constexpr int squash12(int d) {
   const int w = d & 127, i = (d >> 7) + 16;
   return (kPoints[i] * (128 - w) + kPoints[i + 1] * w + 64) >> 7;
 }
-
-struct StretchTable {
-  int16_t of[4096];
-};
-constexpr StretchTable stretch_table() {
-  StretchTable t{};
-  int p = 0;
-  for (int d = -2047; d <= 2047; ++d)
-    for (const int v = squash12(d); p <= v; ++p) t.of[p] = static_cast<int16_t>(d);
-  for (; p < 4096; ++p) t.of[p] = 2047;
-  return t;
-}
-inline constexpr StretchTable kStretch = stretch_table();
 
 // log2(1 + m / 256) in 256ths, m < 256, by repeated squaring in integers (exact everywhere).
 struct Log2Table {
@@ -69,7 +56,7 @@ inline constexpr Log2Table kLog2 = log2_table();
 
 // log2(x) in 256ths, 0 < x < 2**24.
 inline int log2_256(uint32_t x) {
-  const int e = 31 - __builtin_clz(x);
+  const int e = highest_bit(x);
   const uint32_t m = e >= 8 ? (x >> (e - 8)) & 255 : (x << (8 - e)) & 255;
   return 256 * e + kLog2.of[m];
 }
@@ -86,7 +73,7 @@ constexpr MapRates map_rates() {
 }
 inline constexpr MapRates kMapRates = map_rates();
 
-// One adaptive probability map: per context, 33 nodes over the stretched probability, each a
+// One adaptive probability map: per context, 33 nodes over the logistic's odds, each a
 // 16-bit probability of a 1 that moves towards what happens at rate 1 / (updates + 1.5), down
 // to 1 / 256.5 (the image's recent statistics, not its whole history).
 class ProbabilityMap {
@@ -96,8 +83,8 @@ class ProbabilityMap {
       for (int j = 0; j < kNodes; ++j) nodes_[c * kNodes + j].p = static_cast<uint16_t>(squash12((j << kStepBits) - 2048) * 16);
   }
 
-  // The refined 16-bit probability of a 1 at stretched probability st (-2047 .. 2047); update()
-  // follows.
+  // The refined 16-bit probability of a 1 at odds st (-2047 .. 2047, in 256ths of a natural
+  // logarithm: squash12's domain); update() follows.
   int refine(int st, size_t context) {
     const int at = st + 2048;  // 1 .. 4095
     const int w = at & ((1 << kStepBits) - 1);
@@ -113,7 +100,7 @@ class ProbabilityMap {
   }
 
  private:
-  static constexpr int kStepBits = 7;  // nodes every 2**kStepBits of stretch
+  static constexpr int kStepBits = 7;  // nodes every 2**kStepBits of the odds
   static constexpr int kNodes = (4096 >> kStepBits) + 1;
   struct Node {
     uint16_t p, n;  // side by side: a refinement reads, and its update writes, one cache line
