@@ -149,11 +149,11 @@ class AdaptiveCoding {
                  int stats_key, bool shaped)
       : params_(params), C_(C), table_(scale_table), bits_(bits), context_shift_(context_shift),
         max8_(8 * ((1 << bits) - 1)), num_scales_(bits > 8 ? kNumWideScales : kNumScales), key_(stats_key),
-        key_values_(kKeyValues[stats_key]), err_(C, W), signs_(C, W), cell_sum_(static_cast<size_t>(C) * kCells, 0),
+        key_values_(kKeyValues[stats_key]), err_(C, W), cell_sum_(static_cast<size_t>(C) * kCells, 0),
         cell_count_(cell_sum_.size(), 0), cell_signed_sum_(cell_sum_.size(), 0),
         split_sum_(stats_key == kNoKey ? 0 : cell_sum_.size() * key_values_, 0), split_count_(split_sum_.size(), 0),
         split_signed_sum_(split_sum_.size(), 0) {
-    if (shaped && bits == 8) shape_.emplace(C);
+    if (shaped && bits == 8) shape_.emplace(C, W);
   }
 
   // Sample (c, y, x), the at-th of its plane, of value v (encoding; decoding: the value it
@@ -191,14 +191,8 @@ class AdaptiveCoding {
     const int coded_mean = clamp_pred(m + bias, max8_);
     if (bits_ == 8) {
       const LogisticCdf cdf(coded_mean, s, 256);
-      if (shape_) {
-        const int32_t* signs = signs_.row(c, y);
-        const int32_t* signs_up = signs_.row(c, y + 2);  // y - 1
-        v = shape_->code<Decode>(coder, cdf, v, c, s, qa, m >> bits_, x > 0 ? signs[x - 1] : 1, y > 0 ? signs_up[x] : 1,
-                                 c > 0 ? sign_before_ : 1);
-      } else {
-        v = code_symbol<Decode>(coder, cdf, 256, v, cdf.mode());
-      }
+      v = shape_ ? shape_->code<Decode>(coder, cdf, v, c, y, x, s, qa, m >> bits_)
+                 : code_symbol<Decode>(coder, cdf, 256, v, cdf.mode());
     } else {
       v = code_wide_sample<Decode>(coder, v, coded_mean, s, bits_);
     }
@@ -221,7 +215,7 @@ class AdaptiveCoding {
     }
     cross_ += std::abs(residual);
     err_.row(c, y)[x] = std::abs(residual);
-    if (shape_) signs_.row(c, y)[x] = sign_before_ = ResidualShape::sign_class(residual);
+    if (shape_) shape_->record(c, y, x, residual);
     return v;
   }
 
@@ -231,12 +225,10 @@ class AdaptiveCoding {
   const int32_t* table_;
   int bits_, context_shift_, max8_, num_scales_, key_, key_values_;
   RollingRows<> err_;  // |final residual| of each channel
-  RollingRows<> signs_;  // ResidualShape's sign class of each final residual
   std::vector<int64_t> cell_sum_, cell_count_, cell_signed_sum_;
   std::vector<int64_t> split_sum_, split_count_, split_signed_sum_;
   int32_t cross_ = 0;  // the pixel's |residuals| of the channels coded so far
-  std::optional<ResidualShape> shape_;
-  int32_t sign_before_ = 1;  // the sign class of the pixel's channel coded last
+  std::optional<ResidualShape> shape_;  // format 9's refinement of 8-bit samples
 };
 
 // One band of H rows of W samples of `bits` bits (8 in uint8_t, 9 to 16 in uint16_t), coded as

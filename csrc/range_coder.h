@@ -34,6 +34,9 @@ class RangeEncoder {
       shift_low();
     }
   }
+  // A binary decision, 1 with probability p / kProbTotal (0 < p < kProbTotal): [0, p) for a 1,
+  // [p, kProbTotal) for a 0.
+  void encode_bit(int bit, uint32_t p) { bit ? encode(0, p) : encode(p, kProbTotal - p); }
 
   std::vector<uint8_t> finish() {
     for (int i = 0; i < 5; ++i) shift_low();
@@ -83,8 +86,7 @@ class RangeDecoder {
     range_ = r_ * freq;
     normalise();
   }
-  // A binary decision, 1 with probability p / kProbTotal (0 < p < kProbTotal), as the encoder
-  // codes it: encode(0, p) for a 1, encode(p, kProbTotal - p) for a 0. (A comparison where
+  // A binary decision that RangeEncoder::encode_bit coded with the same p. (A comparison where
   // target() takes a division.)
   int decode_bit(uint32_t p) {
     const uint32_t r = range_ >> kProbBits, bound = r * p;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "logistic.h"
+#include "predictor.h"  // RollingRows
 #include "range_coder.h"
 
 namespace unz {
@@ -119,21 +120,21 @@ class ResidualShape {
   static constexpr int kLevels = 8;
   static constexpr int kSignPatterns = 27;
 
-  explicit ResidualShape(int channels)
-      : by_scale_(static_cast<size_t>(channels) * kScaleBuckets * kMapped),
-        by_activity_(static_cast<size_t>(channels) * kActivityBuckets * kLevels * kMapped),
-        by_signs_(static_cast<size_t>(channels) * kSignPatterns * kMapped) {}
+  // A band of rows of W samples of C channels.
+  ResidualShape(int C, int W)
+      : by_scale_(static_cast<size_t>(C) * kScaleBuckets * kMapped),
+        by_activity_(static_cast<size_t>(C) * kActivityBuckets * kLevels * kMapped),
+        by_signs_(static_cast<size_t>(C) * kSignPatterns * kMapped), signs_(C, W) {}
 
-  // A residual's sign class (in eighths; within half a sample of the mean: 1).
-  static int sign_class(int32_t residual) { return residual > 4 ? 2 : residual < -4 ? 0 : 1; }
-
-  // Sample v (decoding: the value it decodes, returned) of channel c under `cdf` (256 symbols)
-  // of scale index s, with its activity bucket qa (0 .. 15), level (0 .. 7) and the sign
-  // classes of the residuals at W, at N and of the channel before at the pixel (1 where there
-  // is none) as contexts.
+  // Sample (c, y, x) of value v (decoding: the value it decodes, returned) under `cdf` (256
+  // symbols) of scale index s, with its activity bucket qa (0 .. 15) and level (0 .. 7) as
+  // contexts; record() follows with its final residual.
   template <bool Decode, class Coder>
-  int code(Coder& coder, const LogisticCdf& cdf, int v, int c, int s, int qa, int level, int sign_w, int sign_n,
-           int sign_before) {
+  int code(Coder& coder, const LogisticCdf& cdf, int v, int c, int y, int x, int s, int qa, int level) {
+    // The sign classes of the residuals at W, at N and of the channel before at the pixel (1
+    // where there is none).
+    const int sign_w = x > 0 ? signs_.row(c, y)[x - 1] : 1, sign_n = y > 0 ? signs_.row(c, y + 2)[x] : 1;
+    const int sign_before = c > 0 ? sign_before_ : 1;
     scale_context_ = (static_cast<size_t>(c) * kScaleBuckets + std::min(s / 8, kScaleBuckets - 1)) * kMapped;
     activity_context_ = ((static_cast<size_t>(c) * kActivityBuckets + qa / 2) * kLevels + level) * kMapped;
     signs_context_ = (static_cast<size_t>(c) * kSignPatterns + (sign_w * 3 + sign_n) * 3 + sign_before) * kMapped;
@@ -176,6 +177,12 @@ class ResidualShape {
     return up ? mode + lo : mode - lo;
   }
 
+  // The final residual (in eighths) of sample (c, y, x), for its neighbours' contexts: its sign
+  // class (within half a sample of the mean: 1).
+  void record(int c, int y, int x, int32_t residual) {
+    signs_.row(c, y)[x] = sign_before_ = residual > 4 ? 2 : residual < -4 ? 0 : 1;
+  }
+
  private:
   // The kinds of decision; all but the later halves (close to even odds, and nothing to learn
   // there: measured) have maps of their own.
@@ -196,11 +203,8 @@ class ResidualShape {
       p = (p + 3 * refined) >> 2;
     }
     p = std::clamp<uint32_t>(p, 32, kProbTotal - 32);
-    if constexpr (Decode) {
-      bit = coder.decode_bit(p);
-    } else {
-      coder.encode(bit ? 0 : p, bit ? p : kProbTotal - p);
-    }
+    if constexpr (Decode) bit = coder.decode_bit(p);
+    else coder.encode_bit(bit, p);
     if (mapped) {
       by_scale_.update(bit);
       by_activity_.update(bit);
@@ -211,6 +215,8 @@ class ResidualShape {
 
   ProbabilityMap by_scale_, by_activity_, by_signs_;
   size_t scale_context_ = 0, activity_context_ = 0, signs_context_ = 0;
+  RollingRows<> signs_;      // the sign class of each final residual
+  int32_t sign_before_ = 1;  // of the pixel's channel coded last
 };
 
 }  // namespace unz
