@@ -385,9 +385,14 @@ void check_stats_key(int key) {
   if (key < 0 || key >= kNumStatsKeys) throw py::value_error("unknown statistics key " + std::to_string(key));
 }
 
+void check_revision(int revision) {
+  if (revision < 5 || revision > kLatestRevision)
+    throw py::value_error("no coding of samples for format version " + std::to_string(revision));
+}
+
 // Codings (pixel_model.h) from (network layers or None, statistics key) pairs, each network
 // parsed once into `networks`, which must outlive them.
-std::vector<Coding> codings_of(const py::list& pairs, int C, int bits, bool shaped,
+std::vector<Coding> codings_of(const py::list& pairs, int C, int bits, int revision,
                                std::vector<std::unique_ptr<ContextNetwork>>& networks) {
   if (pairs.empty()) throw py::value_error("codings: at least one");
   std::vector<Coding> codings;
@@ -408,14 +413,14 @@ std::vector<Coding> codings_of(const py::list& pairs, int C, int bits, bool shap
       }
       network = networks[known - seen.begin()].get();
     }
-    codings.push_back({network, key, shaped});
+    codings.push_back({network, key, revision});
   }
   return codings;
 }
 
 template <class Sample>
 std::vector<py::list> encode_pixels_of(const py::array& planes, const py::array& params, const py::array& table,
-                                       const py::list& pairs, bool shaped, int threads, int first_band, int count,
+                                       const py::list& pairs, int revision, int threads, int first_band, int count,
                                        int bits, int context_shift) {
   auto img = checked<Sample>(planes, "planes", 3);
   const int H = static_cast<int>(img.shape(1)), W = static_cast<int>(img.shape(2));
@@ -423,7 +428,7 @@ std::vector<py::list> encode_pixels_of(const py::array& planes, const py::array&
   const BandRange range(H, W, first_band, count);
   const PixelArgs a(params, table, py::none(), static_cast<int>(img.shape(0)), range.rows, W, bits);
   std::vector<std::unique_ptr<ContextNetwork>> networks;
-  const std::vector<Coding> codings = codings_of(pairs, a.C, bits, shaped, networks);
+  const std::vector<Coding> codings = codings_of(pairs, a.C, bits, revision, networks);
   Sample* data = const_cast<Sample*>(img.data());  // read only: Decode=false never writes
   const size_t plane = static_cast<size_t>(H) * W;
   if (bits > 8 && *std::max_element(data, data + a.C * plane) >> bits)
@@ -442,12 +447,13 @@ std::vector<py::list> encode_pixels_of(const py::array& planes, const py::array&
 // network's layers (context_network), or None; stats_key: the cells' second stage (StatsKey).
 // With codings, a list of (network layers or None, statistics key) instead of network and
 // stats_key, the bands are coded every such way at once, over one classical prediction: a
-// list of streams per coding. shaped: 8-bit samples' distributions refined by ResidualShape
-// (format 9 on; False codes as format 8 did).
+// list of streams per coding. revision: the format version whose coding of samples to use
+// (Coding::revision; 5 to kLatestRevision).
 py::object encode_pixels(const py::array& planes, const py::array& params, const py::array& table, int threads,
                          int first_band, int count, int bits, int context_shift, const py::object& network,
-                         int stats_key, const py::object& codings, bool shaped) {
+                         int stats_key, const py::object& codings, int revision) {
   check_sample_bits(planes, bits, context_shift);
+  check_revision(revision);
   py::list pairs;
   if (codings.is_none()) {
     pairs.append(py::make_tuple(network, stats_key));
@@ -455,8 +461,8 @@ py::object encode_pixels(const py::array& planes, const py::array& params, const
     if (!network.is_none() || stats_key != kNoKey) throw py::value_error("give network and stats_key, or codings, not both");
     pairs = codings.cast<py::list>();
   }
-  const auto streams = bits == 8 ? encode_pixels_of<uint8_t>(planes, params, table, pairs, shaped, threads, first_band, count, bits, context_shift)
-                                 : encode_pixels_of<uint16_t>(planes, params, table, pairs, shaped, threads, first_band, count, bits, context_shift);
+  const auto streams = bits == 8 ? encode_pixels_of<uint8_t>(planes, params, table, pairs, revision, threads, first_band, count, bits, context_shift)
+                                 : encode_pixels_of<uint16_t>(planes, params, table, pairs, revision, threads, first_band, count, bits, context_shift);
   if (codings.is_none()) return streams[0];
   py::list per_coding;
   for (const auto& s : streams) per_coding.append(s);
@@ -482,7 +488,7 @@ struct OutputWindow {
 template <class Sample>
 void decode_pixels_of(const py::list& streams, const py::array& params, const py::array& table,
                       const py::object& network, const py::object& networks, const std::vector<int>& stats_keys,
-                      bool shaped, int threads, py::array& out, int first_band, int bits, int context_shift, int height,
+                      int revision, int threads, py::array& out, int first_band, int bits, int context_shift, int height,
                       int top) {
   auto planes = writeable_planes<Sample>(out, kMaxChannels);
   const int W = static_cast<int>(planes.shape(2));
@@ -502,7 +508,7 @@ void decode_pixels_of(const py::list& streams, const py::array& params, const py
   const size_t plane = static_cast<size_t>(planes.shape(1)) * W;
   decode_bands(streams, window.H, W, first_band, threads, [&](RangeDecoder& dec, const Band& b) {
     const ContextNetwork* net = per_stream.empty() ? a.network.get() : per_stream[b.number - first_band].get();
-    const Coding coding{net, stats_keys.empty() ? kNoKey : stats_keys[b.number - first_band], shaped};
+    const Coding coding{net, stats_keys.empty() ? kNoKey : stats_keys[b.number - first_band], revision};
     code_pixels<true>(&dec, &coding, 1, data + (b.offset - window.origin),
                       a.params.from(b.offset - window.range.row_offset), plane, a.C, b.rows, W, a.table, bits,
                       context_shift);
@@ -513,18 +519,19 @@ void decode_pixels_of(const py::list& streams, const py::array& params, const py
 // of `height` rows into `out` of `bits`-bit samples, rows [top, ...) of the image, in place
 // (OutputWindow), with params (P, rows, W) for exactly those bands' rows, or (P,), and the
 // context network's layers for every band (network), or one entry per stream (networks: layers
-// or None), or neither (the classical model); stats_keys: each stream's (empty: none); shaped:
+// or None), or neither (the classical model); stats_keys: each stream's (empty: none); revision:
 // as encode_pixels's.
 void decode_pixels(const py::list& streams, const py::array& params, const py::array& table, int threads,
                    py::array& out, int first_band, int bits, int context_shift, int height, int top,
                    const py::object& network, const py::object& networks, const std::vector<int>& stats_keys,
-                   bool shaped) {
+                   int revision) {
   check_sample_bits(out, bits, context_shift);
+  check_revision(revision);
   if (bits == 8)
-    decode_pixels_of<uint8_t>(streams, params, table, network, networks, stats_keys, shaped, threads, out, first_band, bits,
+    decode_pixels_of<uint8_t>(streams, params, table, network, networks, stats_keys, revision, threads, out, first_band, bits,
                               context_shift, height, top);
   else
-    decode_pixels_of<uint16_t>(streams, params, table, network, networks, stats_keys, shaped, threads, out, first_band, bits,
+    decode_pixels_of<uint16_t>(streams, params, table, network, networks, stats_keys, revision, threads, out, first_band, bits,
                                context_shift, height, top);
 }
 
@@ -649,8 +656,9 @@ py::array_t<int32_t> context_outputs(const py::array& planes, const py::object& 
       planes, kNetOutputs, threads,
       [&](ClassicalPredictor<>& predictor, const Prediction&, int c, int y, int x, int32_t* out, size_t block) {
         int32_t context[kContextSize];
+        int16_t hidden[kNetMaxHidden];
         predictor.context(c, y, x, context);
-        net->apply(c, context, out[0], out[block]);
+        net->apply(c, context, out[0], out[block], hidden);
       });
 }
 
@@ -666,6 +674,7 @@ py::tuple as_tuple(const int32_t (&v)[N]) {
 PYBIND11_MODULE(_coder, m) {
   m.doc() = "pillow-unz range coder: table, logistic and pixel-model entropy coding";
   py::register_exception<CorruptStream>(m, "CorruptStream", PyExc_ValueError);
+  m.attr("LATEST_REVISION") = kLatestRevision;  // the newest format version's coding of samples
 
   m.def("encode_cdf", &encode_cdf, py::arg("cdf"), py::arg("symbols"), py::arg("indexes") = py::none());
   m.def("decode_cdf", &decode_cdf, py::arg("cdf"), py::arg("data"), py::arg("indexes") = py::none());
@@ -688,11 +697,11 @@ PYBIND11_MODULE(_coder, m) {
   m.def("encode_pixels", &encode_pixels, py::arg("planes"), py::arg("params"), py::arg("scale_table"),
         py::arg("threads") = 1, py::arg("first_band") = 0, py::arg("count") = -1, py::arg("bits") = 8,
         py::arg("context_shift") = 0, py::arg("network") = py::none(), py::arg("stats_key") = 0,
-        py::arg("codings") = py::none(), py::arg("shaped") = true);
+        py::arg("codings") = py::none(), py::arg("revision") = kLatestRevision);
   m.def("decode_pixels", &decode_pixels, py::arg("streams"), py::arg("params"), py::arg("scale_table"),
         py::arg("threads"), py::arg("out"), py::arg("first_band") = 0, py::arg("bits") = 8,
         py::arg("context_shift") = 0, py::arg("height") = -1, py::arg("top") = 0, py::arg("network") = py::none(),
-        py::arg("networks") = py::none(), py::arg("stats_keys") = std::vector<int>(), py::arg("shaped") = true);
+        py::arg("networks") = py::none(), py::arg("stats_keys") = std::vector<int>(), py::arg("revision") = kLatestRevision);
   m.def("encode_screen", &encode_screen, py::arg("planes"), py::arg("threads") = 1, py::arg("first_band") = 0,
         py::arg("count") = -1);
   m.def("decode_screen", &decode_screen, py::arg("streams"), py::arg("threads"), py::arg("out"),

@@ -47,6 +47,7 @@ constexpr int kNetMaxWidth = 64;           // widest layer: 2047 * 8191 * 64 < 2
 constexpr int kNetMaxLayers = 4;
 constexpr int kNetOutputs = 2;             // mean correction (eighths), scale-index offset
 constexpr int kNetMaxShift = 30;
+constexpr int kNetMaxHidden = (kNetMaxLayers - 1) * kNetMaxWidth;  // the hidden layers' outputs, all of them
 // The outputs' range: a correction of up to 32 samples, an offset of up to 4 doublings.
 constexpr int32_t kNetMaxCorrection = 256;
 constexpr int32_t kNetMaxScaleOffset = 32;
@@ -218,33 +219,42 @@ class ContextNetwork {
   };
 
   explicit ContextNetwork(std::vector<Layer> layers, LayerKernel kernel = layer_kernels().front().second)
-      : layers_(std::move(layers)), kernel_(kernel) {}
+      : layers_(std::move(layers)), kernel_(kernel), hidden_offsets_{0} {
+    for (size_t l = 0; l + 1 < layers_.size(); ++l)
+      hidden_offsets_.push_back(hidden_offsets_.back() + layers_[l].padded_outputs());
+  }
 
   // The mean correction (eighths) and scale-index offset of channel c's sample, from its
-  // context (kContextSize values, eighths).
-  void apply(int c, const int32_t* context, int32_t& correction, int32_t& scale_offset) const {
-    alignas(64) int16_t values[2][kNetMaxWidth + 2];  // a layer's inputs and outputs, in turn
-    int16_t* in = values[0];
-    int16_t* out = values[1];
+  // context (kContextSize values, eighths); `hidden` (kNetMaxHidden values) receives the hidden
+  // layers' outputs one after another, hidden_size() of them (the online readout's features).
+  void apply(int c, const int32_t* context, int32_t& correction, int32_t& scale_offset, int16_t* hidden) const {
+    alignas(64) int16_t input[kNetMaxWidth + 2], output[kNetMaxWidth];
     for (int i = 0; i < kContextSize; ++i)
-      in[i] = static_cast<int16_t>(std::clamp<int32_t>(context[i], -kNetInputLimit, kNetInputLimit));
-    in[kContextSize] = 0;  // the last pair's second input, where the count is odd
+      input[i] = static_cast<int16_t>(std::clamp<int32_t>(context[i], -kNetInputLimit, kNetInputLimit));
+    input[kContextSize] = 0;  // the last pair's second input, where the count is odd
+    const int16_t* in = input;
     for (size_t l = 0; l < layers_.size(); ++l) {
       const Layer& layer = layers_[l];
-      // Hidden layers: a clipped ReLU. The last layer's outputs are clipped within their own,
-      // narrower ranges below, so the kernel's wider clip changes nothing.
-      const int low = l + 1 == layers_.size() ? -kNetActivationLimit : 0;
+      // Hidden layers: a clipped ReLU, written where the next layer reads them. The last layer's
+      // outputs are clipped within their own, narrower ranges below, so the kernel's wider clip
+      // changes nothing.
+      const bool last = l + 1 == layers_.size();
+      int16_t* out = last ? output : hidden + hidden_offsets_[l];
       kernel_(layer.weights.data() + layer.index(c, 0, 0), layer.bias.data() + layer.bias_index(c, 0), in,
-              layer.pairs(), layer.padded_outputs(), layer.shift, low, out);
-      std::swap(in, out);  // the padding's outputs are 0: the last pair's second input, where the count is odd
+              layer.pairs(), layer.padded_outputs(), layer.shift, last ? -kNetActivationLimit : 0, out);
+      in = out;  // the padding's outputs are 0: the last pair's second input, where the count is odd
     }
-    correction = std::clamp<int32_t>(in[0], -kNetMaxCorrection, kNetMaxCorrection);
-    scale_offset = std::clamp<int32_t>(in[1], -kNetMaxScaleOffset, kNetMaxScaleOffset);
+    correction = std::clamp<int32_t>(output[0], -kNetMaxCorrection, kNetMaxCorrection);
+    scale_offset = std::clamp<int32_t>(output[1], -kNetMaxScaleOffset, kNetMaxScaleOffset);
   }
+
+  // How many hidden values apply() writes (the padding's zeros included).
+  int hidden_size() const { return hidden_offsets_.back(); }
 
  private:
   std::vector<Layer> layers_;
   LayerKernel kernel_;
+  std::vector<int> hidden_offsets_;  // where each hidden layer's outputs start in `hidden`; then their end
 };
 
 }  // namespace unz

@@ -21,6 +21,10 @@ constexpr int kMeanFracBits = 3;  // means are given in units of 1/8 symbol
 // Without a branch: these shifts sit in the inner loops, where the sign is a coin toss.
 static_assert((int64_t{-5} >> 1) == -3, "the compiler's >> must be an arithmetic shift");
 inline int64_t floor_shift(int64_t v, int bits) { return v >> bits; }
+inline int64_t floor_div(int64_t a, int64_t b) {  // b > 0
+  const int64_t q = a / b;
+  return (a % b != 0 && a < 0) ? q - 1 : q;
+}
 
 // The index of the highest set bit of v >= 1: one instruction, where a loop down from bit 63
 // cost 7% of the pixel model's time.

@@ -18,6 +18,7 @@
 
 #include "context_network.h"
 #include "logistic.h"
+#include "online_readout.h"
 #include "predictor.h"
 #include "range_coder.h"
 #include "residual_shape.h"
@@ -88,11 +89,6 @@ enum StatsKey : int { kNoKey = 0, kLevelKey = 1, kPositionKey = 2 };
 constexpr int kNumStatsKeys = 3;
 constexpr int kKeyValues[kNumStatsKeys] = {1, 8, 64};
 
-inline int64_t floor_div(int64_t a, int64_t b) {  // b > 0
-  const int64_t q = a / b;
-  return (a % b != 0 && a < 0) ? q - 1 : q;
-}
-
 // Number of parameter planes for `channels` colour channels: a scale offset and an
 // error-feedback coefficient each.
 inline int num_param_planes(int channels) { return 2 * channels; }
@@ -130,12 +126,25 @@ int code_wide_sample(Coder& coder, int v, int mean8, int s, int bits) {
   return (top << low_bits) | low;
 }
 
+// The newest format version, and so the newest coding of samples: 8-bit samples under the
+// logistic as it is (up to version 8), their distributions refined by ResidualShape (9), and the
+// context network's online readout (10). Files decode with the coding of their version.
+constexpr int kLatestRevision = 10;
+
 // One way of coding a band's samples over the classical prediction: a context network (or none,
 // the classical model alone) and a statistics key. The encoder tries several at once.
 struct Coding {
   const ContextNetwork* network = nullptr;
   int stats_key = kNoKey;
-  bool shaped = true;  // 8-bit samples' distributions refined by ResidualShape (format 9 on)
+  int revision = kLatestRevision;
+};
+
+// What a context network says of a sample (all zero without one): its mean correction and scale
+// offset, and its hidden values (the online readout's features).
+struct NetworkOutputs {
+  int32_t correction = 0, scale_offset = 0;
+  const int16_t* hidden = nullptr;
+  int hidden_size = 0;
 };
 
 // What one Coding adapts as it codes a band (its context cells' statistics and its residuals),
@@ -146,25 +155,26 @@ template <class Sample>
 class AdaptiveCoding {
  public:
   AdaptiveCoding(const Parameters& params, int C, int W, const int32_t* scale_table, int bits, int context_shift,
-                 int stats_key, bool shaped)
+                 const Coding& coding)
       : params_(params), C_(C), table_(scale_table), bits_(bits), context_shift_(context_shift),
-        max8_(8 * ((1 << bits) - 1)), num_scales_(bits > 8 ? kNumWideScales : kNumScales), key_(stats_key),
-        key_values_(kKeyValues[stats_key]), err_(C, W), cell_sum_(static_cast<size_t>(C) * kCells, 0),
+        max8_(8 * ((1 << bits) - 1)), num_scales_(bits > 8 ? kNumWideScales : kNumScales), key_(coding.stats_key),
+        key_values_(kKeyValues[coding.stats_key]), err_(C, W), cell_sum_(static_cast<size_t>(C) * kCells, 0),
         cell_count_(cell_sum_.size(), 0), cell_signed_sum_(cell_sum_.size(), 0),
-        split_sum_(stats_key == kNoKey ? 0 : cell_sum_.size() * key_values_, 0), split_count_(split_sum_.size(), 0),
+        split_sum_(coding.stats_key == kNoKey ? 0 : cell_sum_.size() * key_values_, 0), split_count_(split_sum_.size(), 0),
         split_signed_sum_(split_sum_.size(), 0) {
-    if (shaped && bits == 8) shape_.emplace(C, W);
+    if (coding.revision >= 9 && bits == 8) shape_.emplace(C, W);
+    if (coding.revision >= 10 && coding.network) readout_.emplace(C);
   }
 
   // Sample (c, y, x), the at-th of its plane, of value v (encoding; decoding: the value it
-  // decodes, returned), with prediction p and the network's correction and scale offset.
+  // decodes, returned), with prediction p and what the coding's network says of it.
   // Calls in coding order; channel 0 of a pixel first.
   template <bool Decode, class Coder>
-  int code(Coder& coder, int v, const Prediction& p, int32_t correction, int32_t net_offset, int c, int y, int x,
-           size_t at) {
+  int code(Coder& coder, int v, const Prediction& p, const NetworkOutputs& net, int c, int y, int x, size_t at) {
     if (c == 0) cross_ = 0;
     const int32_t gamma = params_(C_ + c, at);
-    const int m = clamp_pred(p.mean8 + correction + floor_div(int64_t{gamma} * p.feedback, 8 << kBetaFracBits), max8_);
+    const int32_t readout = readout_ ? readout_->correction(c, net.hidden, net.hidden_size) : 0;
+    const int m = clamp_pred(p.mean8 + net.correction + readout + floor_div(int64_t{gamma} * p.feedback, 8 << kBetaFracBits), max8_);
 
     const int32_t activity = err_.causal_sum(c, y, x, 2, 2, 1, 1, 1, 1) >> context_shift_;
     const int qa = bucket(activity, kActivityEdges);
@@ -187,7 +197,7 @@ class AdaptiveCoding {
         bias = floor_div(split_signed_sum_[split] + kBiasPrior * bias, split_count_[split] + kBiasPrior);
     }
     // (in int64: the network's offset is whatever int32 the caller gives)
-    const int s = static_cast<int>(std::clamp<int64_t>(int64_t{adapted} + params_(c, at) + net_offset, 0, num_scales_ - 1));
+    const int s = static_cast<int>(std::clamp<int64_t>(int64_t{adapted} + params_(c, at) + net.scale_offset, 0, num_scales_ - 1));
     const int coded_mean = clamp_pred(m + bias, max8_);
     if (bits_ == 8) {
       const LogisticCdf cdf(coded_mean, s, 256);
@@ -198,6 +208,7 @@ class AdaptiveCoding {
     }
 
     const int32_t residual = 8 * v - m;
+    if (readout_) readout_->learn(residual);
     // Samples of more than 8 bits meet steps far beyond their cell's usual residuals (the
     // edge of a CT scan's field of view): the cell's statistics take each residual clipped
     // to 8 times their mean magnitude so far, plus 8, so that a few steps do not
@@ -229,6 +240,7 @@ class AdaptiveCoding {
   std::vector<int64_t> split_sum_, split_count_, split_signed_sum_;
   int32_t cross_ = 0;  // the pixel's |residuals| of the channels coded so far
   std::optional<ResidualShape> shape_;  // format 9's refinement of 8-bit samples
+  std::optional<OnlineReadout> readout_;  // format 10's, of a coding with a network
 };
 
 // One band of H rows of W samples of `bits` bits (8 in uint8_t, 9 to 16 in uint16_t), coded as
@@ -254,7 +266,7 @@ void code_pixels(Coder* coders, const Coding* codings, int count, Sample* planes
   std::vector<const ContextNetwork*> networks;  // each distinct one once
   std::vector<int> network_of;                  // each coding's, in networks (-1: none)
   for (int k = 0; k < count; ++k) {
-    ways.emplace_back(params, C, W, scale_table, bits, context_shift, codings[k].stats_key, codings[k].shaped);
+    ways.emplace_back(params, C, W, scale_table, bits, context_shift, codings[k]);
     int n = -1;
     if (codings[k].network) {
       n = static_cast<int>(std::find(networks.begin(), networks.end(), codings[k].network) - networks.begin());
@@ -262,7 +274,13 @@ void code_pixels(Coder* coders, const Coding* codings, int count, Sample* planes
     }
     network_of.push_back(n);
   }
-  std::vector<int32_t> corrections(networks.size()), offsets(networks.size());
+  std::vector<NetworkOutputs> outputs(networks.size());
+  std::vector<int16_t> hidden(networks.size() * kNetMaxHidden);
+  for (size_t n = 0; n < networks.size(); ++n) {
+    outputs[n].hidden = &hidden[n * kNetMaxHidden];
+    outputs[n].hidden_size = networks[n]->hidden_size();
+  }
+  const NetworkOutputs none;
   int32_t context[kContextSize];
 
   for (int y = 0; y < H; ++y) {
@@ -273,12 +291,13 @@ void code_pixels(Coder* coders, const Coding* codings, int count, Sample* planes
         const Prediction p = predictor.predict(c, y, x);
         if (!networks.empty()) {
           predictor.context(c, y, x, context);
-          for (size_t n = 0; n < networks.size(); ++n) networks[n]->apply(c, context, corrections[n], offsets[n]);
+          for (size_t n = 0; n < networks.size(); ++n)
+            networks[n]->apply(c, context, outputs[n].correction, outputs[n].scale_offset, &hidden[n * kNetMaxHidden]);
         }
         int v = Decode ? 0 : img[at];
         for (int k = 0; k < count; ++k) {
           const int n = network_of[k];
-          v = ways[k].template code<Decode>(coders[k], v, p, n < 0 ? 0 : corrections[n], n < 0 ? 0 : offsets[n], c, y, x, at);
+          v = ways[k].template code<Decode>(coders[k], v, p, n < 0 ? none : outputs[n], c, y, x, at);
         }
         if constexpr (Decode) img[at] = static_cast<Sample>(v);
         predictor.update(c, y, x);

@@ -72,7 +72,7 @@ class CodedPlanes:
     complete: bool = True  # False: what a truncated file still holds of `pixels`
     samples: SampleTransform | None = None  # None: 8-bit planes of a version 5 file, coded as they are
     keyed: bool = True  # False: a version 5 or 6 file, whose photo bands name no statistics key
-    shaped: bool = True  # False: before version 9, the coder did not refine 8-bit samples' distributions
+    revision: int = _coder.LATEST_REVISION  # the format version whose coding of samples its photo bands use
 
     @property
     def size(self) -> int:
@@ -147,25 +147,27 @@ def _layers(network: ContextNetwork | None) -> list | None:
 
 
 def encode_samples(photo: PhotoModel, ordered: np.ndarray, network: ContextNetwork | None = None,
-                   stats_key: int = tools.NO_KEY, shaped: bool = True) -> bytes:
+                   stats_key: int = tools.NO_KEY, revision: int = _coder.LATEST_REVISION) -> bytes:
     """The photo tool's streams of 8-bit planes (C, H, W), already in coding order, with a
     context network or without, and a statistics key (no tool bytes: for measurements of the
-    photo tool alone); not `shaped`: the logistic's distributions as they are (format 8)."""
+    photo tool alone), as format version `revision` codes samples (8: the logistic's distributions
+    as they are; 9: refined; 10 on: and the network's online readout)."""
     _, height, width = ordered.shape
     params = photo.parameters(height, width, range(height))
     return join_streams(_coder.encode_pixels(np.ascontiguousarray(ordered), params, photo.scale_table, thread_count(),
-                                             network=_layers(network), stats_key=stats_key, shaped=shaped))
+                                             network=_layers(network), stats_key=stats_key, revision=revision))
 
 
 def decode_samples(photo: PhotoModel, pixels: bytes, height: int, width: int,
-                   network: ContextNetwork | None = None, stats_key: int = tools.NO_KEY, shaped: bool = True) -> np.ndarray:
+                   network: ContextNetwork | None = None, stats_key: int = tools.NO_KEY,
+                   revision: int = _coder.LATEST_REVISION) -> np.ndarray:
     """Inverse of encode_samples: 8-bit planes (C, H, W) in coding order."""
     out = np.empty((photo.channels, height, width), np.uint8)
     streams = split_streams(pixels, _coder.num_bands(height))
     for i, s in enumerate(streams):
         tools.check_band(tools.PHOTO, s, photo.channels, len(_rows(height, i, 1)), width)
     _coder.decode_pixels(streams, photo.parameters(height, width, range(height)), photo.scale_table, thread_count(), out,
-                         network=_layers(network), stats_keys=[stats_key] * len(streams), shaped=shaped)
+                         network=_layers(network), stats_keys=[stats_key] * len(streams), revision=revision)
     return out
 
 
@@ -246,7 +248,7 @@ def decode_chunks(photo: PhotoModel, coded: CodedPlanes, height: int, width: int
                 _coder.decode_pixels(payloads, photo.parameters(height, width, _rows(height, start, n)),
                                      photo.scale_table, thread_count(), planes, start, r.bits, r.context_shift, height,
                                      rows.start, networks=[_layers(photo.context_network(m)) for m in models],
-                                     stats_keys=list(keys), shaped=coded.shaped)
+                                     stats_keys=list(keys), revision=coded.revision)
             if coded.samples:
                 planes = coded.samples.inverse(planes)
             yield rows, [planes[c] for c in order]

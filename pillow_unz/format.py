@@ -29,8 +29,8 @@ MAGIC = b"\x89UNZ"
 # Version 7: the statistics key of every photo band (tools.photo_header). Version 8: metadata
 # chunks deflated where that is smaller, and XMP. Version 9: the coder refines the distribution
 # of every 8-bit photo sample (csrc/residual_shape.h).
-VERSION = 9
-READ_VERSIONS = (5, 6, 7, 8, 9)
+VERSION = 10
+READ_VERSIONS = (5, 6, 7, 8, 9, 10)
 # Versions 1 (one frame), 2 (frames) and 3 (16-bit samples) carried z; pillow-unz 0.1 reads them.
 LATENT_VERSIONS = (1, 2, 3)
 # Version 4 (no z, no context networks): pillow-unz 0.2 reads it.
@@ -376,7 +376,7 @@ def read_body(
                 raise UnzFormatError(f"corrupt PIXL chunk: {e}") from e
             pixels = pixels[size:]
         unz.groups.append(CodedPlanes(pixels, complete, transform, keyed=header.version >= 7,
-                                      shaped=header.version >= 9))
+                                      revision=header.version))
     next_frame = r.peek_tag() == b"FRAM" and r.whole_chunk_follows()
     if not ends_here() and not next_frame:
         _read_end(r)

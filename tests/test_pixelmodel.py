@@ -19,18 +19,19 @@ from pillow_unz.weights import load_models
 def test_training_loss_is_the_real_code_length(sample: Image.Image, mode: str, network: int | None) -> None:
     """The teacher-forced twin of the photo tool, classical or with a context network (whose
     outputs the coder computes from the pixels alone), within 1% of the coded size of its
-    logistics; the coder's refinement of their shape (format 9) codes the photo smaller still."""
+    logistics (format 8); the coder's refinement of their shape and the online readout (format 10)
+    code the photo smaller still."""
     img = sample.convert(mode)
     a = np.asarray(img)
     planes = np.ascontiguousarray(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
     photo = load_models().for_channels(len(planes))
     ordered = np.ascontiguousarray(planes[codec.coding_order(len(planes))])
     net = photo.context_network(network)
-    coded = codec.encode_samples(photo, ordered, net, shaped=False)
-    assert np.array_equal(codec.decode_samples(photo, coded, img.height, img.width, net, shaped=False), ordered)
-    shaped = codec.encode_samples(photo, ordered, net)
-    assert np.array_equal(codec.decode_samples(photo, shaped, img.height, img.width, net), ordered)
-    assert len(shaped) < len(coded)
+    coded = codec.encode_samples(photo, ordered, net, revision=8)
+    assert np.array_equal(codec.decode_samples(photo, coded, img.height, img.width, net, revision=8), ordered)
+    refined = codec.encode_samples(photo, ordered, net)
+    assert np.array_equal(codec.decode_samples(photo, refined, img.height, img.width, net), ordered)
+    assert len(refined) < len(coded)
     x = torch.from_numpy(ordered).long()[None]
     params = torch.from_numpy(photo.constants).view(1, -1, 1, 1).expand(1, -1, *x.shape[-2:]).clone()
     mean8, spread, feedback = pixelmodel.classical_prediction(x)

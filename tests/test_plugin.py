@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageCms
 
 import pillow_unz
-from pillow_unz import api, format as fmt
+from pillow_unz import _coder, api, format as fmt
 
 from .conftest import DATA, with_alpha
 
@@ -153,11 +153,15 @@ def test_version_7_files_still_decode_with_their_metadata(small: Image.Image) ->
         assert_same(small, old)
 
 
-def test_version_8_files_still_decode(small: Image.Image) -> None:
-    """tests/data/version8.unz: `small` as version 8 coded it (effort 7), before the coder refined
-    the shape of photo samples' distributions: its bands decode with the logistics as they are."""
-    data = (DATA / "version8.unz").read_bytes()
-    assert fmt.read_header(io.BytesIO(data))[0].version == 8
+@pytest.mark.parametrize("version", [8, 9])
+def test_earlier_codings_of_samples_still_decode(small: Image.Image, version: int) -> None:
+    """tests/data/versionN.unz: `small` as version N coded it (effort 7): version 8 before the
+    coder refined the shape of photo samples' distributions, version 9 before the context
+    network's online readout. Their bands decode with the coding of their version, which the
+    newest format's is not."""
+    assert _coder.LATEST_REVISION == fmt.VERSION > version
+    data = (DATA / f"version{version}.unz").read_bytes()
+    assert fmt.read_header(io.BytesIO(data))[0].version == version
     with Image.open(io.BytesIO(data)) as old:
         assert_same(small, old)
 
