@@ -41,7 +41,7 @@ class OnlineReadout {
   static constexpr int kReadShift = 10;              // weights are read in 2**-(24 - 10)
   static constexpr int32_t kWeightLimit = 1 << 22;   // a quarter eighth per unit (measured: below 0.07)
   static constexpr int32_t kErrorLimit = 4;          // residuals count up to half a sample either way
-  static constexpr int kStepBits = 26;               // the step: 2**-6 of the normalized error, below
+  static constexpr int kStepBits = 27;               // the step: 2**-5 of the normalized error, below
   static constexpr int kStepShift = 8;
   static constexpr int32_t kNormFloor = 1 << 13;     // added to |features|**2: small features, small steps
   // |weight read| <= 2**12, |feature| <= 2**11: the products' sum is within int32.
@@ -62,14 +62,14 @@ class OnlineReadout {
   }
 
   // Moves the weights against the residual (eighths) of the mean that correction() went into:
-  // by error / (kNormFloor + |features|**2) / 64 times each feature.
+  // by error / (kNormFloor + |features|**2) / 32 times each feature.
   void learn(int32_t residual) {
     const int16_t* features = features_;  // locals: the stores to w cannot alias them, so the loops vectorize
     int32_t* w = w_;
     const int n = n_;
     int32_t norm = kNormFloor;  // <= 2**13 + 192 * 2047**2 < 2**31
     for (int i = 0; i < n; ++i) norm += features[i] * features[i];
-    // |step| <= 4 * 2**26 / 2**13 = 2**15, |step * feature| < 2**26.
+    // |step| <= 4 * 2**27 / 2**13 = 2**16, |step * feature| < 2**27.
     const int32_t step = static_cast<int32_t>(
         floor_div(int64_t{std::clamp(residual, -kErrorLimit, kErrorLimit)} << kStepBits, norm));
 #if UNZ_HAS_CPU_SUPPORTS
