@@ -47,15 +47,15 @@ class OnlineReadout {
   // |weight read| <= 2**12, |feature| <= 2**11: the products' sum is within int32.
   static_assert((kWeightLimit >> kReadShift) * int64_t{kNetActivationLimit + 1} * kNetMaxHidden < (int64_t{1} << 31));
 
-  // C channels' readouts, from zero.
-  explicit OnlineReadout(int C) : weights_(static_cast<size_t>(C) * kNetMaxHidden, 0) {}
+  // `contexts` readouts (the coder's: two a channel), from zero.
+  explicit OnlineReadout(int contexts) : weights_(static_cast<size_t>(contexts) * kNetMaxHidden, 0) {}
 
-  // The correction (eighths) of channel c's sample from its n hidden values (each 0 ..
-  // kNetActivationLimit); learn() follows with the sample's residual.
-  int32_t correction(int c, const int16_t* features, int n) {
+  // The correction (eighths) of a sample from its n hidden values (each 0 ..
+  // kNetActivationLimit) by the readout of its context; learn() follows with its residual.
+  int32_t correction(int context, const int16_t* features, int n) {
     features_ = features;
     n_ = n;
-    w_ = weights_.data() + static_cast<size_t>(c) * kNetMaxHidden;
+    w_ = weights_.data() + static_cast<size_t>(context) * kNetMaxHidden;
     int32_t sum = 0;
     for (int i = 0; i < n; ++i) sum += (w_[i] >> kReadShift) * features[i];
     return std::clamp<int32_t>(sum >> (kWeightFracBits - kReadShift), -kNetMaxCorrection, kNetMaxCorrection);
@@ -80,7 +80,7 @@ class OnlineReadout {
   }
 
  private:
-  std::vector<int32_t> weights_;  // [channel][feature]
+  std::vector<int32_t> weights_;  // [context][feature]
   const int16_t* features_ = nullptr;
   int n_ = 0;
   int32_t* w_ = nullptr;

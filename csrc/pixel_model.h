@@ -163,7 +163,7 @@ class AdaptiveCoding {
         split_sum_(coding.stats_key == kNoKey ? 0 : cell_sum_.size() * key_values_, 0), split_count_(split_sum_.size(), 0),
         split_signed_sum_(split_sum_.size(), 0) {
     if (coding.revision >= 9 && bits == 8) shape_.emplace(C, W);
-    if (coding.revision >= 10 && coding.network) readout_.emplace(C);
+    if (coding.revision >= 10 && coding.network) readout_.emplace(2 * C);
   }
 
   // Sample (c, y, x), the at-th of its plane, of value v (encoding; decoding: the value it
@@ -173,11 +173,14 @@ class AdaptiveCoding {
   int code(Coder& coder, int v, const Prediction& p, const NetworkOutputs& net, int c, int y, int x, size_t at) {
     if (c == 0) cross_ = 0;
     const int32_t gamma = params_(C_ + c, at);
-    const int32_t readout = readout_ ? readout_->correction(c, net.hidden, net.hidden_size) : 0;
-    const int m = clamp_pred(p.mean8 + net.correction + readout + floor_div(int64_t{gamma} * p.feedback, 8 << kBetaFracBits), max8_);
-
     const int32_t activity = err_.causal_sum(c, y, x, 2, 2, 1, 1, 1, 1) >> context_shift_;
     const int qa = bucket(activity, kActivityEdges);
+    // The readout of the channel's quiet samples (the lower half of the activity buckets) and
+    // that of its busy ones learn apart.
+    const int32_t readout =
+        readout_ ? readout_->correction(2 * c + (2 * qa >= kActivityBuckets), net.hidden, net.hidden_size) : 0;
+    const int m = clamp_pred(p.mean8 + net.correction + readout + floor_div(int64_t{gamma} * p.feedback, 8 << kBetaFracBits), max8_);
+
     const int qb = c > 0 ? bucket(cross_ >> context_shift_, kCrossEdges) : 0;
     const int qs = bucket(p.spread >> context_shift_, kSpreadEdges);
     const size_t cell = static_cast<size_t>(c) * kCells + (qa * kCrossBuckets + qb) * kSpreadBuckets + qs;
@@ -240,7 +243,7 @@ class AdaptiveCoding {
   std::vector<int64_t> split_sum_, split_count_, split_signed_sum_;
   int32_t cross_ = 0;  // the pixel's |residuals| of the channels coded so far
   std::optional<ResidualShape> shape_;  // format 9's refinement of 8-bit samples
-  std::optional<OnlineReadout> readout_;  // format 10's, of a coding with a network
+  std::optional<OnlineReadout> readout_;  // format 10's, of a coding with a network: two a channel
 };
 
 // One band of H rows of W samples of `bits` bits (8 in uint8_t, 9 to 16 in uint16_t), coded as
