@@ -69,9 +69,10 @@ class OnlineReadout {
     const int n = n_;
     int32_t norm = kNormFloor;  // <= 2**13 + 192 * 2047**2 < 2**31
     for (int i = 0; i < n; ++i) norm += features[i] * features[i];
-    // |step| <= 4 * 2**27 / 2**13 = 2**16, |step * feature| < 2**27.
+    // |step| <= 4 * 2**27 / 2**13 = 2**16, |step * feature| < 2**27. (A product, not <<, which
+    // C++17 leaves undefined for negative values.)
     const int32_t step = static_cast<int32_t>(
-        floor_div(int64_t{std::clamp(residual, -kErrorLimit, kErrorLimit)} << kStepBits, norm));
+        floor_div(int64_t{std::clamp(residual, -kErrorLimit, kErrorLimit)} * (int64_t{1} << kStepBits), norm));
 #if UNZ_HAS_CPU_SUPPORTS
     static const bool avx2 = __builtin_cpu_supports("avx2");
     if (avx2) return move_weights_avx2<kStepShift>(w, features, n, step, kWeightLimit);
