@@ -71,8 +71,12 @@ class CodedPlanes:
     pixels: bytes  # one stream per band of rows (its tool's byte, then its payload), framed by join_streams
     complete: bool = True  # False: what a truncated file still holds of `pixels`
     samples: SampleTransform | None = None  # None: 8-bit planes of a version 5 file, coded as they are
-    keyed: bool = True  # False: a version 5 or 6 file, whose photo bands name no statistics key
-    revision: int = _coder.LATEST_REVISION  # the format version whose coding of samples its photo bands use
+    revision: int = _coder.LATEST_REVISION  # the format version of its file: its photo bands' layout and coding
+
+    @property
+    def keyed(self) -> bool:
+        """False for a version 5 or 6 file, whose photo bands name no statistics key."""
+        return self.revision >= 7
 
     @property
     def size(self) -> int:

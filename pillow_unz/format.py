@@ -28,7 +28,8 @@ MAGIC = b"\x89UNZ"
 # and columns (RPTS), and a sample transform before the 8-bit planes too (16-bit ones had one).
 # Version 7: the statistics key of every photo band (tools.photo_header). Version 8: metadata
 # chunks deflated where that is smaller, and XMP. Version 9: the coder refines the distribution
-# of every 8-bit photo sample (csrc/residual_shape.h).
+# of every 8-bit photo sample (csrc/residual_shape.h). Version 10: the context networks' online
+# readout (csrc/online_readout.h).
 VERSION = 10
 READ_VERSIONS = (5, 6, 7, 8, 9, 10)
 # Versions 1 (one frame), 2 (frames) and 3 (16-bit samples) carried z; pillow-unz 0.1 reads them.
@@ -375,8 +376,7 @@ def read_body(
                     return unz  # cut inside the sample transform
                 raise UnzFormatError(f"corrupt PIXL chunk: {e}") from e
             pixels = pixels[size:]
-        unz.groups.append(CodedPlanes(pixels, complete, transform, keyed=header.version >= 7,
-                                      revision=header.version))
+        unz.groups.append(CodedPlanes(pixels, complete, transform, revision=header.version))
     next_frame = r.peek_tag() == b"FRAM" and r.whole_chunk_follows()
     if not ends_here() and not next_frame:
         _read_end(r)
