@@ -294,24 +294,32 @@ void parallel_for(int n, int threads, const Job& job) {
     if (e) std::rethrow_exception(e);
 }
 
-// Band `band` of an image of H rows of W samples: its rows, and where its first sample lies.
+// The bands of an image of `height` rows, `band_height` rows at most, checked.
+Bands bands_of(int height, int band_height) {
+  if (height < 0) throw py::value_error("height must not be negative");
+  if (band_height < 1 || band_height > kMaxBandHeight)
+    throw py::value_error("band_height must be 1 to " + std::to_string(kMaxBandHeight));
+  return {height, band_height};
+}
+
+// Band `band` of an image of W samples a row: its rows, and where its first sample lies.
 struct Band {
   int number, first, rows;
   size_t offset;
-  Band(int H, int W, int band)
-      : number(band), first(band_start(H, band)), rows(band_start(H, band + 1) - first),
+  Band(const Bands& bands, int W, int band)
+      : number(band), first(bands.start(band)), rows(bands.start(band + 1) - first),
         offset(static_cast<size_t>(first) * W) {}
 };
 
-// Bands [first, first + count) of an image of H rows, and the rows they cover.
+// Bands [first, first + count) of an image, and the rows they cover.
 struct BandRange {
   int first, count;
   size_t row_offset;  // first row of the range, times W
   int rows;
-  BandRange(int H, int W, int first_band, int band_count) : first(first_band), count(band_count) {
-    if (first < 0 || count < 0 || first + count > num_bands(H)) throw py::value_error("band range out of the image");
-    row_offset = static_cast<size_t>(band_start(H, first)) * W;
-    rows = band_start(H, first + count) - band_start(H, first);
+  BandRange(const Bands& bands, int W, int first_band, int band_count) : first(first_band), count(band_count) {
+    if (first < 0 || count < 0 || first + count > bands.count()) throw py::value_error("band range out of the image");
+    row_offset = static_cast<size_t>(bands.start(first)) * W;
+    rows = bands.start(first + count) - bands.start(first);
   }
 };
 
@@ -328,13 +336,13 @@ py::array_t<Sample> writeable_planes(py::array& out, int max_channels) {
 // samples, coded `ways` ways at once by code(encoders, band) (one encoder per way) on up to
 // `threads` threads: for each way, the list of its band streams.
 template <class CodeBand>
-std::vector<py::list> encode_bands_ways(int H, int W, int first_band, int count, int threads, int ways,
+std::vector<py::list> encode_bands_ways(const Bands& bands, int W, int first_band, int count, int threads, int ways,
                                         const CodeBand& code) {
   std::vector<std::vector<std::vector<uint8_t>>> out(count);
   {
     py::gil_scoped_release release;
     parallel_for(count, threads, [&](int i) {
-      const Band b(H, W, first_band + i);
+      const Band b(bands, W, first_band + i);
       std::vector<RangeEncoder> encoders(ways);
       code(encoders.data(), b);
       for (auto& enc : encoders) out[i].push_back(enc.finish());
@@ -348,15 +356,15 @@ std::vector<py::list> encode_bands_ways(int H, int W, int first_band, int count,
 
 // The same, one way: code(encoder, band).
 template <class CodeBand>
-py::list encode_bands(int H, int W, int first_band, int count, int threads, const CodeBand& code) {
-  return encode_bands_ways(H, W, first_band, count, threads, 1,
+py::list encode_bands(const Bands& bands, int W, int first_band, int count, int threads, const CodeBand& code) {
+  return encode_bands_ways(bands, W, first_band, count, threads, 1,
                            [&](RangeEncoder* encoders, const Band& b) { code(encoders[0], b); })[0];
 }
 
 // Decodes streams of bands [first_band, first_band + len(streams)) by code(decoder, band); a
 // None stream is a band left to another tool.
 template <class CodeBand>
-void decode_bands(const py::list& streams, int H, int W, int first_band, int threads, const CodeBand& code) {
+void decode_bands(const py::list& streams, const Bands& bands, int W, int first_band, int threads, const CodeBand& code) {
   std::vector<std::string_view> buffers;
   std::vector<bool> skip;
   for (const auto& s : streams) {
@@ -366,7 +374,7 @@ void decode_bands(const py::list& streams, int H, int W, int first_band, int thr
   py::gil_scoped_release release;
   parallel_for(static_cast<int>(buffers.size()), threads, [&](int i) {
     if (skip[i]) return;
-    const Band b(H, W, first_band + i);
+    const Band b(bands, W, first_band + i);
     RangeDecoder dec(reinterpret_cast<const uint8_t*>(buffers[i].data()), buffers[i].size());
     code(dec, b);
     dec.finish();
@@ -421,11 +429,12 @@ std::vector<Coding> codings_of(const py::list& pairs, int C, int bits, int revis
 template <class Sample>
 std::vector<py::list> encode_pixels_of(const py::array& planes, const py::array& params, const py::array& table,
                                        const py::list& pairs, int revision, int threads, int first_band, int count,
-                                       int bits, int context_shift) {
+                                       int band_height, int bits, int context_shift) {
   auto img = checked<Sample>(planes, "planes", 3);
   const int H = static_cast<int>(img.shape(1)), W = static_cast<int>(img.shape(2));
-  if (count < 0) count = num_bands(H) - first_band;
-  const BandRange range(H, W, first_band, count);
+  const Bands bands = bands_of(H, band_height);
+  if (count < 0) count = bands.count() - first_band;
+  const BandRange range(bands, W, first_band, count);
   const PixelArgs a(params, table, py::none(), static_cast<int>(img.shape(0)), range.rows, W, bits);
   std::vector<std::unique_ptr<ContextNetwork>> networks;
   const std::vector<Coding> codings = codings_of(pairs, a.C, bits, revision, networks);
@@ -434,7 +443,7 @@ std::vector<py::list> encode_pixels_of(const py::array& planes, const py::array&
   if (bits > 8 && *std::max_element(data, data + a.C * plane) >> bits)
     throw py::value_error("planes: a sample has more than " + std::to_string(bits) + " bits");
   const int ways = static_cast<int>(codings.size());
-  return encode_bands_ways(H, W, first_band, count, threads, ways, [&](RangeEncoder* encoders, const Band& b) {
+  return encode_bands_ways(bands, W, first_band, count, threads, ways, [&](RangeEncoder* encoders, const Band& b) {
     code_pixels<false>(encoders, codings.data(), ways, data + b.offset, a.params.from(b.offset - range.row_offset),
                        plane, a.C, b.rows, W, a.table, bits, context_shift);
   });
@@ -448,10 +457,10 @@ std::vector<py::list> encode_pixels_of(const py::array& planes, const py::array&
 // With codings, a list of (network layers or None, statistics key) instead of network and
 // stats_key, the bands are coded every such way at once, over one classical prediction: a
 // list of streams per coding. revision: the format version whose coding of samples to use
-// (Coding::revision; 5 to kLatestRevision).
+// (Coding::revision; 5 to kLatestRevision). band_height: the most rows a band has (Bands).
 py::object encode_pixels(const py::array& planes, const py::array& params, const py::array& table, int threads,
                          int first_band, int count, int bits, int context_shift, const py::object& network,
-                         int stats_key, const py::object& codings, int revision) {
+                         int stats_key, const py::object& codings, int revision, int band_height) {
   check_sample_bits(planes, bits, context_shift);
   check_revision(revision);
   py::list pairs;
@@ -461,8 +470,8 @@ py::object encode_pixels(const py::array& planes, const py::array& params, const
     if (!network.is_none() || stats_key != kNoKey) throw py::value_error("give network and stats_key, or codings, not both");
     pairs = codings.cast<py::list>();
   }
-  const auto streams = bits == 8 ? encode_pixels_of<uint8_t>(planes, params, table, pairs, revision, threads, first_band, count, bits, context_shift)
-                                 : encode_pixels_of<uint16_t>(planes, params, table, pairs, revision, threads, first_band, count, bits, context_shift);
+  const auto streams = bits == 8 ? encode_pixels_of<uint8_t>(planes, params, table, pairs, revision, threads, first_band, count, band_height, bits, context_shift)
+                                 : encode_pixels_of<uint16_t>(planes, params, table, pairs, revision, threads, first_band, count, band_height, bits, context_shift);
   if (codings.is_none()) return streams[0];
   py::list per_coding;
   for (const auto& s : streams) per_coding.append(s);
@@ -470,16 +479,17 @@ py::object encode_pixels(const py::array& planes, const py::array& params, const
 }
 
 // Where the bands [first_band, first_band + count) of an image of `height` rows (-1: as many as
-// `out` has) go: `out` (C, R, W) holds rows [top, top + R) of the image, which must cover them.
+// `out` has), `band_height` rows at most, go: `out` (C, R, W) holds rows [top, top + R) of the
+// image, which must cover them.
 struct OutputWindow {
-  int H;
+  Bands bands;
   BandRange range;
   size_t origin;  // offset of out's first row in the image, times W
-  OutputWindow(const py::array& out, int height, int top, int first_band, int count)
-      : H(height < 0 ? static_cast<int>(out.shape(1)) : height),
-        range(H, static_cast<int>(out.shape(2)), first_band, count),
+  OutputWindow(const py::array& out, int height, int band_height, int top, int first_band, int count)
+      : bands(bands_of(height < 0 ? static_cast<int>(out.shape(1)) : height, band_height)),
+        range(bands, static_cast<int>(out.shape(2)), first_band, count),
         origin(static_cast<size_t>(std::max(top, 0)) * out.shape(2)) {
-    const int64_t first_row = band_start(H, first_band);
+    const int64_t first_row = bands.start(first_band);
     if (top < 0 || first_row < top || first_row + range.rows > top + static_cast<int64_t>(out.shape(1)))
       throw py::value_error("out must hold the rows of the bands");
   }
@@ -489,10 +499,10 @@ template <class Sample>
 void decode_pixels_of(const py::list& streams, const py::array& params, const py::array& table,
                       const py::object& network, const py::object& networks, const std::vector<int>& stats_keys,
                       int revision, int threads, py::array& out, int first_band, int bits, int context_shift, int height,
-                      int top) {
+                      int band_height, int top) {
   auto planes = writeable_planes<Sample>(out, kMaxChannels);
   const int W = static_cast<int>(planes.shape(2));
-  const OutputWindow window(planes, height, top, first_band, static_cast<int>(streams.size()));
+  const OutputWindow window(planes, height, band_height, top, first_band, static_cast<int>(streams.size()));
   const PixelArgs a(params, table, network, static_cast<int>(planes.shape(0)), window.range.rows, W, bits);
   // Each stream's context network: one call decodes bands of different networks side by side.
   std::vector<std::unique_ptr<ContextNetwork>> per_stream;
@@ -506,7 +516,7 @@ void decode_pixels_of(const py::list& streams, const py::array& params, const py
   for (const int key : stats_keys) check_stats_key(key);
   Sample* data = planes.mutable_data();
   const size_t plane = static_cast<size_t>(planes.shape(1)) * W;
-  decode_bands(streams, window.H, W, first_band, threads, [&](RangeDecoder& dec, const Band& b) {
+  decode_bands(streams, window.bands, W, first_band, threads, [&](RangeDecoder& dec, const Band& b) {
     const ContextNetwork* net = per_stream.empty() ? a.network.get() : per_stream[b.number - first_band].get();
     const Coding coding{net, stats_keys.empty() ? kNoKey : stats_keys[b.number - first_band], revision};
     code_pixels<true>(&dec, &coding, 1, data + (b.offset - window.origin),
@@ -524,40 +534,42 @@ void decode_pixels_of(const py::list& streams, const py::array& params, const py
 void decode_pixels(const py::list& streams, const py::array& params, const py::array& table, int threads,
                    py::array& out, int first_band, int bits, int context_shift, int height, int top,
                    const py::object& network, const py::object& networks, const std::vector<int>& stats_keys,
-                   int revision) {
+                   int revision, int band_height) {
   check_sample_bits(out, bits, context_shift);
   check_revision(revision);
   if (bits == 8)
     decode_pixels_of<uint8_t>(streams, params, table, network, networks, stats_keys, revision, threads, out, first_band, bits,
-                              context_shift, height, top);
+                              context_shift, height, band_height, top);
   else
     decode_pixels_of<uint16_t>(streams, params, table, network, networks, stats_keys, revision, threads, out, first_band, bits,
-                               context_shift, height, top);
+                               context_shift, height, band_height, top);
 }
 
 // The screen tool's streams of bands [first_band, first_band + count) of planes (C, H, W).
-py::list encode_screen(const py::array& planes, int threads, int first_band, int count) {
+py::list encode_screen(const py::array& planes, int threads, int first_band, int count, int band_height) {
   auto img = checked<uint8_t>(planes, "planes", 3);
   const int C = static_cast<int>(img.shape(0)), H = static_cast<int>(img.shape(1)), W = static_cast<int>(img.shape(2));
   if (C < 1 || C > kScreenMaxChannels) throw py::value_error("the screen tool codes 1 to 3 channels");
-  if (count < 0) count = num_bands(H) - first_band;
-  BandRange(H, W, first_band, count);  // checks the range
+  const Bands bands = bands_of(H, band_height);
+  if (count < 0) count = bands.count() - first_band;
+  BandRange(bands, W, first_band, count);  // checks the range
   uint8_t* data = const_cast<uint8_t*>(img.data());  // read only: Decode=false never writes
   const size_t plane = static_cast<size_t>(H) * W;
-  return encode_bands(H, W, first_band, count, threads, [&](RangeEncoder& enc, const Band& b) {
+  return encode_bands(bands, W, first_band, count, threads, [&](RangeEncoder& enc, const Band& b) {
     code_screen<false>(enc, data + b.offset, plane, C, b.rows, W);
   });
 }
 
 // Decodes the screen tool's streams of bands [first_band, first_band + len(streams)) into `out`
 // (C, H, W), in place; None streams are skipped.
-void decode_screen(const py::list& streams, int threads, py::array& out, int first_band, int height, int top) {
+void decode_screen(const py::list& streams, int threads, py::array& out, int first_band, int height, int top,
+                   int band_height) {
   auto planes = writeable_planes(out, kScreenMaxChannels);
   const int C = static_cast<int>(planes.shape(0)), W = static_cast<int>(planes.shape(2));
-  const OutputWindow window(planes, height, top, first_band, static_cast<int>(streams.size()));
+  const OutputWindow window(planes, height, band_height, top, first_band, static_cast<int>(streams.size()));
   uint8_t* data = planes.mutable_data();
   const size_t plane = static_cast<size_t>(planes.shape(1)) * W;
-  decode_bands(streams, window.H, W, first_band, threads, [&](RangeDecoder& dec, const Band& b) {
+  decode_bands(streams, window.bands, W, first_band, threads, [&](RangeDecoder& dec, const Band& b) {
     code_screen<true>(dec, data + (b.offset - window.origin), plane, C, b.rows, W);
   });
 }
@@ -601,8 +613,9 @@ py::array_t<T> over_samples(const py::array& planes, int outputs, int threads, c
   {
     py::gil_scoped_release release;
     const size_t plane = static_cast<size_t>(H) * W, block = C * plane;
-    parallel_for(num_bands(H), threads, [&](int i) {
-      const Band b(H, W, i);
+    const Bands bands{H};
+    parallel_for(bands.count(), threads, [&](int i) {
+      const Band b(bands, W, i);
       ClassicalPredictor<> predictor(img.data() + b.offset, plane, C, W);
       for (int y = 0; y < b.rows; ++y)
         for (int x = 0; x < W; ++x)
@@ -683,8 +696,11 @@ PYBIND11_MODULE(_coder, m) {
   m.def("decode_logistic", &decode_logistic, py::arg("data"), py::arg("mean8"), py::arg("scale_index"),
         py::arg("num_symbols"));
   m.def("num_param_planes", &num_param_planes, py::arg("channels"), "Network parameter planes the pixel model takes");
-  m.def("num_bands", &num_bands, py::arg("height"), "How many bands of rows (independent streams) an image has");
-  m.def("band_start", &band_start, py::arg("height"), py::arg("band"), "The first row of a band (band_start(H, num_bands(H)) == H)");
+  m.def("num_bands", [](int height, int band_height) { return bands_of(height, band_height).count(); }, py::arg("height"),
+        py::arg("band_height") = kBandRows, "How many bands of rows (independent streams) an image has");
+  m.def("band_start", [](int height, int band, int band_height) { return bands_of(height, band_height).start(band); },
+        py::arg("height"), py::arg("band"), py::arg("band_height") = kBandRows,
+        "The first row of a band (band_start(H, num_bands(H)) == H)");
   m.def("classical_predictions", &classical_predictions, py::arg("planes"), py::arg("threads") = 1);
   m.def("classical_contexts", &classical_contexts, py::arg("planes"), py::arg("threads") = 1);
   m.def("context_outputs", &context_outputs, py::arg("planes"), py::arg("network"), py::arg("threads") = 1,
@@ -697,15 +713,16 @@ PYBIND11_MODULE(_coder, m) {
   m.def("encode_pixels", &encode_pixels, py::arg("planes"), py::arg("params"), py::arg("scale_table"),
         py::arg("threads") = 1, py::arg("first_band") = 0, py::arg("count") = -1, py::arg("bits") = 8,
         py::arg("context_shift") = 0, py::arg("network") = py::none(), py::arg("stats_key") = 0,
-        py::arg("codings") = py::none(), py::arg("revision") = kLatestRevision);
+        py::arg("codings") = py::none(), py::arg("revision") = kLatestRevision, py::arg("band_height") = kBandRows);
   m.def("decode_pixels", &decode_pixels, py::arg("streams"), py::arg("params"), py::arg("scale_table"),
         py::arg("threads"), py::arg("out"), py::arg("first_band") = 0, py::arg("bits") = 8,
         py::arg("context_shift") = 0, py::arg("height") = -1, py::arg("top") = 0, py::arg("network") = py::none(),
-        py::arg("networks") = py::none(), py::arg("stats_keys") = std::vector<int>(), py::arg("revision") = kLatestRevision);
+        py::arg("networks") = py::none(), py::arg("stats_keys") = std::vector<int>(), py::arg("revision") = kLatestRevision,
+        py::arg("band_height") = kBandRows);
   m.def("encode_screen", &encode_screen, py::arg("planes"), py::arg("threads") = 1, py::arg("first_band") = 0,
-        py::arg("count") = -1);
+        py::arg("count") = -1, py::arg("band_height") = kBandRows);
   m.def("decode_screen", &decode_screen, py::arg("streams"), py::arg("threads"), py::arg("out"),
-        py::arg("first_band") = 0, py::arg("height") = -1, py::arg("top") = 0);
+        py::arg("first_band") = 0, py::arg("height") = -1, py::arg("top") = 0, py::arg("band_height") = kBandRows);
   m.def("png_filter", &png_filter_rows, py::arg("rows"), py::arg("bpp"));
   m.def("png_unfilter", &png_unfilter_rows, py::arg("filtered"), py::arg("rows"), py::arg("stride"), py::arg("bpp"));
 
@@ -728,6 +745,7 @@ PYBIND11_MODULE(_coder, m) {
   m.attr("SPREAD_EDGES") = as_tuple(kSpreadEdges);
   m.attr("BETA_FRAC_BITS") = kBetaFracBits;
   m.attr("BAND_ROWS") = kBandRows;
+  m.attr("MAX_BAND_HEIGHT") = kMaxBandHeight;
   m.attr("CONTEXT_SIZE") = kContextSize;
   m.attr("NET_INPUT_LIMIT") = kNetInputLimit;
   m.attr("NET_ACTIVATION_LIMIT") = kNetActivationLimit;

@@ -103,11 +103,18 @@ struct Parameters {
   Parameters from(size_t at) const { return {data + at * pixel, plane, pixel}; }
 };
 
-// Images are coded in bands of at most kBandRows rows (a test measured the cost of a band
-// boundary at under 0.1% of the file), which decode in parallel.
+// Images are coded in bands of rows, which decode in parallel: bands of at most `height` rows,
+// as even as can be. Every band starts its statistics afresh, so taller bands code smaller
+// (docs/DESIGN.md); the file says how tall (multiples of kBandRows from version 11, kBandRows
+// before).
 constexpr int kBandRows = 256;
-inline int num_bands(int H) { return std::max(1, (H + kBandRows - 1) / kBandRows); }
-inline int band_start(int H, int band) { return static_cast<int>(int64_t{band} * H / num_bands(H)); }
+constexpr int kMaxBandHeight = 255 * kBandRows;
+struct Bands {
+  int H;                    // the image's rows
+  int height = kBandRows;   // 1 .. kMaxBandHeight
+  int count() const { return std::max(1, (H + height - 1) / height); }
+  int start(int band) const { return static_cast<int>(int64_t{band} * H / count()); }  // start(count()) == H
+};
 
 // A sample of `bits` bits (9 to 16) with coded mean mean8 (in eighths) and scale index s (of
 // the wide tables): its top 8 bits under the logistic in their units, then its low bits under
@@ -128,8 +135,9 @@ int code_wide_sample(Coder& coder, int v, int mean8, int s, int bits) {
 
 // The newest format version, and so the newest coding of samples: 8-bit samples under the
 // logistic as it is (up to version 8), their distributions refined by ResidualShape (9), and the
-// context network's online readout (10). Files decode with the coding of their version.
-constexpr int kLatestRevision = 10;
+// context network's online readout (10); 11 codes them as 10 (it let bands be taller, which
+// the caller gives: Bands). Files decode with the coding of their version.
+constexpr int kLatestRevision = 11;
 
 // One way of coding a band's samples over the classical prediction: a context network (or none,
 // the classical model alone) and a statistics key. The encoder tries several at once.

@@ -215,7 +215,7 @@ def bench_ablation(folder: str | Path, progress: bool = True) -> dict:
                 stream = codec.encode_samples(photo, g, net, key)
                 if not np.array_equal(codec.decode_samples(photo, stream, *g.shape[1:], net, key), g):
                     raise AssertionError("the photo tool did not round-trip")
-                bands.append(codec.split_streams(stream, _coder.num_bands(g.shape[1])))
+                bands.append(codec.split_streams(stream, _coder.num_bands(g.shape[1], tools.band_height(g.shape[1]))))
             total += len(codec.join_streams([min(b, key=len) for b in zip(*bands)]))
         return total
 

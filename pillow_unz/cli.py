@@ -139,7 +139,7 @@ def _band_tools(g: codec.CodedPlanes, height: int) -> str:
         details = ([] if network is None else [f"network {network}"]) + ([f"{tools.KEY_NAMES[key]} key"] if g.keyed else [])
         return f"{tool} ({', '.join(details)})" if details else tool
 
-    counts = Counter(name(s) for s in codec.split_streams(g.pixels, _coder.num_bands(height)))
+    counts = Counter(name(s) for s in codec.split_streams(g.pixels, _coder.num_bands(height, g.band_height)))
     return "bands: " + ", ".join(f"{n} {name}" for name, n in counts.items())
 
 

@@ -72,6 +72,7 @@ class CodedPlanes:
     complete: bool = True  # False: what a truncated file still holds of `pixels`
     samples: SampleTransform | None = None  # None: 8-bit planes of a version 5 file, coded as they are
     revision: int = _coder.LATEST_REVISION  # the format version of its file: its photo bands' layout and coding
+    band_height: int = _coder.BAND_ROWS  # the most rows a band has (the file says, from version 11)
 
     @property
     def keyed(self) -> bool:
@@ -155,11 +156,13 @@ def encode_samples(photo: PhotoModel, ordered: np.ndarray, network: ContextNetwo
     """The photo tool's streams of 8-bit planes (C, H, W), already in coding order, with a
     context network or without, and a statistics key (no tool bytes: for measurements of the
     photo tool alone), as format version `revision` codes samples (8: the logistic's distributions
-    as they are; 9: refined; 10 on: and the network's online readout)."""
+    as they are; 9: refined; 10 on: and the network's online readout), in the encoder's bands
+    (tools.band_height)."""
     _, height, width = ordered.shape
     params = photo.parameters(height, width, range(height))
     return join_streams(_coder.encode_pixels(np.ascontiguousarray(ordered), params, photo.scale_table, thread_count(),
-                                             network=_layers(network), stats_key=stats_key, revision=revision))
+                                             network=_layers(network), stats_key=stats_key, revision=revision,
+                                             band_height=tools.band_height(height)))
 
 
 def decode_samples(photo: PhotoModel, pixels: bytes, height: int, width: int,
@@ -167,16 +170,18 @@ def decode_samples(photo: PhotoModel, pixels: bytes, height: int, width: int,
                    revision: int = _coder.LATEST_REVISION) -> np.ndarray:
     """Inverse of encode_samples: 8-bit planes (C, H, W) in coding order."""
     out = np.empty((photo.channels, height, width), np.uint8)
-    streams = split_streams(pixels, _coder.num_bands(height))
+    band_height = tools.band_height(height)
+    streams = split_streams(pixels, _coder.num_bands(height, band_height))
     for i, s in enumerate(streams):
-        tools.check_band(tools.PHOTO, s, photo.channels, len(_rows(height, i, 1)), width)
+        tools.check_band(tools.PHOTO, s, photo.channels, len(_rows(height, i, 1, band_height)), width)
     _coder.decode_pixels(streams, photo.parameters(height, width, range(height)), photo.scale_table, thread_count(), out,
-                         network=_layers(network), stats_keys=[stats_key] * len(streams), revision=revision)
+                         network=_layers(network), stats_keys=[stats_key] * len(streams), revision=revision,
+                         band_height=band_height)
     return out
 
 
-def _rows(height: int, first: int, count: int) -> range:
-    return range(_coder.band_start(height, first), _coder.band_start(height, first + count))
+def _rows(height: int, first: int, count: int, band_height: int) -> range:
+    return range(_coder.band_start(height, first, band_height), _coder.band_start(height, first + count, band_height))
 
 
 def encode_planes(photo: PhotoModel, planes: np.ndarray, effort: int = tools.DEFAULT_EFFORT) -> CodedPlanes:
@@ -196,6 +201,7 @@ def _encode_coded(photo: PhotoModel, planes: np.ndarray, r: SampleTransform, eff
     """Planes already in coding order and through their sample transform r: tools.encode_bands
     picks each band's tool."""
     _, h, w = planes.shape
+    band_height = tools.band_height(h)
 
     def photo_tool(bands: list[int], codings: list[tuple[int | None, int]]) -> dict[int, bytes]:
         streams: dict[int, bytes] = {}
@@ -204,9 +210,9 @@ def _encode_coded(photo: PhotoModel, planes: np.ndarray, r: SampleTransform, eff
         # A call returns every way's streams of its bands: a few bands a call where there are several.
         longest = photo.run_length(thread_count()) or (None if len(ways) == 1 else 2 * thread_count())
         for first, count in tools.runs(bands, longest):
-            params = photo.parameters(h, w, _rows(h, first, count))
+            params = photo.parameters(h, w, _rows(h, first, count, band_height))
             coded = _coder.encode_pixels(planes, params, photo.scale_table, thread_count(), first, count, r.bits,
-                                         r.context_shift, codings=ways)
+                                         r.context_shift, codings=ways, band_height=band_height)
             del params  # before the next run's are made
             for band in range(first, first + count):  # the smallest way of each band, the others let go
                 k = min(range(len(codings)), key=lambda k: len(coded[k][band - first]))
@@ -215,7 +221,8 @@ def _encode_coded(photo: PhotoModel, planes: np.ndarray, r: SampleTransform, eff
         return streams
 
     chosen = _photo_models(photo, tools.effort_of(effort), planes.dtype != np.uint8)
-    return CodedPlanes(join_streams(tools.encode_bands(planes, thread_count(), photo_tool, chosen)), samples=r)
+    streams = tools.encode_bands(planes, thread_count(), photo_tool, chosen, band_height)
+    return CodedPlanes(join_streams(streams), samples=r, band_height=band_height)
 
 
 def decode_chunks(photo: PhotoModel, coded: CodedPlanes, height: int, width: int) -> Iterator[tuple[range, list[np.ndarray]]]:
@@ -225,7 +232,8 @@ def decode_chunks(photo: PhotoModel, coded: CodedPlanes, height: int, width: int
     cannot be this model's (ValueError). Of incomplete planes (a truncated file), the bands
     still there, and zeros (16-bit planes: what their sample transform makes of zeros)."""
     r = coded.samples or samples.Unchanged()
-    channels, bands = photo.channels, _coder.num_bands(height)
+    channels, band_height = photo.channels, coded.band_height
+    bands = _coder.num_bands(height, band_height)
     streams = split_streams(coded.pixels, bands) if coded.complete else intact_streams(coded.pixels, bands)
     headers: dict[int, tuple[int | None, int, int]] = {}  # of the photo bands
     for i, s in enumerate(streams):
@@ -234,25 +242,25 @@ def decode_chunks(photo: PhotoModel, coded: CodedPlanes, height: int, width: int
         if s[0] in tools.PHOTO_TOOLS:
             headers[i] = tools.photo_header(s, coded.keyed)
         payload = memoryview(s)[headers[i][2] if i in headers else 1 :]  # (no copy)
-        tools.check_band(s[0], payload, channels, len(_rows(height, i, 1)), width, r.dtype)
+        tools.check_band(s[0], payload, channels, len(_rows(height, i, 1, band_height)), width, r.dtype)
         if s[0] == tools.LEARNED and headers[i][0] >= len(photo.context_networks):
             raise ValueError("band coded with a context network that the model lacks: corrupt")
     order = np.argsort(coding_order(channels))
 
     def chunks() -> Iterator[tuple[range, list[np.ndarray]]]:
         for first, count in tools.runs(list(range(bands)), thread_count()):
-            rows = _rows(height, first, count)
+            rows = _rows(height, first, count, band_height)
             planes = np.zeros((channels, len(rows), width), r.dtype)  # rows no stream reaches stay zero
             present = streams[first : first + count]
-            tools.decode_bands(present, planes, thread_count(), first, height, rows.start)
+            tools.decode_bands(present, planes, thread_count(), first, height, rows.start, band_height)
             # Runs of photo bands, each band with its own model: one call decodes them side by side.
             for start, n in tools.runs([i for i in range(first, first + len(present)) if i in headers]):
                 models, keys, starts = zip(*(headers[i] for i in range(start, start + n)))
                 payloads = [streams[i][h:] for i, h in enumerate(starts, start)]
-                _coder.decode_pixels(payloads, photo.parameters(height, width, _rows(height, start, n)),
+                _coder.decode_pixels(payloads, photo.parameters(height, width, _rows(height, start, n, band_height)),
                                      photo.scale_table, thread_count(), planes, start, r.bits, r.context_shift, height,
                                      rows.start, networks=[_layers(photo.context_network(m)) for m in models],
-                                     stats_keys=list(keys), revision=coded.revision)
+                                     stats_keys=list(keys), revision=coded.revision, band_height=band_height)
             if coded.samples:
                 planes = coded.samples.inverse(planes)
             yield rows, [planes[c] for c in order]

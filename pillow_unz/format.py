@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 from PIL import Image
 
-from . import samples, tools
+from . import _coder, samples, tools
 from .codec import CodedPlanes
 from .repeats import Repeats
 
@@ -29,9 +29,11 @@ MAGIC = b"\x89UNZ"
 # Version 7: the statistics key of every photo band (tools.photo_header). Version 8: metadata
 # chunks deflated where that is smaller, and XMP. Version 9: the coder refines the distribution
 # of every 8-bit photo sample (csrc/residual_shape.h). Version 10: the context networks' online
-# readout (csrc/online_readout.h).
-VERSION = 10
-READ_VERSIONS = (5, 6, 7, 8, 9, 10)
+# readout (csrc/online_readout.h). Version 11: bands as tall as the encoder chooses (a byte of
+# every PIXL chunk; before, 256 rows at most).
+VERSION = 11
+READ_VERSIONS = (5, 6, 7, 8, 9, 10, 11)
+BANDS_VERSION = 11  # the first whose PIXL chunks give their bands' height
 # Versions 1 (one frame), 2 (frames) and 3 (16-bit samples) carried z; pillow-unz 0.1 reads them.
 LATENT_VERSIONS = (1, 2, 3)
 # Version 4 (no z, no context networks): pillow-unz 0.2 reads it.
@@ -106,7 +108,7 @@ def coded_size(frame: UnzFrame) -> int:
     """The bytes of a frame's coded chunks (RPTS, PIXL, as _write_coded writes them), framing
     included: counted, not written (a large photo's would be a copy of tens of MB)."""
     framing = _CHUNK.size + 4
-    size = sum(framing + len(g.samples.to_bytes() if g.samples else b"") + len(g.pixels) for g in frame.groups)
+    size = sum(framing + len(_pixels_head(g)) + len(g.pixels) for g in frame.groups)
     return size + (framing + len(frame.repeats.to_bytes()) if frame.repeats else 0)
 
 
@@ -158,7 +160,15 @@ def _write_coded(f: BinaryIO, groups: list[CodedPlanes], repeats: Repeats | None
     if repeats is not None:
         _write_chunk(f, b"RPTS", repeats.to_bytes())
     for g in groups:
-        _write_chunk(f, b"PIXL", (g.samples.to_bytes() if g.samples else b"") + g.pixels)
+        _write_chunk(f, b"PIXL", _pixels_head(g) + g.pixels)
+
+
+def _pixels_head(g: CodedPlanes) -> bytes:
+    """What a PIXL chunk holds before its band table: the sample transform, the band height."""
+    units = g.band_height // _coder.BAND_ROWS
+    if g.band_height % _coder.BAND_ROWS or not 1 <= units <= 255:
+        raise ValueError(f"band height {g.band_height} is not 1 to 255 times {_coder.BAND_ROWS} rows")
+    return (g.samples.to_bytes() if g.samples else b"") + bytes([units])
 
 
 def _write_chunk(f: BinaryIO, tag: bytes, payload: bytes) -> None:
@@ -376,7 +386,16 @@ def read_body(
                     return unz  # cut inside the sample transform
                 raise UnzFormatError(f"corrupt PIXL chunk: {e}") from e
             pixels = pixels[size:]
-        unz.groups.append(CodedPlanes(pixels, complete, transform, revision=header.version))
+        band_height = _coder.BAND_ROWS
+        if header.version >= BANDS_VERSION:
+            if not pixels:
+                if not complete:
+                    return unz  # cut before the band height
+                raise UnzFormatError("corrupt PIXL chunk: no band height")
+            if pixels[0] == 0:
+                raise UnzFormatError("corrupt PIXL chunk: band height 0")
+            band_height, pixels = pixels[0] * _coder.BAND_ROWS, pixels[1:]
+        unz.groups.append(CodedPlanes(pixels, complete, transform, revision=header.version, band_height=band_height))
     next_frame = r.peek_tag() == b"FRAM" and r.whole_chunk_follows()
     if not ends_here() and not next_frame:
         _read_end(r)

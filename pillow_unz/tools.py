@@ -127,8 +127,17 @@ def photo_header(stream: bytes, keyed: bool = True) -> tuple[int | None, int, in
     return network, stream[start] if keyed else NO_KEY, start + keyed
 
 
-def band_rows(height: int, band: int) -> slice:
-    return slice(_coder.band_start(height, band), _coder.band_start(height, band + 1))
+def band_height(height: int) -> int:
+    """The most rows the encoder puts in a band of an image of `height` rows: a multiple of
+    _coder.BAND_ROWS, which the file gives. Bands decode in parallel, so there are two wherever
+    there are more than BAND_ROWS rows; but every band learns the image afresh, and taller bands
+    code smaller (full-size photos 0.4% to 0.5% at 1,024 rows against 256: docs/DESIGN.md), so
+    they are as tall as that leaves, up to 1,024 rows (a 20 MP photo still has four)."""
+    return _coder.BAND_ROWS * min(max(1, -(-height // (2 * _coder.BAND_ROWS))), 4)
+
+
+def band_rows(height: int, band: int, band_height: int) -> slice:
+    return slice(_coder.band_start(height, band, band_height), _coder.band_start(height, band + 1, band_height))
 
 
 def photo_floor(channels: int, rows: int, width: int) -> int:
@@ -223,13 +232,14 @@ def _keep_smaller(streams: list[bytes], candidates: dict[int, bytes]) -> None:
 PhotoTool = Callable[[list[int], list[tuple["int | None", int]]], dict[int, bytes]]
 
 
-def encode_bands(planes: np.ndarray, threads: int, photo: PhotoTool, effort: Effort) -> list[bytes]:
-    """Each band of planes (C, H, W) by the smallest of the tools that `effort` tries, from the
-    cheapest: flat; deflate (level 1); screen, where enough pixels repeat; photo(bands, codings),
-    the photo tool's smallest streams of the bands where it can still win, of every way the
-    effort tries (Effort.codings) at once; deflate at level 9, where it might."""
+def encode_bands(planes: np.ndarray, threads: int, photo: PhotoTool, effort: Effort, band_height: int) -> list[bytes]:
+    """Each band of planes (C, H, W), of `band_height` rows at most, by the smallest of the tools
+    that `effort` tries, from the cheapest: flat; deflate (level 1); screen, where enough pixels
+    repeat; photo(bands, codings), the photo tool's smallest streams of the bands where it can
+    still win, of every way the effort tries (Effort.codings) at once; deflate at level 9, where
+    it might."""
     c, height, width = planes.shape
-    bands = [planes[:, band_rows(height, i)] for i in range(_coder.num_bands(height))]
+    bands = [planes[:, band_rows(height, i, band_height)] for i in range(_coder.num_bands(height, band_height))]
     streams = [_flat(b) for b in bands]
     todo = [i for i, s in enumerate(streams) if s is None]
 
@@ -244,7 +254,7 @@ def encode_bands(planes: np.ndarray, threads: int, photo: PhotoTool, effort: Eff
         return streams
     screen = [i for i in todo if planes.dtype == np.uint8 and (repeats(bands[i]) >= SCREEN_MIN_REPEATS or few_colours(bands[i]))]
     for first, count in runs(screen):
-        streams_of_run = _coder.encode_screen(planes, threads, first, count)
+        streams_of_run = _coder.encode_screen(planes, threads, first, count, band_height)
         _keep_smaller(streams, {i: bytes([SCREEN]) + s for i, s in enumerate(streams_of_run, first)})
     if effort.photo:
         which = [i for i in todo if len(streams[i]) > photo_floor(c, bands[i].shape[1], width)]
@@ -280,14 +290,15 @@ def _inflate(payload: bytes, band: np.ndarray) -> None:
 
 
 def decode_bands(streams: list[bytes], planes: np.ndarray, threads: int, first_band: int = 0,
-                 height: int | None = None, top: int = 0) -> None:
+                 height: int | None = None, top: int = 0, band_height: int = _coder.BAND_ROWS) -> None:
     """Decode the bands first_band, first_band + 1, ... of `streams` that a tool of this module
     coded (photo bands are left to the caller) into planes (C, R, W): rows top .. top + R - 1 of
-    an image of `height` rows (None: R), as the coder's decode_pixels and decode_screen take them."""
+    an image of `height` rows (None: R) in bands of `band_height` rows at most, as the coder's
+    decode_pixels and decode_screen take them."""
     height = planes.shape[1] if height is None else height
     screen: list[bytes | None] = []
     for i, stream in enumerate(streams, first_band):
-        rows = band_rows(height, i)
+        rows = band_rows(height, i, band_height)
         tool, payload, band = stream[0], stream[1:], planes[:, rows.start - top : rows.stop - top]
         screen.append(payload if tool == SCREEN else None)
         if tool == FLAT:
@@ -295,4 +306,4 @@ def decode_bands(streams: list[bytes], planes: np.ndarray, threads: int, first_b
         elif tool == DEFLATE:
             _inflate(payload, band)
     if any(s is not None for s in screen):
-        _coder.decode_screen(screen, threads, planes, first_band, height, top)
+        _coder.decode_screen(screen, threads, planes, first_band, height, top, band_height)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageCms
 
 import pillow_unz
-from pillow_unz import _coder, api, format as fmt
+from pillow_unz import _coder, api, codec, format as fmt, tools
 
 from .conftest import DATA, with_alpha
 
@@ -158,12 +158,25 @@ def test_earlier_codings_of_samples_still_decode(small: Image.Image, version: in
     """tests/data/versionN.unz: `small` as version N coded it (effort 7): version 8 before the
     coder refined the shape of photo samples' distributions, version 9 before the context
     network's online readout. Their bands decode with the coding of their version, which the
-    newest format's is not."""
+    newest format's is not (version 10: the next test)."""
     assert _coder.LATEST_REVISION == fmt.VERSION > version
     data = (DATA / f"version{version}.unz").read_bytes()
     assert fmt.read_header(io.BytesIO(data))[0].version == version
     with Image.open(io.BytesIO(data)) as old:
         assert_same(small, old)
+
+
+def test_version_10_files_decode_in_their_bands(sample: Image.Image) -> None:
+    """tests/data/version10.unz: a 24x520 gray strip as version 10 coded it (effort 7): in bands
+    of 256 rows at most (three, where version 11 makes two) and without the maps' mixer."""
+    gray = np.asarray(sample.convert("L"))
+    strip = Image.fromarray(np.ascontiguousarray(np.vstack([gray, gray[::-1], gray])[:520, 100:124]), "L")
+    data = (DATA / "version10.unz").read_bytes()
+    unz = fmt.read(io.BytesIO(data))
+    assert unz.header.version == 10 and unz.groups[0].band_height == _coder.BAND_ROWS
+    assert len(codec.split_streams(unz.groups[0].pixels, _coder.num_bands(520))) == 3 > _coder.num_bands(520, tools.band_height(520))
+    with Image.open(io.BytesIO(data)) as old:
+        assert_same(strip, old)
 
 
 def test_threads_save_and_open_at_once(small: Image.Image) -> None:

@@ -27,8 +27,8 @@ def coded(img: Image.Image) -> bytes:
 def band_tools(data: bytes) -> list[list[int]]:
     """The tool of every band, per plane group."""
     unz = fmt.read(io.BytesIO(data))
-    bands = _coder.num_bands(fmt.coded_shape(unz.header, unz.repeats)[0])
-    return [[s[0] for s in codec.split_streams(g.pixels, bands)] for g in unz.groups]
+    height = fmt.coded_shape(unz.header, unz.repeats)[0]
+    return [[s[0] for s in codec.split_streams(g.pixels, _coder.num_bands(height, g.band_height))] for g in unz.groups]
 
 
 def size_as(img: Image.Image, fmt_name: str, **options) -> int:
@@ -58,9 +58,24 @@ def test_dithered_palette_photo_takes_the_screen_tool(sample: Image.Image, monke
     assert len(data) < 0.8 * len(coded(img))
 
 
+def test_bands_are_as_tall_as_the_file_says(sample: Image.Image, monkeypatch) -> None:
+    """The encoder makes bands of up to 1,024 rows, two at least where there are more than 256
+    rows; the file says how tall they are, and the decoder takes them so."""
+    assert [tools.band_height(h) for h in (1, 256, 512, 513, 1074, 2048, 2049, 5000)] == [256, 256, 256, 512, 768, 1024, 1024, 1024]
+    assert [_coder.num_bands(h, tools.band_height(h)) for h in (256, 257, 1024, 2048, 2049, 5000)] == [1, 2, 2, 2, 3, 5]
+    gray = np.asarray(sample.convert("L"))
+    strip = Image.fromarray(np.ascontiguousarray(np.vstack([gray, gray[::-1], gray])[:600, 100:124]), "L")
+    for height, bands in ((None, 2), (256, 3), (255 * 256, 1)):
+        if height:
+            monkeypatch.setattr(tools, "band_height", lambda h, height=height: height)
+        unz = fmt.read(io.BytesIO(coded(strip)))
+        assert (unz.groups[0].band_height, len(band_tools(coded(strip))[0])) == (height or 512, bands)
+
+
 def test_black_image_is_one_flat_pixel() -> None:
-    """Every row and column repeats: the file codes one pixel (RPTS), in a flat band."""
-    data = coded(Image.new("RGB", (2000, 2000)))
+    """Every row and column repeats: the file codes one pixel (RPTS), in a flat band (where that
+    costs less than a flat band each of its six bands: test_repeats has the other case)."""
+    data = coded(Image.new("RGB", (1000, 6000)))
     assert len(data) <= 120
     assert fmt.read(io.BytesIO(data)).repeats.shape == (1, 1)
     assert band_tools(data) == [[tools.FLAT]]
