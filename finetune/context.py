@@ -97,13 +97,23 @@ class ContextMLP(nn.Module):
     def linears(self, c: int) -> list[nn.Linear]:
         return [m for m in self.mlps[c] if isinstance(m, nn.Linear)]
 
-    def forward(self, context: torch.Tensor) -> torch.Tensor:
-        """context (B, K, C, H, W) -> (B, C, 2, H, W): in eighths of a sample and of a doubling."""
-        out = []
+    def forward(self, context: torch.Tensor, hidden: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """context (B, K, C, H, W) -> (B, C, 2, H, W): in eighths of a sample and of a doubling;
+        with `hidden`, also every hidden layer's activations (B, C, H, W, F), what the coder's
+        online readout reads."""
+        out, features = [], []
         for c, mlp in enumerate(self.mlps):
             v = context[:, :, c].float().clamp(-INPUT_LIMIT, INPUT_LIMIT) / self.norm.view(1, -1, 1, 1)
-            out.append(8 * mlp(v.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
-        return torch.stack(out, 1)
+            v, layers = v.permute(0, 2, 3, 1), []
+            for module in mlp:
+                v = module(v)
+                if isinstance(module, nn.ReLU):
+                    layers.append(v)
+            out.append(8 * v.permute(0, 3, 1, 2))
+            if hidden:
+                features.append(torch.cat(layers, -1))
+        outputs = torch.stack(out, 1)
+        return (outputs, torch.stack(features, 1)) if hidden else outputs
 
 
 def code_length(outputs: torch.Tensor | None, s: Sample, table: torch.Tensor, constants: torch.Tensor) -> torch.Tensor:
@@ -112,11 +122,33 @@ def code_length(outputs: torch.Tensor | None, s: Sample, table: torch.Tensor, co
     return crop_bits(outputs, s, table, constants).sum() / s.x.numel()
 
 
-def crop_bits(outputs: torch.Tensor | None, s: Sample, table: torch.Tensor, constants: torch.Tensor) -> torch.Tensor:
-    """code_length's bits, per crop of s: (B,)."""
+def readout_correction(features: torch.Tensor, residual: torch.Tensor, ridge: float = 1e-2) -> torch.Tensor:
+    """What the coder's online readout adds to the mean, as training sees it: per crop and
+    channel, the ridge regression of the residuals (B, C, H, W; eighths, clipped as the readout
+    clips its errors, more loosely) on the hidden features (B, C, H, W, F) of the crop's upper
+    half, applied to its lower half (zero above): learnt from the samples before, as the
+    decoder learns it, and differentiable, so that the network learns features a per-image
+    linear readout can use."""
+    half = features.shape[2] // 2
+    f, t = features[:, :, :half].flatten(2, 3), residual[:, :, :half].flatten(2).clamp(-16, 16)
+    gram = f.transpose(-1, -2) @ f
+    eye = torch.eye(gram.shape[-1], device=gram.device)
+    regular = ridge * gram.diagonal(dim1=-2, dim2=-1).mean(-1, keepdim=True).unsqueeze(-1).clamp(min=1e-6) * eye
+    w = torch.linalg.solve(gram + regular, (f.transpose(-1, -2) @ t.unsqueeze(-1)))
+    lower = (features[:, :, half:] @ w.unsqueeze(2)).squeeze(-1)
+    return torch.cat([torch.zeros_like(residual[:, :, :half]), lower], 2)
+
+
+def crop_bits(outputs: torch.Tensor | None, s: Sample, table: torch.Tensor, constants: torch.Tensor,
+              hidden: torch.Tensor | None = None) -> torch.Tensor:
+    """code_length's bits, per crop of s: (B,); with the network's hidden features, after the
+    online readout (readout_correction)."""
     mean8, spread, feedback = s.classical
     b, c = s.x.shape[:2]
     params = constants.view(1, -1, 1, 1).expand(b, -1, *s.x.shape[2:]).float()
+    if hidden is not None:
+        residual = 8 * s.x.float() - mean8.float() - outputs[:, :, 0]
+        outputs = torch.cat([(outputs[:, :, 0] + readout_correction(hidden, residual)).unsqueeze(2), outputs[:, :, 1:]], 2)
     if outputs is not None:
         outputs = pixelmodel._floor(outputs)
         limits = torch.tensor([_coder.NET_MAX_CORRECTION, _coder.NET_MAX_SCALE_OFFSET], device=outputs.device).view(1, 1, 2, 1, 1)
@@ -287,7 +319,10 @@ def train(args: argparse.Namespace) -> None:
         for g in optimizer.param_groups:
             g["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * min(progress(), 1)))
         batch = batch.to(device)
-        if partner is None:
+        if args.readout:  # the code length after the online readout
+            outputs, hidden = model(batch.context, hidden=True)
+            loss = crop_bits(outputs, batch, table, constants, hidden).sum() / batch.x.numel()
+        elif partner is None:
             loss = code_length(model(batch.context), batch, table, constants)
         else:  # each crop costs what the better of the two codes it in (the encoder picks per band)
             theirs = torch.from_numpy(np.stack([partner.outputs(c.numpy()) for c in batch.context.cpu()])).to(device)
@@ -307,7 +342,7 @@ def train(args: argparse.Namespace) -> None:
     meta = {"channels": args.channels, "hidden": linears[0].out_features, "layers": len(linears), "steps": step,
             "batch": args.batch, "crop": args.crop, "lr": args.lr, "seed": args.seed, "reductions": list(reductions),
             "files": len(files), "data_hash": data_hash(files), "minutes": round((time.time() - started) / 60, 1),
-            "device": args.device, "partner": args.partner}
+            "device": args.device, "partner": args.partner, "readout": args.readout}
     if args.init:
         meta["init"] = json.loads(file_metadata((Path(args.init) / "network.safetensors").read_bytes())["training"])
     elif args.init_network is not None:
@@ -413,6 +448,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--partner", type=int, default=None,
                    help="the weights file's network of this index, frozen: each crop's loss is the smaller of "
                         "the two networks' code lengths, so that this one learns what the other codes worse")
+    p.add_argument("--readout", action="store_true",
+                   help="train for the coder's online readout: the loss after a linear readout of the hidden layers "
+                        "fitted on each crop's upper half (readout_correction); not with --partner")
     p.add_argument("--device", default="cpu", help="where the network trains: cpu, cuda, ...")
     p.add_argument("--workers", type=int, default=0, help="processes cutting crops (0: this one)")
     p.add_argument("--batch", type=int, default=8)
