@@ -279,6 +279,8 @@ def train(args: argparse.Namespace) -> None:
         if index is not None and not 0 <= index < len(photo.context_networks):
             raise SystemExit(f"{option} {index}: the {MODEL_KEYS[args.channels]} model has networks 0 to "
                              f"{len(photo.context_networks) - 1}")
+    if args.readout and args.partner is not None:
+        raise SystemExit("--readout and --partner: the partner's bits would be without a readout")
     files = training_files(args.data, args.skip)
     started = time.time()
     reductions = tuple(int(r) for r in args.reductions.split(","))

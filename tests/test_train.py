@@ -116,6 +116,25 @@ def test_context_network_trains_packed_warm_and_on_the_clock(photos, tmp_path) -
     assert meta["steps"] >= 1 and meta["init"]["steps"] == 2 and meta["device"] == "cpu"
 
 
+def test_readout_correction_learns_from_the_upper_half() -> None:
+    """Training's stand-in for the coder's online readout: a ridge fit of the residuals on the
+    hidden features of a crop's upper half, applied to its lower half only."""
+    import torch
+
+    from pillow_unz.finetune import context
+
+    g = torch.Generator().manual_seed(0)
+    features = torch.rand(2, 3, 16, 8, 5, generator=g)
+    weights = torch.randn(2, 3, 1, 1, 5, generator=g)
+    residual = (features * weights).sum(-1)  # a linear function of the features, within the clip
+    residual.requires_grad_(True)
+    correction = context.readout_correction(features, residual, ridge=1e-8)
+    assert correction.shape == residual.shape and not correction[:, :, :8].any()
+    assert torch.allclose(correction[:, :, 8:], residual[:, :, 8:], atol=1e-3)
+    correction.sum().backward()  # differentiable: the network learns through it
+    assert residual.grad[:, :, :8].abs().sum() > 0
+
+
 def test_context_network_trains_on_from_a_shipped_one(photos, tmp_path, small: Image.Image) -> None:
     """Training can go on from a network of the weights file, whose run is gone: its integers as
     floats compute what the coder does, up to the floors; install --keep keeps the replaced
@@ -147,6 +166,11 @@ def test_context_network_trains_on_from_a_shipped_one(photos, tmp_path, small: I
     blob = (run / "network.safetensors").read_bytes()
     assert ContextNetwork.from_tensors(load(blob), "").layers[0][0].shape == (1, 32, 36)  # network 0's shape
     assert json.loads(file_metadata(blob)["training"])["init"] == {"network": 0, "model_id": shipped.model_id.hex()}
+    with pytest.raises(SystemExit, match="--readout and --partner"):
+        context.main([*options, "--init-network", "1", "--partner", "3", "--readout"])
+    readout = tmp_path / "readout"  # (a fresh run: one in `run` would resume from its checkpoint)
+    context.main([*options[:-1], str(readout), "--init-network", "1", "--readout"])
+    assert json.loads(file_metadata((readout / "network.safetensors").read_bytes())["training"])["readout"]
 
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(shipped.data)
