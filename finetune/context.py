@@ -15,7 +15,8 @@ coder's contexts are most of a step's cost once the network trains on a GPU: --d
 from one the weights file holds; --minutes runs
 the schedule on the clock instead of a step count (a machine's speed is not known beforehand);
 --partner K trains against the weights file's network K, frozen: a crop costs what the better
-of the two codes it in, as the encoder keeps the better network of each band.
+of the two codes it in, as the encoder keeps the better network of each band. --readout trains
+for the coder's online readout of the hidden layers (readout_correction; docs/DESIGN.md).
 The run checkpoints to OUT/ckpt.pt and resumes from it; at the end the network is quantized to
 the coder's integers (activation scales calibrated on training crops) and written to
 OUT/network.safetensors, with the real codec's bits on --eval in its metadata. `pack` writes the
