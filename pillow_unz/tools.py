@@ -131,8 +131,9 @@ def band_height(height: int) -> int:
     """The most rows the encoder puts in a band of an image of `height` rows: a multiple of
     _coder.BAND_ROWS, which the file gives. Bands decode in parallel, so there are two wherever
     there are more than BAND_ROWS rows; but every band learns the image afresh, and taller bands
-    code smaller (full-size photos 0.4% to 0.5% at 1,024 rows against 256: docs/DESIGN.md), so
-    they are as tall as that leaves, up to 1,024 rows (a 20 MP photo still has four)."""
+    code smaller (full-size photos 0.3% to 0.5% at up to 1,024 rows against 256:
+    docs/DESIGN.md), so they are as tall as that leaves, up to 1,024 rows (a 20 MP photo still
+    has four)."""
     return _coder.BAND_ROWS * min(max(1, -(-height // (2 * _coder.BAND_ROWS))), 4)
 
 
