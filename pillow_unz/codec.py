@@ -199,9 +199,21 @@ def _photo_models(photo: PhotoModel, effort: tools.Effort, wide: bool) -> tools.
 
 def _encode_coded(photo: PhotoModel, planes: np.ndarray, r: SampleTransform, effort: int) -> CodedPlanes:
     """Planes already in coding order and through their sample transform r: tools.encode_bands
-    picks each band's tool."""
+    picks each band's tool, in bands as tall as tools.band_height makes them. Where a band takes
+    another tool than the photo one (screenshots, drawings), the planes in one band too, and the
+    smaller: the screen model's colours and matches then serve the whole image (docs/DESIGN.md)."""
+    height = planes.shape[1]
+    coded, tools_used = _encode_in_bands(photo, planes, r, effort, tools.band_height(height))
+    whole = min(-(-height // _coder.BAND_ROWS), 255) * _coder.BAND_ROWS
+    if tools_used <= set(tools.PHOTO_TOOLS) or coded.band_height == whole:
+        return coded
+    return min(coded, _encode_in_bands(photo, planes, r, effort, whole)[0], key=lambda c: c.size)
+
+
+def _encode_in_bands(photo: PhotoModel, planes: np.ndarray, r: SampleTransform, effort: int,
+                     band_height: int) -> tuple[CodedPlanes, set[int]]:
+    """_encode_coded in bands of `band_height` rows at most, and the tools its bands took."""
     _, h, w = planes.shape
-    band_height = tools.band_height(h)
 
     def photo_tool(bands: list[int], codings: list[tuple[int | None, int]]) -> dict[int, bytes]:
         streams: dict[int, bytes] = {}
@@ -222,7 +234,7 @@ def _encode_coded(photo: PhotoModel, planes: np.ndarray, r: SampleTransform, eff
 
     chosen = _photo_models(photo, tools.effort_of(effort), planes.dtype != np.uint8)
     streams = tools.encode_bands(planes, thread_count(), photo_tool, chosen, band_height)
-    return CodedPlanes(join_streams(streams), samples=r, band_height=band_height)
+    return CodedPlanes(join_streams(streams), samples=r, band_height=band_height), {s[0] for s in streams}
 
 
 def decode_chunks(photo: PhotoModel, coded: CodedPlanes, height: int, width: int) -> Iterator[tuple[range, list[np.ndarray]]]:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pillow_unz import _coder, api, codec, format as fmt, tools
+from pillow_unz import _coder, api, codec, format as fmt, samples, tools
+from pillow_unz.weights import load_models
 
 from .conftest import DATA, mixed, with_alpha
 from .drawn import line_chart, text_and_shapes
@@ -72,12 +73,28 @@ def test_bands_are_as_tall_as_the_file_says(sample: Image.Image, monkeypatch) ->
         assert (unz.groups[0].band_height, len(band_tools(coded(strip))[0])) == (height or 512, bands)
 
 
-def test_black_image_is_one_flat_pixel() -> None:
-    """Every row and column repeats: the file codes one pixel (RPTS), in a flat band (where that
-    costs less than a flat band each of its six bands: test_repeats has the other case)."""
-    data = coded(Image.new("RGB", (1000, 6000)))
-    assert len(data) <= 120
-    assert fmt.read(io.BytesIO(data)).repeats.shape == (1, 1)
+def test_drawings_are_coded_in_one_band_where_that_codes_smaller() -> None:
+    """A drawing whose bands take other tools than the photo one is coded in one band too, and
+    the smaller kept: here the one band (the screen model's colours and matches serve it all)."""
+    img = text_and_shapes()  # 600 rows: two bands of 300 by tools.band_height
+    planes = np.ascontiguousarray(np.asarray(img).transpose(2, 0, 1)[codec.coding_order(3)])
+    photo = load_models().for_channels(3)
+    two, used = codec._encode_in_bands(photo, planes, samples.Unchanged(), tools.DEFAULT_EFFORT, 512)
+    one, _ = codec._encode_in_bands(photo, planes, samples.Unchanged(), tools.DEFAULT_EFFORT, 768)
+    assert tools.SCREEN in used and one.size < two.size
+    chosen = codec.encode_planes(photo, np.asarray(img).transpose(2, 0, 1))
+    assert chosen.band_height == 768 and chosen.pixels == one.pixels
+    unz = fmt.read(io.BytesIO(coded(img)))
+    assert unz.repeats is None and unz.groups[0].band_height == 768
+
+
+def test_black_image_is_one_flat_band() -> None:
+    """One colour everywhere: the file codes it as one flat band, smaller than leaving out every
+    repeated row and column (RPTS) and coding the one pixel left (test_repeats: the same)."""
+    data = coded(Image.new("RGB", (2000, 2000)))
+    assert len(data) <= 80
+    unz = fmt.read(io.BytesIO(data))
+    assert unz.repeats is None and unz.groups[0].band_height == 2048
     assert band_tools(data) == [[tools.FLAT]]
 
 
