@@ -204,7 +204,7 @@ def _encode_coded(photo: PhotoModel, planes: np.ndarray, r: SampleTransform, eff
     smaller: the screen model's colours and matches then serve the whole image (docs/DESIGN.md)."""
     height = planes.shape[1]
     coded, tools_used = _encode_in_bands(photo, planes, r, effort, tools.band_height(height))
-    whole = min(-(-height // _coder.BAND_ROWS), 255) * _coder.BAND_ROWS
+    whole = min(-(-height // _coder.BAND_ROWS) * _coder.BAND_ROWS, _coder.MAX_BAND_HEIGHT)
     if tools_used <= set(tools.PHOTO_TOOLS) or coded.band_height == whole:
         return coded
     return min(coded, _encode_in_bands(photo, planes, r, effort, whole)[0], key=lambda c: c.size)

@@ -165,10 +165,10 @@ def _write_coded(f: BinaryIO, groups: list[CodedPlanes], repeats: Repeats | None
 
 def _pixels_head(g: CodedPlanes) -> bytes:
     """What a PIXL chunk holds before its band table: the sample transform, the band height."""
-    units = g.band_height // _coder.BAND_ROWS
-    if g.band_height % _coder.BAND_ROWS or not 1 <= units <= 255:
-        raise ValueError(f"band height {g.band_height} is not 1 to 255 times {_coder.BAND_ROWS} rows")
-    return (g.samples.to_bytes() if g.samples else b"") + bytes([units])
+    if g.band_height % _coder.BAND_ROWS or not 1 <= g.band_height <= _coder.MAX_BAND_HEIGHT:
+        raise ValueError(f"band height {g.band_height} is not a multiple of {_coder.BAND_ROWS} rows "
+                         f"from 1 to {_coder.MAX_BAND_HEIGHT}")
+    return (g.samples.to_bytes() if g.samples else b"") + bytes([g.band_height // _coder.BAND_ROWS])
 
 
 def _write_chunk(f: BinaryIO, tag: bytes, payload: bytes) -> None:
@@ -377,25 +377,23 @@ def read_body(
             if not complete:
                 return unz  # cut inside the chunk's header
             raise UnzFormatError(f"expected a PIXL chunk, found {tag!r}")
-        transform = None
+        transform, head, band_height = None, 0, _coder.BAND_ROWS  # head: the bytes before the band table
         if header.version >= 6 or header.mode in WIDE_MODES:
             try:
-                transform, size = samples.from_bytes(pixels, channels, header.mode in WIDE_MODES)
+                transform, head = samples.from_bytes(pixels, channels, header.mode in WIDE_MODES)
             except ValueError as e:
                 if not complete:
                     return unz  # cut inside the sample transform
                 raise UnzFormatError(f"corrupt PIXL chunk: {e}") from e
-            pixels = pixels[size:]
-        band_height = _coder.BAND_ROWS
         if header.version >= BANDS_VERSION:
-            if not pixels:
+            if head == len(pixels):
                 if not complete:
                     return unz  # cut before the band height
                 raise UnzFormatError("corrupt PIXL chunk: no band height")
-            if pixels[0] == 0:
+            if pixels[head] == 0:
                 raise UnzFormatError("corrupt PIXL chunk: band height 0")
-            band_height, pixels = pixels[0] * _coder.BAND_ROWS, pixels[1:]
-        unz.groups.append(CodedPlanes(pixels, complete, transform, revision=header.version, band_height=band_height))
+            band_height, head = pixels[head] * _coder.BAND_ROWS, head + 1
+        unz.groups.append(CodedPlanes(pixels[head:], complete, transform, revision=header.version, band_height=band_height))
     next_frame = r.peek_tag() == b"FRAM" and r.whole_chunk_follows()
     if not ends_here() and not next_frame:
         _read_end(r)
