@@ -82,6 +82,8 @@ def test_drawings_are_coded_in_one_band_where_that_codes_smaller() -> None:
     two, used = codec._encode_in_bands(photo, planes, samples.Unchanged(), tools.DEFAULT_EFFORT, 512)
     one, _ = codec._encode_in_bands(photo, planes, samples.Unchanged(), tools.DEFAULT_EFFORT, 768)
     assert tools.SCREEN in used and one.size < two.size
+    for c in (two, one):  # each layout decodes to the drawing
+        assert np.array_equal(codec.decode_planes(photo, c, *planes.shape[1:]), np.asarray(img).transpose(2, 0, 1))
     chosen = codec.encode_planes(photo, np.asarray(img).transpose(2, 0, 1))
     assert chosen.band_height == 768 and chosen.pixels == one.pixels
     unz = fmt.read(io.BytesIO(coded(img)))
