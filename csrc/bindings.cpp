@@ -8,6 +8,7 @@
 #include <atomic>
 #include <exception>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -333,32 +334,36 @@ py::array_t<Sample> writeable_planes(py::array& out, int max_channels) {
 }
 
 // The range-coded streams of bands [first_band, first_band + count) of an image of H rows of W
-// samples, coded `ways` ways at once by code(encoders, band) (one encoder per way) on up to
-// `threads` threads: for each way, the list of its band streams.
+// samples, coded `ways` ways at once by code(encoders, band) (one encoder per way), which says
+// which ways coded the whole band, on up to `threads` threads: for each way, the list of its
+// band streams, None where the way left the band unfinished (code_pixels' race).
 template <class CodeBand>
 std::vector<py::list> encode_bands_ways(const Bands& bands, int W, int first_band, int count, int threads, int ways,
                                         const CodeBand& code) {
-  std::vector<std::vector<std::vector<uint8_t>>> out(count);
+  std::vector<std::vector<std::optional<std::vector<uint8_t>>>> out(count);
   {
     py::gil_scoped_release release;
     parallel_for(count, threads, [&](int i) {
       const Band b(bands, W, first_band + i);
       std::vector<RangeEncoder> encoders(ways);
-      code(encoders.data(), b);
-      for (auto& enc : encoders) out[i].push_back(enc.finish());
+      const std::vector<bool> finished = code(encoders.data(), b);
+      for (int k = 0; k < ways; ++k)
+        out[i].push_back(finished[k] ? std::optional(encoders[k].finish()) : std::nullopt);
     });
   }
   std::vector<py::list> streams(ways);
   for (const auto& band : out)
-    for (int k = 0; k < ways; ++k) streams[k].append(to_bytes(band[k]));
+    for (int k = 0; k < ways; ++k) streams[k].append(band[k] ? py::object(to_bytes(*band[k])) : py::none());
   return streams;
 }
 
 // The same, one way: code(encoder, band).
 template <class CodeBand>
 py::list encode_bands(const Bands& bands, int W, int first_band, int count, int threads, const CodeBand& code) {
-  return encode_bands_ways(bands, W, first_band, count, threads, 1,
-                           [&](RangeEncoder* encoders, const Band& b) { code(encoders[0], b); })[0];
+  return encode_bands_ways(bands, W, first_band, count, threads, 1, [&](RangeEncoder* encoders, const Band& b) {
+    code(encoders[0], b);
+    return std::vector<bool>{true};
+  })[0];
 }
 
 // Decodes streams of bands [first_band, first_band + len(streams)) by code(decoder, band); a
@@ -429,7 +434,7 @@ std::vector<Coding> codings_of(const py::list& pairs, int C, int bits, int revis
 template <class Sample>
 std::vector<py::list> encode_pixels_of(const py::array& planes, const py::array& params, const py::array& table,
                                        const py::list& pairs, int revision, int threads, int first_band, int count,
-                                       int band_height, int bits, int context_shift) {
+                                       int band_height, int bits, int context_shift, int race_rows) {
   auto img = checked<Sample>(planes, "planes", 3);
   const int H = static_cast<int>(img.shape(1)), W = static_cast<int>(img.shape(2));
   const Bands bands = bands_of(H, band_height);
@@ -444,8 +449,8 @@ std::vector<py::list> encode_pixels_of(const py::array& planes, const py::array&
     throw py::value_error("planes: a sample has more than " + std::to_string(bits) + " bits");
   const int ways = static_cast<int>(codings.size());
   return encode_bands_ways(bands, W, first_band, count, threads, ways, [&](RangeEncoder* encoders, const Band& b) {
-    code_pixels<false>(encoders, codings.data(), ways, data + b.offset, a.params.from(b.offset - range.row_offset),
-                       plane, a.C, b.rows, W, a.table, bits, context_shift);
+    return code_pixels<false>(encoders, codings.data(), ways, data + b.offset, a.params.from(b.offset - range.row_offset),
+                              plane, a.C, b.rows, W, a.table, bits, context_shift, race_rows);
   });
 }
 
@@ -456,13 +461,16 @@ std::vector<py::list> encode_pixels_of(const py::array& planes, const py::array&
 // network's layers (context_network), or None; stats_key: the cells' second stage (StatsKey).
 // With codings, a list of (network layers or None, statistics key) instead of network and
 // stats_key, the bands are coded every such way at once, over one classical prediction: a
-// list of streams per coding. revision: the format version whose coding of samples to use
+// list of streams per coding; with race_rows > 0, only the way whose stream is the shortest
+// after that many rows of a band codes the rest of it, and the others' streams of the band are
+// None (code_pixels). revision: the format version whose coding of samples to use
 // (Coding::revision; 5 to kLatestRevision). band_height: the most rows a band has (Bands).
 py::object encode_pixels(const py::array& planes, const py::array& params, const py::array& table, int threads,
                          int first_band, int count, int bits, int context_shift, const py::object& network,
-                         int stats_key, const py::object& codings, int revision, int band_height) {
+                         int stats_key, const py::object& codings, int revision, int band_height, int race_rows) {
   check_sample_bits(planes, bits, context_shift);
   check_revision(revision);
+  if (race_rows < 0) throw py::value_error("race_rows must be 0 or more");
   py::list pairs;
   if (codings.is_none()) {
     pairs.append(py::make_tuple(network, stats_key));
@@ -470,8 +478,8 @@ py::object encode_pixels(const py::array& planes, const py::array& params, const
     if (!network.is_none() || stats_key != kNoKey) throw py::value_error("give network and stats_key, or codings, not both");
     pairs = codings.cast<py::list>();
   }
-  const auto streams = bits == 8 ? encode_pixels_of<uint8_t>(planes, params, table, pairs, revision, threads, first_band, count, band_height, bits, context_shift)
-                                 : encode_pixels_of<uint16_t>(planes, params, table, pairs, revision, threads, first_band, count, band_height, bits, context_shift);
+  const auto streams = bits == 8 ? encode_pixels_of<uint8_t>(planes, params, table, pairs, revision, threads, first_band, count, band_height, bits, context_shift, race_rows)
+                                 : encode_pixels_of<uint16_t>(planes, params, table, pairs, revision, threads, first_band, count, band_height, bits, context_shift, race_rows);
   if (codings.is_none()) return streams[0];
   py::list per_coding;
   for (const auto& s : streams) per_coding.append(s);
@@ -713,7 +721,8 @@ PYBIND11_MODULE(_coder, m) {
   m.def("encode_pixels", &encode_pixels, py::arg("planes"), py::arg("params"), py::arg("scale_table"),
         py::arg("threads") = 1, py::arg("first_band") = 0, py::arg("count") = -1, py::arg("bits") = 8,
         py::arg("context_shift") = 0, py::arg("network") = py::none(), py::arg("stats_key") = 0,
-        py::arg("codings") = py::none(), py::arg("revision") = kLatestRevision, py::arg("band_height") = kBandRows);
+        py::arg("codings") = py::none(), py::arg("revision") = kLatestRevision, py::arg("band_height") = kBandRows,
+        py::arg("race_rows") = 0);
   m.def("decode_pixels", &decode_pixels, py::arg("streams"), py::arg("params"), py::arg("scale_table"),
         py::arg("threads"), py::arg("out"), py::arg("first_band") = 0, py::arg("bits") = 8,
         py::arg("context_shift") = 0, py::arg("height") = -1, py::arg("top") = 0, py::arg("network") = py::none(),

@@ -268,9 +268,15 @@ class AdaptiveCoding {
 // and scale the base scales back.
 // A coding's network (8-bit samples only) corrects every sample's mean and offsets its scale
 // index; its statistics key splits its cells' statistics (StatsKey).
+// race_rows (encoding several ways): after that many rows only the way whose stream is then the
+// shortest goes on, the others' streams are left unfinished (0: every way codes every row). The
+// way ahead after a band's first rows is almost always the one that ends smallest, and the
+// others' networks and statistics are most of the encoder's time. Returns which ways coded
+// the whole band.
 template <bool Decode, class Coder, class Sample>
-void code_pixels(Coder* coders, const Coding* codings, int count, Sample* planes, const Parameters& params,
-                 size_t plane, int C, int H, int W, const int32_t* scale_table, int bits = 8, int context_shift = 0) {
+std::vector<bool> code_pixels(Coder* coders, const Coding* codings, int count, Sample* planes, const Parameters& params,
+                              size_t plane, int C, int H, int W, const int32_t* scale_table, int bits = 8,
+                              int context_shift = 0, int race_rows = 0) {
   if (Decode && count != 1) throw std::invalid_argument("a band decodes one way");
   ClassicalPredictor<Sample> predictor(planes, plane, C, W, bits, context_shift);
   std::vector<AdaptiveCoding<Sample>> ways;
@@ -293,8 +299,19 @@ void code_pixels(Coder* coders, const Coding* codings, int count, Sample* planes
   }
   const NetworkOutputs none;
   int32_t context[kContextSize];
+  std::vector<int> racing(count);  // the ways still coding
+  for (int k = 0; k < count; ++k) racing[k] = k;
+  std::vector<bool> evaluated(networks.size(), true);  // the networks they name
 
   for (int y = 0; y < H; ++y) {
+    if constexpr (!Decode) {
+      if (race_rows > 0 && y == race_rows && racing.size() > 1) {  // the first of the shortest goes on
+        const int leader = *std::min_element(racing.begin(), racing.end(),
+                                             [&](int a, int b) { return coders[a].bytes() < coders[b].bytes(); });
+        racing.assign(1, leader);
+        for (size_t n = 0; n < networks.size(); ++n) evaluated[n] = network_of[leader] == static_cast<int>(n);
+      }
+    }
     for (int x = 0; x < W; ++x) {
       const size_t at = static_cast<size_t>(y) * W + x;
       for (int c = 0; c < C; ++c) {
@@ -303,10 +320,11 @@ void code_pixels(Coder* coders, const Coding* codings, int count, Sample* planes
         if (!networks.empty()) {
           predictor.context(c, y, x, context);
           for (size_t n = 0; n < networks.size(); ++n)
-            networks[n]->apply(c, context, outputs[n].correction, outputs[n].scale_offset, &hidden[n * kNetMaxHidden]);
+            if (evaluated[n])
+              networks[n]->apply(c, context, outputs[n].correction, outputs[n].scale_offset, &hidden[n * kNetMaxHidden]);
         }
         int v = Decode ? 0 : img[at];
-        for (int k = 0; k < count; ++k) {
+        for (const int k : racing) {
           const int n = network_of[k];
           v = ways[k].template code<Decode>(coders[k], v, p, n < 0 ? none : outputs[n], c, y, x, at);
         }
@@ -315,6 +333,9 @@ void code_pixels(Coder* coders, const Coding* codings, int count, Sample* planes
       }
     }
   }
+  std::vector<bool> finished(count, false);
+  for (const int k : racing) finished[k] = true;
+  return finished;
 }
 
 }  // namespace unz

@@ -38,6 +38,9 @@ class RangeEncoder {
   // [p, kProbTotal) for a 0.
   void encode_bit(int bit, uint32_t p) { bit ? encode(0, p) : encode(p, kProbTotal - p); }
 
+  // The bytes written so far and those held back for a carry: the stream's length, to a few bytes.
+  size_t bytes() const { return out_.size() + pending_; }
+
   std::vector<uint8_t> finish() {
     for (int i = 0; i < 5; ++i) shift_low();
     return std::move(out_);

@@ -224,10 +224,12 @@ def _encode_in_bands(photo: PhotoModel, planes: np.ndarray, r: SampleTransform, 
         for first, count in tools.runs(bands, longest):
             params = photo.parameters(h, w, _rows(h, first, count, band_height))
             coded = _coder.encode_pixels(planes, params, photo.scale_table, thread_count(), first, count, r.bits,
-                                         r.context_shift, codings=ways, band_height=band_height)
+                                         r.context_shift, codings=ways, band_height=band_height,
+                                         race_rows=tools.RACE_ROWS)
             del params  # before the next run's are made
-            for band in range(first, first + count):  # the smallest way of each band, the others let go
-                k = min(range(len(codings)), key=lambda k: len(coded[k][band - first]))
+            for band in range(first, first + count):  # the smallest way that finished (won the race), the others let go
+                finished = [k for k in range(len(codings)) if coded[k][band - first] is not None]
+                k = min(finished, key=lambda k: len(coded[k][band - first]))
                 streams[band] = tools.photo_prefix(*codings[k]) + coded[k][band - first]
             del coded
         return streams

@@ -99,6 +99,11 @@ EFFORTS = {
 # the classical model alone 0.22x to 0.28x; now 0.10x and 0.15x: docs/DESIGN.md), so the default
 # keeps the bytes the networks win and the speed is still to be won; 8 and 9 add the deep ones.
 DEFAULT_EFFORT = 7
+# The photo tool's ways race over a band's first rows, and only the way then ahead codes the rest
+# (csrc/pixel_model.h, code_pixels): the others' networks and statistics were most of the
+# encoder's time. After 128 rows the way ahead was the smallest one in all but two bands of the
+# eval photos at efforts 7 and 9 (21 bytes in all; after 64 rows, 175 bytes): docs/DESIGN.md.
+RACE_ROWS = 128
 
 
 def effort_of(effort: int) -> Effort:

@@ -192,6 +192,27 @@ def test_codings_at_once_are_the_codings_one_by_one(sample: Image.Image) -> None
             _coder.encode_pixels(planes, photo.constants, photo.scale_table, codings=bad)
 
 
+def test_ways_race_over_a_bands_first_rows(sample: Image.Image) -> None:
+    """With race_rows, only the way ahead after that many rows of a band codes the rest: each band
+    has one stream, the very one that way codes alone (so it decodes); the others are None. A
+    band no taller than the race is coded every way."""
+    photo = api.load_models().for_channels(3)
+    planes = np.ascontiguousarray(np.asarray(sample).transpose(2, 0, 1)[codec.coding_order(3)])
+    layers = {k: photo.context_network(k).coder_layers() for k in (0, 1)}
+    codings = [(layers[1], tools.LEVEL_KEY), (None, tools.NO_KEY), (layers[0], tools.POSITION_KEY)]
+    alone = [_coder.encode_pixels(planes, photo.constants, photo.scale_table, 2, network=n, stats_key=k, band_height=128)
+             for n, k in codings]
+    raced = _coder.encode_pixels(planes, photo.constants, photo.scale_table, 2, codings=codings, band_height=128, race_rows=32)
+    for band in range(_coder.num_bands(planes.shape[1], 128)):
+        finished = [k for k in range(len(codings)) if raced[k][band] is not None]
+        assert len(finished) == 1 and raced[finished[0]][band] == alone[finished[0]][band]
+    every_way = _coder.encode_pixels(planes, photo.constants, photo.scale_table, 2, codings=codings, band_height=128,
+                                     race_rows=120)  # as tall as the bands: no race
+    assert every_way == alone
+    with pytest.raises(ValueError, match="race_rows"):
+        _coder.encode_pixels(planes, photo.constants, photo.scale_table, codings=codings, race_rows=-1)
+
+
 def test_jpeg_blocks_take_the_position_key(sample: Image.Image) -> None:
     """A decoded JPEG's 8x8 blocks: the encoder keeps the position key, which codes it smaller
     than the level key; a photo whose noise grows with its brightness (shot noise), without
