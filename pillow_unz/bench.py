@@ -183,8 +183,8 @@ def fit_constants(photo: PhotoModel, groups: list[np.ndarray], stats_key: int = 
 
 def bench_ablation(folder: str | Path, progress: bool = True) -> dict:
     """The context networks' share on the PNG images of folder: the photo tool codes every plane
-    group with the networks of the default effort (each band the smallest of them, as the
-    encoder picks), with effort 9's, and without a network under the best constant parameters
+    group with the networks of the default effort (each band the smallest of them, every way
+    coded to the end), with effort 9's, and without a network under the best constant parameters
     fitted on the same images by coded size (the network's outputs replaced by constants: a
     constant mean correction is what the bias cancellation already gives); network_share =
     1 - network bytes / constant bytes. Both sides try the statistics keys of their effort

@@ -234,7 +234,8 @@ def _keep_smaller(streams: list[bytes], candidates: dict[int, bytes]) -> None:
             streams[i] = stream
 
 
-# The photo tool: the stream of each given band, the smallest of the given ways (pixel model, key).
+# The photo tool: the stream of each given band, by the way (pixel model, key) that won the race
+# of the given ways (RACE_ROWS).
 PhotoTool = Callable[[list[int], list[tuple["int | None", int]]], dict[int, bytes]]
 
 
