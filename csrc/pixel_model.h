@@ -299,17 +299,17 @@ std::vector<bool> code_pixels(Coder* coders, const Coding* codings, int count, S
   }
   const NetworkOutputs none;
   int32_t context[kContextSize];
-  std::vector<int> racing(count);  // the ways still coding
-  for (int k = 0; k < count; ++k) racing[k] = k;
-  std::vector<bool> evaluated(networks.size(), true);  // the networks they name
+  // The ways still coding, and the networks they name: [first_way, end_way), [first_net, end_net).
+  int first_way = 0, end_way = count, first_net = 0, end_net = static_cast<int>(networks.size());
 
   for (int y = 0; y < H; ++y) {
     if constexpr (!Decode) {
-      if (race_rows > 0 && y == race_rows && racing.size() > 1) {  // the first of the shortest goes on
-        const int leader = *std::min_element(racing.begin(), racing.end(),
-                                             [&](int a, int b) { return coders[a].bytes() < coders[b].bytes(); });
-        racing.assign(1, leader);
-        for (size_t n = 0; n < networks.size(); ++n) evaluated[n] = network_of[leader] == static_cast<int>(n);
+      if (race_rows > 0 && y == race_rows && end_way - first_way > 1) {  // the first of the shortest goes on
+        for (int k = first_way + 1; k < end_way; ++k)
+          if (coders[k].bytes() < coders[first_way].bytes()) first_way = k;
+        end_way = first_way + 1;
+        first_net = std::max(network_of[first_way], 0);
+        end_net = network_of[first_way] + 1;
       }
     }
     for (int x = 0; x < W; ++x) {
@@ -317,14 +317,13 @@ std::vector<bool> code_pixels(Coder* coders, const Coding* codings, int count, S
       for (int c = 0; c < C; ++c) {
         Sample* img = planes + c * plane;
         const Prediction p = predictor.predict(c, y, x);
-        if (!networks.empty()) {
+        if (end_net > first_net) {
           predictor.context(c, y, x, context);
-          for (size_t n = 0; n < networks.size(); ++n)
-            if (evaluated[n])
-              networks[n]->apply(c, context, outputs[n].correction, outputs[n].scale_offset, &hidden[n * kNetMaxHidden]);
+          for (int n = first_net; n < end_net; ++n)
+            networks[n]->apply(c, context, outputs[n].correction, outputs[n].scale_offset, &hidden[n * kNetMaxHidden]);
         }
         int v = Decode ? 0 : img[at];
-        for (const int k : racing) {
+        for (int k = first_way; k < end_way; ++k) {
           const int n = network_of[k];
           v = ways[k].template code<Decode>(coders[k], v, p, n < 0 ? none : outputs[n], c, y, x, at);
         }
@@ -334,7 +333,7 @@ std::vector<bool> code_pixels(Coder* coders, const Coding* codings, int count, S
     }
   }
   std::vector<bool> finished(count, false);
-  for (const int k : racing) finished[k] = true;
+  std::fill(finished.begin() + first_way, finished.begin() + end_way, true);
   return finished;
 }
 
