@@ -203,12 +203,24 @@ def test_ways_race_over_a_bands_first_rows(sample: Image.Image) -> None:
     alone = [_coder.encode_pixels(planes, photo.constants, photo.scale_table, 2, network=n, stats_key=k, band_height=128)
              for n, k in codings]
     raced = _coder.encode_pixels(planes, photo.constants, photo.scale_table, 2, codings=codings, band_height=128, race_rows=32)
+    winners = []
     for band in range(_coder.num_bands(planes.shape[1], 128)):
         finished = [k for k in range(len(codings)) if raced[k][band] is not None]
         assert len(finished) == 1 and raced[finished[0]][band] == alone[finished[0]][band]
+        winners.append(finished[0])
+    out = np.zeros_like(planes)  # the winners' streams, each band with its way, decode to the planes
+    _coder.decode_pixels([raced[k][band] for band, k in enumerate(winners)], photo.constants, photo.scale_table, 2, out,
+                         networks=[codings[k][0] for k in winners], stats_keys=[codings[k][1] for k in winners],
+                         band_height=128)
+    assert np.array_equal(out, planes)
     every_way = _coder.encode_pixels(planes, photo.constants, photo.scale_table, 2, codings=codings, band_height=128,
                                      race_rows=120)  # as tall as the bands: no race
     assert every_way == alone
+    for (network, key), streams in zip(codings, alone):
+        out = np.zeros_like(planes)
+        _coder.decode_pixels(streams, photo.constants, photo.scale_table, 2, out, network=network,
+                             stats_keys=[key] * len(streams), band_height=128)
+        assert np.array_equal(out, planes)
     with pytest.raises(ValueError, match="race_rows"):
         _coder.encode_pixels(planes, photo.constants, photo.scale_table, codings=codings, race_rows=-1)
 
