@@ -398,24 +398,32 @@ void check_stats_key(int key) {
   if (key < 0 || key >= kNumStatsKeys) throw py::value_error("unknown statistics key " + std::to_string(key));
 }
 
+void check_fit_memory(int memory) {
+  using Fit = OnlineLeastSquares<kMaxInputs>;
+  if (memory < Fit::kMinMemoryBits || memory > Fit::kMaxMemoryBits)
+    throw py::value_error("fit memory must be " + std::to_string(Fit::kMinMemoryBits) + " to " +
+                          std::to_string(Fit::kMaxMemoryBits) + ", got " + std::to_string(memory));
+}
+
 void check_revision(int revision) {
   if (revision < 5 || revision > kLatestRevision)
     throw py::value_error("no coding of samples for format version " + std::to_string(revision));
 }
 
-// Codings (pixel_model.h) from (network layers or None, statistics key) pairs, each network
-// parsed once into `networks`, which must outlive them.
+// Codings (pixel_model.h) from (network layers or None, statistics key[, fit memory]) tuples,
+// each network parsed once into `networks`, which must outlive them.
 std::vector<Coding> codings_of(const py::list& pairs, int C, int bits, int revision,
                                std::vector<std::unique_ptr<ContextNetwork>>& networks) {
   if (pairs.empty()) throw py::value_error("codings: at least one");
   std::vector<Coding> codings;
   std::vector<py::object> seen;  // the layer objects parsed, in networks' order
   for (const auto& item : pairs) {
-    const auto pair = item.cast<py::tuple>();
-    if (pair.size() != 2) throw py::value_error("codings: (network, statistics key) pairs");
-    const py::object layers = pair[0];
-    const int key = pair[1].cast<int>();
+    const auto way = item.cast<py::tuple>();
+    if (way.size() != 2 && way.size() != 3) throw py::value_error("codings: (network, statistics key[, fit memory]) tuples");
+    const py::object layers = way[0];
+    const int key = way[1].cast<int>(), memory = way.size() == 3 ? way[2].cast<int>() : kDefaultFitMemory;
     check_stats_key(key);
+    check_fit_memory(memory);
     const ContextNetwork* network = nullptr;
     if (!layers.is_none()) {
       auto known = std::find_if(seen.begin(), seen.end(), [&](const py::object& o) { return o.is(layers); });
@@ -426,7 +434,7 @@ std::vector<Coding> codings_of(const py::list& pairs, int C, int bits, int revis
       }
       network = networks[known - seen.begin()].get();
     }
-    codings.push_back({network, key, revision});
+    codings.push_back({network, key, revision, memory});
   }
   return codings;
 }
@@ -458,24 +466,27 @@ std::vector<py::list> encode_pixels_of(const py::array& planes, const py::array&
 // of planes (C, H, W) of `bits`-bit samples, coded with params (P, rows, W) for exactly those
 // bands' rows (so that the caller computes parameter planes for a few bands at a time, never
 // for the whole image), or (P,) for the same parameters at every pixel; network: the context
-// network's layers (context_network), or None; stats_key: the cells' second stage (StatsKey).
-// With codings, a list of (network layers or None, statistics key) instead of network and
-// stats_key, the bands are coded every such way at once, over one classical prediction: a
-// list of streams per coding; with race_rows > 0, only the way whose stream is the shortest
+// network's layers (context_network), or None; stats_key: the cells' second stage (StatsKey);
+// fit_memory: the classical prediction's (ClassicalPredictor). With codings, a list of (network
+// layers or None, statistics key[, fit memory]) instead of network, stats_key and fit_memory, the
+// bands are coded every such way at once, over one classical prediction per fit memory: a list
+// of streams per coding; with race_rows > 0, only the way whose stream is the shortest
 // after that many rows of a band codes the rest of it, and the others' streams of the band are
 // None (code_pixels). revision: the format version whose coding of samples to use
 // (Coding::revision; 5 to kLatestRevision). band_height: the most rows a band has (Bands).
 py::object encode_pixels(const py::array& planes, const py::array& params, const py::array& table, int threads,
                          int first_band, int count, int bits, int context_shift, const py::object& network,
-                         int stats_key, const py::object& codings, int revision, int band_height, int race_rows) {
+                         int stats_key, int fit_memory, const py::object& codings, int revision, int band_height,
+                         int race_rows) {
   check_sample_bits(planes, bits, context_shift);
   check_revision(revision);
   if (race_rows < 0) throw py::value_error("race_rows must be 0 or more");
   py::list pairs;
   if (codings.is_none()) {
-    pairs.append(py::make_tuple(network, stats_key));
+    pairs.append(py::make_tuple(network, stats_key, fit_memory));
   } else {
-    if (!network.is_none() || stats_key != kNoKey) throw py::value_error("give network and stats_key, or codings, not both");
+    if (!network.is_none() || stats_key != kNoKey || fit_memory != kDefaultFitMemory)
+      throw py::value_error("give network, stats_key and fit_memory, or codings, not both");
     pairs = codings.cast<py::list>();
   }
   const auto streams = bits == 8 ? encode_pixels_of<uint8_t>(planes, params, table, pairs, revision, threads, first_band, count, band_height, bits, context_shift, race_rows)
@@ -506,8 +517,8 @@ struct OutputWindow {
 template <class Sample>
 void decode_pixels_of(const py::list& streams, const py::array& params, const py::array& table,
                       const py::object& network, const py::object& networks, const std::vector<int>& stats_keys,
-                      int revision, int threads, py::array& out, int first_band, int bits, int context_shift, int height,
-                      int band_height, int top) {
+                      const std::vector<int>& fit_memories, int revision, int threads, py::array& out, int first_band,
+                      int bits, int context_shift, int height, int band_height, int top) {
   auto planes = writeable_planes<Sample>(out, kMaxChannels);
   const int W = static_cast<int>(planes.shape(2));
   const OutputWindow window(planes, height, band_height, top, first_band, static_cast<int>(streams.size()));
@@ -522,11 +533,15 @@ void decode_pixels_of(const py::list& streams, const py::array& params, const py
   }
   if (!stats_keys.empty() && stats_keys.size() != streams.size()) throw py::value_error("stats_keys: one per stream");
   for (const int key : stats_keys) check_stats_key(key);
+  if (!fit_memories.empty() && fit_memories.size() != streams.size()) throw py::value_error("fit_memories: one per stream");
+  for (const int memory : fit_memories) check_fit_memory(memory);
   Sample* data = planes.mutable_data();
   const size_t plane = static_cast<size_t>(planes.shape(1)) * W;
   decode_bands(streams, window.bands, W, first_band, threads, [&](RangeDecoder& dec, const Band& b) {
     const ContextNetwork* net = per_stream.empty() ? a.network.get() : per_stream[b.number - first_band].get();
-    const Coding coding{net, stats_keys.empty() ? kNoKey : stats_keys[b.number - first_band], revision};
+    const int i = b.number - first_band;
+    const Coding coding{net, stats_keys.empty() ? kNoKey : stats_keys[i], revision,
+                        fit_memories.empty() ? kDefaultFitMemory : fit_memories[i]};
     code_pixels<true>(&dec, &coding, 1, data + (b.offset - window.origin),
                       a.params.from(b.offset - window.range.row_offset), plane, a.C, b.rows, W, a.table, bits,
                       context_shift);
@@ -537,20 +552,20 @@ void decode_pixels_of(const py::list& streams, const py::array& params, const py
 // of `height` rows into `out` of `bits`-bit samples, rows [top, ...) of the image, in place
 // (OutputWindow), with params (P, rows, W) for exactly those bands' rows, or (P,), and the
 // context network's layers for every band (network), or one entry per stream (networks: layers
-// or None), or neither (the classical model); stats_keys: each stream's (empty: none); revision:
-// as encode_pixels's.
+// or None), or neither (the classical model); stats_keys and fit_memories: each stream's (empty:
+// none, and the default memory); revision: as encode_pixels's.
 void decode_pixels(const py::list& streams, const py::array& params, const py::array& table, int threads,
                    py::array& out, int first_band, int bits, int context_shift, int height, int top,
                    const py::object& network, const py::object& networks, const std::vector<int>& stats_keys,
-                   int revision, int band_height) {
+                   const std::vector<int>& fit_memories, int revision, int band_height) {
   check_sample_bits(out, bits, context_shift);
   check_revision(revision);
   if (bits == 8)
-    decode_pixels_of<uint8_t>(streams, params, table, network, networks, stats_keys, revision, threads, out, first_band, bits,
-                              context_shift, height, band_height, top);
+    decode_pixels_of<uint8_t>(streams, params, table, network, networks, stats_keys, fit_memories, revision, threads, out,
+                              first_band, bits, context_shift, height, band_height, top);
   else
-    decode_pixels_of<uint16_t>(streams, params, table, network, networks, stats_keys, revision, threads, out, first_band, bits,
-                               context_shift, height, band_height, top);
+    decode_pixels_of<uint16_t>(streams, params, table, network, networks, stats_keys, fit_memories, revision, threads, out,
+                               first_band, bits, context_shift, height, band_height, top);
 }
 
 // The screen tool's streams of bands [first_band, first_band + count) of planes (C, H, W).
@@ -721,12 +736,13 @@ PYBIND11_MODULE(_coder, m) {
   m.def("encode_pixels", &encode_pixels, py::arg("planes"), py::arg("params"), py::arg("scale_table"),
         py::arg("threads") = 1, py::arg("first_band") = 0, py::arg("count") = -1, py::arg("bits") = 8,
         py::arg("context_shift") = 0, py::arg("network") = py::none(), py::arg("stats_key") = 0,
-        py::arg("codings") = py::none(), py::arg("revision") = kLatestRevision, py::arg("band_height") = kBandRows,
+        py::arg("fit_memory") = kDefaultFitMemory, py::arg("codings") = py::none(), py::arg("revision") = kLatestRevision, py::arg("band_height") = kBandRows,
         py::arg("race_rows") = 0);
   m.def("decode_pixels", &decode_pixels, py::arg("streams"), py::arg("params"), py::arg("scale_table"),
         py::arg("threads"), py::arg("out"), py::arg("first_band") = 0, py::arg("bits") = 8,
         py::arg("context_shift") = 0, py::arg("height") = -1, py::arg("top") = 0, py::arg("network") = py::none(),
-        py::arg("networks") = py::none(), py::arg("stats_keys") = std::vector<int>(), py::arg("revision") = kLatestRevision,
+        py::arg("networks") = py::none(), py::arg("stats_keys") = std::vector<int>(),
+        py::arg("fit_memories") = std::vector<int>(), py::arg("revision") = kLatestRevision,
         py::arg("band_height") = kBandRows);
   m.def("encode_screen", &encode_screen, py::arg("planes"), py::arg("threads") = 1, py::arg("first_band") = 0,
         py::arg("count") = -1, py::arg("band_height") = kBandRows);
@@ -745,6 +761,9 @@ PYBIND11_MODULE(_coder, m) {
   m.attr("ADAPT_MAX_STEP") = kAdaptMaxStep;
   m.attr("BIAS_PRIOR") = kBiasPrior;
   m.attr("NUM_STATS_KEYS") = kNumStatsKeys;
+  m.attr("DEFAULT_FIT_MEMORY") = kDefaultFitMemory;
+  m.attr("MIN_FIT_MEMORY") = OnlineLeastSquares<kMaxInputs>::kMinMemoryBits;
+  m.attr("MAX_FIT_MEMORY") = OnlineLeastSquares<kMaxInputs>::kMaxMemoryBits;
   m.attr("PIXEL_MODEL_REVISION") = kPixelModelRevision;
   m.attr("INV_SCALE_ONE_LOG2") = kInvScaleOneLog2;
   m.attr("INV_SCALE") = as_tuple(kInvScale);

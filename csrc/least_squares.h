@@ -1,7 +1,7 @@
 // Online least squares in integer arithmetic: a linear predictor whose weights follow the
 // recent statistics of an image, identical on every machine.
 //
-// The normal equations (moving averages of x x^T and x t over about 2**kMemoryBits samples) are
+// The normal equations (moving averages of x x^T and x t over about 2**memory_bits samples) are
 // solved by half a Gauss-Seidel sweep per prediction (the even weights, then the odd ones next
 // time), started from the previous weights: the statistics change little from one sample to
 // the next, so the weights stay as close to the solution as a full solve would keep them (on
@@ -17,7 +17,10 @@ namespace unz {
 template <int MaxInputs>
 class OnlineLeastSquares {
  public:
-  static constexpr int kMemoryBits = 9;    // the averages forget with a factor 1 - 2**-9 per sample
+  // The averages forget with a factor 1 - 2**-memory_bits per sample: the longer memory fits
+  // an image's steady texture better, the shorter one follows its changes.
+  static constexpr int kMemoryBits = 9;
+  static constexpr int kMinMemoryBits = 6, kMaxMemoryBits = 14;
   static constexpr int kStatBits = 14;     // statistics in 2**-14 units of input * input
   static constexpr int kWeightBits = 16;   // weights in 2**-16
   static constexpr int64_t kWeightLimit = int64_t{16} << kWeightBits;
@@ -27,7 +30,7 @@ class OnlineLeastSquares {
   // int64: statistics < 2**38, statistic * weight < 2**58, and at most 24 such products.
   static_assert(MaxInputs <= 24, "too many inputs");
 
-  explicit OnlineLeastSquares(int inputs) : n_(inputs) {}
+  explicit OnlineLeastSquares(int inputs, int memory_bits = kMemoryBits) : n_(inputs), memory_bits_(memory_bits) {}
 
   // sum_i w_i x_i after a sweep over the normal equations, in 2**-kWeightBits units.
   int64_t predict(const int32_t* x) {
@@ -61,13 +64,13 @@ class OnlineLeastSquares {
     const int bits = kStatBits - down_weight;
     return bits >= 0 ? product * (int64_t{1} << bits) : floor_shift(product, -bits);
   }
-  // One step of a moving average: the difference / 2**kMemoryBits, rounded to nearest so that
+  // One step of a moving average: the difference / 2**memory_bits, rounded to nearest so that
   // the averages carry no drift.
-  static int64_t towards(int64_t difference) {
-    return floor_shift(difference + (int64_t{1} << (kMemoryBits - 1)), kMemoryBits);
+  int64_t towards(int64_t difference) const {
+    return floor_shift(difference + (int64_t{1} << (memory_bits_ - 1)), memory_bits_);
   }
 
-  int n_;
+  int n_, memory_bits_;
   int phase_ = 0;
   int64_t cov_[MaxInputs][MaxInputs] = {};
   int64_t cross_[MaxInputs] = {};

@@ -135,16 +135,19 @@ int code_wide_sample(Coder& coder, int v, int mean8, int s, int bits) {
 
 // The newest format version, and so the newest coding of samples: 8-bit samples under the
 // logistic as it is (up to version 8), their distributions refined by ResidualShape (9), and the
-// context network's online readout (10); 11 codes them as 10 (it let bands be taller, which
-// the caller gives: Bands). Files decode with the coding of their version.
-constexpr int kLatestRevision = 11;
+// context network's online readout (10); 11 and 12 code them as 10 (11 let bands be taller,
+// which the caller gives: Bands; 12 lets a band choose its fit memory, Coding::fit_memory).
+// Files decode with the coding of their version.
+constexpr int kLatestRevision = 12;
 
-// One way of coding a band's samples over the classical prediction: a context network (or none,
-// the classical model alone) and a statistics key. The encoder tries several at once.
+// One way of coding a band's samples: the memory of the classical prediction's fits
+// (ClassicalPredictor), a context network over that prediction (or none, the classical model
+// alone) and a statistics key. The encoder tries several at once.
 struct Coding {
   const ContextNetwork* network = nullptr;
   int stats_key = kNoKey;
   int revision = kLatestRevision;
+  int fit_memory = kDefaultFitMemory;
 };
 
 // What a context network says of a sample (all zero without one): its mean correction and scale
@@ -257,7 +260,8 @@ class AdaptiveCoding {
 // One band of H rows of W samples of `bits` bits (8 in uint8_t, 9 to 16 in uint16_t), coded as
 // a stream of its own: the prediction and every adaptive statistic start afresh, so bands
 // decode in parallel. Encoding codes it `count` ways at once, codings[k] into coders[k], over
-// one classical prediction (and one evaluation of each network they name); decoding, one way.
+// one classical prediction per fit memory they name (and one evaluation of each network over
+// each prediction it reads); decoding, one way.
 // planes: C planes, `plane` samples apart, read when encoding, written when decoding.
 // params: num_param_planes(C) values for every pixel: per channel the scale offset, then per
 // channel the error-feedback coefficient.
@@ -271,36 +275,54 @@ class AdaptiveCoding {
 // race_rows (encoding several ways): after that many rows only the way whose stream is then the
 // shortest goes on, the others' streams are left unfinished (0: every way codes every row). The
 // way ahead after a band's first rows is almost always the one that ends smallest, and the
-// others' networks and statistics are most of the encoder's time. Returns which ways coded
-// the whole band.
+// others' predictions, networks and statistics are most of the encoder's time. Returns which
+// ways coded the whole band.
 template <bool Decode, class Coder, class Sample>
 std::vector<bool> code_pixels(Coder* coders, const Coding* codings, int count, Sample* planes, const Parameters& params,
                               size_t plane, int C, int H, int W, const int32_t* scale_table, int bits = 8,
                               int context_shift = 0, int race_rows = 0) {
   if (Decode && count != 1) throw std::invalid_argument("a band decodes one way");
-  ClassicalPredictor<Sample> predictor(planes, plane, C, W, bits, context_shift);
+  struct Evaluation {  // of a network over a prediction
+    const ContextNetwork* network;
+    int predictor;
+  };
+  std::vector<ClassicalPredictor<Sample>> predictors;  // one a fit memory
+  std::vector<int> memories;                           // theirs
+  std::vector<Evaluation> evaluations;                 // each distinct one once
   std::vector<AdaptiveCoding<Sample>> ways;
-  std::vector<const ContextNetwork*> networks;  // each distinct one once
-  std::vector<int> network_of;                  // each coding's, in networks (-1: none)
+  std::vector<int> predictor_of, evaluation_of;  // each coding's (evaluation -1: none)
+  predictors.reserve(count);
   for (int k = 0; k < count; ++k) {
-    ways.emplace_back(params, C, W, scale_table, bits, context_shift, codings[k]);
-    int n = -1;
-    if (codings[k].network) {
-      n = static_cast<int>(std::find(networks.begin(), networks.end(), codings[k].network) - networks.begin());
-      if (n == static_cast<int>(networks.size())) networks.push_back(codings[k].network);
+    const Coding& coding = codings[k];
+    ways.emplace_back(params, C, W, scale_table, bits, context_shift, coding);
+    const int p = static_cast<int>(std::find(memories.begin(), memories.end(), coding.fit_memory) - memories.begin());
+    if (p == static_cast<int>(memories.size())) {
+      memories.push_back(coding.fit_memory);
+      predictors.emplace_back(planes, plane, C, W, bits, context_shift, coding.fit_memory);
     }
-    network_of.push_back(n);
+    predictor_of.push_back(p);
+    int e = -1;
+    if (coding.network) {
+      const auto same = [&](const Evaluation& v) { return v.network == coding.network && v.predictor == p; };
+      e = static_cast<int>(std::find_if(evaluations.begin(), evaluations.end(), same) - evaluations.begin());
+      if (e == static_cast<int>(evaluations.size())) evaluations.push_back({coding.network, p});
+    }
+    evaluation_of.push_back(e);
   }
-  std::vector<NetworkOutputs> outputs(networks.size());
-  std::vector<int16_t> hidden(networks.size() * kNetMaxHidden);
-  for (size_t n = 0; n < networks.size(); ++n) {
-    outputs[n].hidden = &hidden[n * kNetMaxHidden];
-    outputs[n].hidden_size = networks[n]->hidden_size();
+  std::vector<Prediction> predictions(predictors.size());
+  std::vector<bool> read(predictors.size(), false);  // by a network
+  for (const Evaluation& e : evaluations) read[e.predictor] = true;
+  std::vector<int32_t> contexts(predictors.size() * kContextSize);
+  std::vector<NetworkOutputs> outputs(evaluations.size());
+  std::vector<int16_t> hidden(evaluations.size() * kNetMaxHidden);
+  for (size_t e = 0; e < evaluations.size(); ++e) {
+    outputs[e].hidden = &hidden[e * kNetMaxHidden];
+    outputs[e].hidden_size = evaluations[e].network->hidden_size();
   }
   const NetworkOutputs none;
-  int32_t context[kContextSize];
-  // The ways still coding, and the networks they name: [first_way, end_way), [first_net, end_net).
-  int first_way = 0, end_way = count, first_net = 0, end_net = static_cast<int>(networks.size());
+  // What is still running: the ways, their predictions and their evaluations, as ranges.
+  int first_way = 0, end_way = count, first_pred = 0, end_pred = static_cast<int>(predictors.size());
+  int first_eval = 0, end_eval = static_cast<int>(evaluations.size());
 
   for (int y = 0; y < H; ++y) {
     if constexpr (!Decode) {
@@ -308,27 +330,31 @@ std::vector<bool> code_pixels(Coder* coders, const Coding* codings, int count, S
         for (int k = first_way + 1; k < end_way; ++k)
           if (coders[k].bytes() < coders[first_way].bytes()) first_way = k;
         end_way = first_way + 1;
-        first_net = std::max(network_of[first_way], 0);
-        end_net = network_of[first_way] + 1;
+        first_pred = predictor_of[first_way];
+        end_pred = first_pred + 1;
+        first_eval = std::max(evaluation_of[first_way], 0);
+        end_eval = evaluation_of[first_way] + 1;
       }
     }
     for (int x = 0; x < W; ++x) {
       const size_t at = static_cast<size_t>(y) * W + x;
       for (int c = 0; c < C; ++c) {
         Sample* img = planes + c * plane;
-        const Prediction p = predictor.predict(c, y, x);
-        if (end_net > first_net) {
-          predictor.context(c, y, x, context);
-          for (int n = first_net; n < end_net; ++n)
-            networks[n]->apply(c, context, outputs[n].correction, outputs[n].scale_offset, &hidden[n * kNetMaxHidden]);
+        for (int p = first_pred; p < end_pred; ++p) predictions[p] = predictors[p].predict(c, y, x);
+        if (end_eval > first_eval) {
+          for (int p = first_pred; p < end_pred; ++p)
+            if (read[p]) predictors[p].context(c, y, x, &contexts[p * kContextSize]);
+          for (int e = first_eval; e < end_eval; ++e)
+            evaluations[e].network->apply(c, &contexts[evaluations[e].predictor * kContextSize], outputs[e].correction,
+                                          outputs[e].scale_offset, &hidden[e * kNetMaxHidden]);
         }
         int v = Decode ? 0 : img[at];
         for (int k = first_way; k < end_way; ++k) {
-          const int n = network_of[k];
-          v = ways[k].template code<Decode>(coders[k], v, p, n < 0 ? none : outputs[n], c, y, x, at);
+          const int e = evaluation_of[k];
+          v = ways[k].template code<Decode>(coders[k], v, predictions[predictor_of[k]], e < 0 ? none : outputs[e], c, y, x, at);
         }
         if constexpr (Decode) img[at] = static_cast<Sample>(v);
-        predictor.update(c, y, x);
+        for (int p = first_pred; p < end_pred; ++p) predictors[p].update(c, y, x);
       }
     }
   }

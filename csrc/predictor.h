@@ -51,6 +51,8 @@ constexpr int kGradientInputs = 3;
 constexpr int kMaxInputs = kNeighbourInputs;
 static_assert(kLaterChannelNeighbours + kGradientInputs <= kMaxInputs, "inputs");
 
+constexpr int kDefaultFitMemory = OnlineLeastSquares<kMaxInputs>::kMemoryBits;
+
 inline int clamp_pred(int64_t v, int max8 = kMaxPred8) { return static_cast<int>(std::clamp<int64_t>(v, 0, max8)); }
 
 // 2**30 / s**2 (2**40 / s**2 for samples of more than 8 bits) for every error sum s a blend can
@@ -123,14 +125,17 @@ class ClassicalPredictor {
   // planes: C planes of rows of W samples of `bits` bits, plane_stride apart; read only at
   // samples already coded. The least-squares fits take their inputs and targets divided by
   // 2**input_shift and clipped to their bound (never, for 8-bit samples): the encoder shifts
-  // by as much as the image's variations exceed those of an 8-bit photograph.
-  ClassicalPredictor(const Sample* planes, size_t plane_stride, int C, int W, int bits = 8, int input_shift = 0)
+  // by as much as the image's variations exceed those of an 8-bit photograph. fit_memory: the
+  // memory of the neighbours' fits (OnlineLeastSquares), a choice of the encoder per band; the
+  // residual fit keeps the default.
+  ClassicalPredictor(const Sample* planes, size_t plane_stride, int C, int W, int bits = 8, int input_shift = 0,
+                     int fit_memory = kDefaultFitMemory)
       : planes_(planes), W_(W), plane_(plane_stride), max8_(8 * ((1 << bits) - 1)), origin_(1 << (bits - 1)),
         error_shift_(std::max(0, bits - kWideErrorBits)), input_shift_(input_shift), robust_(bits > 8),
         inverse_squares_(bits > 8 ? inverse_squares<kWideErrorBits, 40>().data() : inverse_squares<8, 30>().data()),
         sub_err_(C, W), blend_err_(C, W), reference_(C, W), difference_(C, W) {
     for (int c = 0; c < C; ++c) {
-      neighbours_.emplace_back(c > 0 ? kLaterChannelNeighbours + kGradientInputs : kNeighbourInputs);
+      neighbours_.emplace_back(c > 0 ? kLaterChannelNeighbours + kGradientInputs : kNeighbourInputs, fit_memory);
       residual_fit_.emplace_back(c);
     }
   }

@@ -187,9 +187,9 @@ def bench_ablation(folder: str | Path, progress: bool = True) -> dict:
     coded to the end), with effort 9's, and without a network under the best constant parameters
     fitted on the same images by coded size (the network's outputs replaced by constants: a
     constant mean correction is what the bias cancellation already gives); network_share =
-    1 - network bytes / constant bytes. Both sides try the statistics keys of their effort
-    (the default's for the constants). The shipped constants' bytes without a network are
-    reported beside them. Every coding is decoded and compared."""
+    1 - network bytes / constant bytes. Both sides try the statistics keys and fit memories of
+    their effort (the default's for the constants). The shipped constants' bytes without a
+    network are reported beside them. The streams kept are decoded and compared."""
     from tqdm import tqdm
 
     from .weights import load_models
@@ -207,16 +207,26 @@ def bench_ablation(folder: str | Path, progress: bool = True) -> dict:
     def coded_bytes(photo: PhotoModel, groups: list[np.ndarray], networks: tuple[int | None, ...], effort: int,
                     what: str) -> int:
         """Bytes of the groups' photo streams, each band the smallest of its codings with every
-        pair of `networks` and the statistics keys of `effort`, as the encoder tries them."""
+        one of `networks` and the statistics keys and fit memories of `effort`, as the encoder
+        tries them (every way coded to the end, all at once); the kept streams are decoded."""
+        settings = tools.EFFORTS[effort]
+        ways = list(itertools.product(networks, settings.keys, settings.fit_memories))
+        layers = {n: None if n is None else photo.context_network(n).coder_layers() for n in networks}
         total = 0
         for g in tqdm(groups, desc=what, disable=not progress):
-            bands = []
-            for net, key in itertools.product(map(photo.context_network, networks), tools.EFFORTS[effort].keys):
-                stream = codec.encode_samples(photo, g, net, key)
-                if not np.array_equal(codec.decode_samples(photo, stream, *g.shape[1:], net, key), g):
-                    raise AssertionError("the photo tool did not round-trip")
-                bands.append(codec.split_streams(stream, _coder.num_bands(g.shape[1], tools.band_height(g.shape[1]))))
-            total += len(codec.join_streams([min(b, key=len) for b in zip(*bands)]))
+            height, width = g.shape[1:]
+            params, band_height = photo.parameters(height, width, range(height)), tools.band_height(height)
+            coded = _coder.encode_pixels(g, params, photo.scale_table, codec.thread_count(), band_height=band_height,
+                                         codings=[(layers[n], key, memory) for n, key, memory in ways])
+            best = [min(range(len(ways)), key=lambda k: len(coded[k][band])) for band in range(len(coded[0]))]
+            kept = [coded[k][band] for band, k in enumerate(best)]
+            out = np.empty_like(g)
+            _coder.decode_pixels(kept, params, photo.scale_table, codec.thread_count(), out,
+                                 networks=[layers[ways[k][0]] for k in best], stats_keys=[ways[k][1] for k in best],
+                                 fit_memories=[ways[k][2] for k in best], band_height=band_height)
+            if not np.array_equal(out, g):
+                raise AssertionError("the photo tool did not round-trip")
+            total += len(codec.join_streams(kept))
         return total
 
     result: dict = {"images": len(files), "models": {}}

@@ -133,10 +133,12 @@ def _band_tools(g: codec.CodedPlanes, height: int) -> str:
         if stream[0] not in tools.PHOTO_TOOLS:
             return tool
         try:
-            network, key, _ = tools.photo_header(stream, g.keyed)
+            way, _ = tools.photo_header(stream, g.revision)
         except ValueError:
             return f"{tool} (corrupt)"
-        details = ([] if network is None else [f"network {network}"]) + ([f"{tools.KEY_NAMES[key]} key"] if g.keyed else [])
+        details = ([] if way.network is None else [f"network {way.network}"])
+        details += [f"{tools.KEY_NAMES[way.key]} key"] if g.revision >= tools.KEYED_REVISION else []
+        details += [f"fit memory {way.fit_memory}"] if g.revision >= tools.FIT_MEMORY_REVISION else []
         return f"{tool} ({', '.join(details)})" if details else tool
 
     counts = Counter(name(s) for s in codec.split_streams(g.pixels, _coder.num_bands(height, g.band_height)))

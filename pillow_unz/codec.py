@@ -75,11 +75,6 @@ class CodedPlanes:
     band_height: int = _coder.BAND_ROWS  # the most rows a band has (the file says, from version 11)
 
     @property
-    def keyed(self) -> bool:
-        """False for a version 5 or 6 file, whose photo bands name no statistics key."""
-        return self.revision >= 7
-
-    @property
     def size(self) -> int:
         """Coded bytes (without the container's framing)."""
         return len(self.pixels)
@@ -215,10 +210,10 @@ def _encode_in_bands(photo: PhotoModel, planes: np.ndarray, r: SampleTransform, 
     """_encode_coded in bands of `band_height` rows at most, and the tools its bands took."""
     _, h, w = planes.shape
 
-    def photo_tool(bands: list[int], codings: list[tuple[int | None, int]]) -> dict[int, bytes]:
+    def photo_tool(bands: list[int], codings: list[tools.Way]) -> dict[int, bytes]:
         streams: dict[int, bytes] = {}
-        layers = {model: _layers(photo.context_network(model)) for model, _ in codings}  # one object a network: run once
-        ways = [(layers[model], key) for model, key in codings]
+        layers = {w.network: _layers(photo.context_network(w.network)) for w in codings}  # one object a network: run once
+        ways = [(layers[w.network], w.key, w.fit_memory) for w in codings]
         # A call returns every way's streams of its bands: a few bands a call where there are several.
         longest = photo.run_length(thread_count()) or (None if len(ways) == 1 else 2 * thread_count())
         for first, count in tools.runs(bands, longest):
@@ -230,7 +225,7 @@ def _encode_in_bands(photo: PhotoModel, planes: np.ndarray, r: SampleTransform, 
             for band in range(first, first + count):  # the smallest way that finished (won the race), the others let go
                 finished = [k for k in range(len(codings)) if coded[k][band - first] is not None]
                 k = min(finished, key=lambda k: len(coded[k][band - first]))
-                streams[band] = tools.photo_prefix(*codings[k]) + coded[k][band - first]
+                streams[band] = tools.photo_prefix(codings[k]) + coded[k][band - first]
             del coded
         return streams
 
@@ -249,15 +244,15 @@ def decode_chunks(photo: PhotoModel, coded: CodedPlanes, height: int, width: int
     channels, band_height = photo.channels, coded.band_height
     bands = _coder.num_bands(height, band_height)
     streams = split_streams(coded.pixels, bands) if coded.complete else intact_streams(coded.pixels, bands)
-    headers: dict[int, tuple[int | None, int, int]] = {}  # of the photo bands
+    headers: dict[int, tuple[tools.Way, int]] = {}  # of the photo bands: their way, and where their payload starts
     for i, s in enumerate(streams):
         if not s:
             raise ValueError("empty band stream: corrupt")
         if s[0] in tools.PHOTO_TOOLS:
-            headers[i] = tools.photo_header(s, coded.keyed)
-        payload = memoryview(s)[headers[i][2] if i in headers else 1 :]  # (no copy)
+            headers[i] = tools.photo_header(s, coded.revision)
+        payload = memoryview(s)[headers[i][1] if i in headers else 1 :]  # (no copy)
         tools.check_band(s[0], payload, channels, len(_rows(height, i, 1, band_height)), width, r.dtype)
-        if s[0] == tools.LEARNED and headers[i][0] >= len(photo.context_networks):
+        if s[0] == tools.LEARNED and headers[i][0].network >= len(photo.context_networks):
             raise ValueError("band coded with a context network that the model lacks: corrupt")
     order = np.argsort(coding_order(channels))
 
@@ -269,12 +264,13 @@ def decode_chunks(photo: PhotoModel, coded: CodedPlanes, height: int, width: int
             tools.decode_bands(present, planes, thread_count(), first, height, rows.start, band_height)
             # Runs of photo bands, each band with its own model: one call decodes them side by side.
             for start, n in tools.runs([i for i in range(first, first + len(present)) if i in headers]):
-                models, keys, starts = zip(*(headers[i] for i in range(start, start + n)))
+                ways, starts = zip(*(headers[i] for i in range(start, start + n)))
                 payloads = [streams[i][h:] for i, h in enumerate(starts, start)]
                 _coder.decode_pixels(payloads, photo.parameters(height, width, _rows(height, start, n, band_height)),
                                      photo.scale_table, thread_count(), planes, start, r.bits, r.context_shift, height,
-                                     rows.start, networks=[_layers(photo.context_network(m)) for m in models],
-                                     stats_keys=list(keys), revision=coded.revision, band_height=band_height)
+                                     rows.start, networks=[_layers(photo.context_network(w.network)) for w in ways],
+                                     stats_keys=[w.key for w in ways], fit_memories=[w.fit_memory for w in ways],
+                                     revision=coded.revision, band_height=band_height)
             if coded.samples:
                 planes = coded.samples.inverse(planes)
             yield rows, [planes[c] for c in order]

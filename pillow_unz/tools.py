@@ -18,6 +18,7 @@ import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -31,6 +32,13 @@ PHOTO_TOOLS = (PHOTO, LEARNED)  # the pixel model's: LEARNED adds a context netw
 # place in an 8x8 grid (JPEG's blocks).
 NO_KEY, LEVEL_KEY, POSITION_KEY = range(_coder.NUM_STATS_KEYS)
 KEY_NAMES = {NO_KEY: "none", LEVEL_KEY: "level", POSITION_KEY: "position"}
+# The memory of the classical prediction's least-squares fits, in bits (they forget with a factor
+# 1 - 2**-m a sample: csrc/least_squares.h), named by every photo band of a version 12 file;
+# earlier files have the default.
+DEFAULT_FIT_MEMORY = _coder.DEFAULT_FIT_MEMORY
+FIT_MEMORIES = range(_coder.MIN_FIT_MEMORY, _coder.MAX_FIT_MEMORY + 1)
+# The first format versions whose photo bands name their statistics key and their fit memory.
+KEYED_REVISION, FIT_MEMORY_REVISION = 7, 12
 
 # The fewest bits a range-coded stream can spend per sample (photo) or per pixel (screen): one
 # symbol or decision of the largest probability the coder gives; and the fewest bytes a stream
@@ -55,6 +63,14 @@ SCREEN_MAX_COLOURS = 256
 DEFLATE_RETRY = 1.25
 
 
+class Way(NamedTuple):
+    """One way of the photo tool to code a band: what its stream's header names."""
+
+    network: int | None  # the context network's index, or None (the classical pixel model)
+    key: int  # the statistics key
+    fit_memory: int = DEFAULT_FIT_MEMORY
+
+
 @dataclass(frozen=True)
 class Effort:
     """What the encoder tries on every band at one effort level."""
@@ -62,11 +78,12 @@ class Effort:
     screen: bool = True  # the screen tool, where enough pixels repeat; and deflate at level 9, where it might win
     photo: tuple[int | None, ...] = (None,)  # pixel models: a context network's index, or None (classical)
     keys: tuple[int, ...] = (LEVEL_KEY,)  # statistics keys, each tried with every pixel model
+    fit_memories: tuple[int, ...] = (DEFAULT_FIT_MEMORY,)  # each tried with every pixel model and key
 
     @property
-    def codings(self) -> list[tuple[int | None, int]]:
-        """The photo tool's ways of coding a band that the encoder tries: every (pixel model, key)."""
-        return list(itertools.product(self.photo, self.keys))
+    def codings(self) -> list[Way]:
+        """The photo tool's ways of coding a band that the encoder tries: every combination."""
+        return list(itertools.starmap(Way, itertools.product(self.photo, self.keys, self.fit_memories)))
 
     @property
     def networks(self) -> tuple[int, ...]:
@@ -90,9 +107,11 @@ EFFORTS = {
     6: Effort(photo=(1, 3)),
     # The classical model won no band from these networks, on photographs, graphics or
     # screenshots (docs/DESIGN.md): it stays the safety net of efforts 5, 8 and 9.
-    7: Effort(photo=(1, 3), keys=(LEVEL_KEY, POSITION_KEY)),
-    8: Effort(photo=(2, 4, 1, 3, 5, None), keys=(LEVEL_KEY, POSITION_KEY, NO_KEY)),  # with the deep ones too
-    9: Effort(photo=(2, 4, 1, 3, 5, 0, None), keys=(LEVEL_KEY, POSITION_KEY, NO_KEY)),
+    # A short and a long memory of the least-squares fits: full-size photos and textures that
+    # change keep the first, smooth and steady ones the second (docs/DESIGN.md, "Fit memory").
+    7: Effort(photo=(1, 3), keys=(LEVEL_KEY, POSITION_KEY), fit_memories=(7, 11)),
+    8: Effort(photo=(2, 4, 1, 3, 5, None), keys=(LEVEL_KEY, POSITION_KEY, NO_KEY), fit_memories=(7, 11)),  # with the deep ones too
+    9: Effort(photo=(2, 4, 1, 3, 5, 0, None), keys=(LEVEL_KEY, POSITION_KEY, NO_KEY), fit_memories=(7, 10, 11)),
 }
 # The large networks. No effort with a context network decoded the eval photos at a quarter of
 # JPEG XL effort 7's speed on two threads even before format 9 (the small one 0.18x, these 0.13x;
@@ -112,24 +131,30 @@ def effort_of(effort: int) -> Effort:
     return EFFORTS[effort]
 
 
-def photo_prefix(network: int | None, key: int) -> bytes:
+def photo_prefix(way: Way) -> bytes:
     """What a photo band's stream starts with: the classical tool's byte, or the learned tool's and
-    the index of its context network; then the statistics key."""
-    return (bytes([PHOTO]) if network is None else bytes([LEARNED, network])) + bytes([key])
+    the index of its context network; then the statistics key and the fit memory."""
+    tool = bytes([PHOTO]) if way.network is None else bytes([LEARNED, way.network])
+    return tool + bytes([way.key, way.fit_memory])
 
 
-def photo_header(stream: bytes, keyed: bool = True) -> tuple[int | None, int, int]:
-    """Inverse of photo_prefix: a photo band stream's context network (None: classical),
-    statistics key, and the header's size (where the range-coded payload starts). Streams of
-    version 5 and 6 files (not `keyed`) name no key. ValueError where the stream is too short
-    for its header or names an unknown key."""
+def photo_header(stream: bytes, revision: int) -> tuple[Way, int]:
+    """Inverse of photo_prefix for a file of format version `revision`: a photo band stream's
+    way, and the header's size (where the range-coded payload starts). Streams of versions 5 and
+    6 name no key (NO_KEY), those before version 12 no fit memory (the default). ValueError where
+    the stream is too short for its header or names an unknown key or memory."""
     start = 2 if stream[0] == LEARNED else 1  # where the key is
-    if len(stream) < start + keyed:
+    keyed, remembers = revision >= KEYED_REVISION, revision >= FIT_MEMORY_REVISION
+    size = start + keyed + remembers
+    if len(stream) < size:
         raise ValueError(f"{NAMES[stream[0]]} band without its header: corrupt")
-    if keyed and stream[start] not in KEY_NAMES:
-        raise ValueError(f"photo band with unknown statistics key {stream[start]}: corrupt")
-    network = stream[1] if stream[0] == LEARNED else None
-    return network, stream[start] if keyed else NO_KEY, start + keyed
+    key = stream[start] if keyed else NO_KEY
+    memory = stream[start + 1] if remembers else DEFAULT_FIT_MEMORY
+    if key not in KEY_NAMES:
+        raise ValueError(f"photo band with unknown statistics key {key}: corrupt")
+    if memory not in FIT_MEMORIES:
+        raise ValueError(f"photo band with unknown fit memory {memory}: corrupt")
+    return Way(stream[1] if stream[0] == LEARNED else None, key, memory), size
 
 
 def band_height(height: int) -> int:
@@ -234,9 +259,9 @@ def _keep_smaller(streams: list[bytes], candidates: dict[int, bytes]) -> None:
             streams[i] = stream
 
 
-# The photo tool: the stream of each given band, by the way (pixel model, key) that won the race
-# of the given ways (RACE_ROWS).
-PhotoTool = Callable[[list[int], list[tuple["int | None", int]]], dict[int, bytes]]
+# The photo tool: the stream of each given band, by the way that won the race of the given ways
+# (RACE_ROWS).
+PhotoTool = Callable[[list[int], list[Way]], dict[int, bytes]]
 
 
 def encode_bands(planes: np.ndarray, threads: int, photo: PhotoTool, effort: Effort, band_height: int) -> list[bytes]:

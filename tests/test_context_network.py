@@ -142,7 +142,7 @@ def test_band_naming_a_missing_network_is_refused(small: Image.Image) -> None:
     pixels = np.asarray(small)
     photo = load_models().for_channels(3)
     missing = len(photo.context_networks)
-    stream = bytes([tools.LEARNED, missing]) + bytes(64)
+    stream = tools.photo_prefix(tools.Way(missing, tools.NO_KEY)) + bytes(64)
     coded = codec.CodedPlanes(codec.join_streams([stream] * _coder.num_bands(pixels.shape[0])))
     with pytest.raises(ValueError, match="context network"):
         codec.decode_planes(photo, coded, *pixels.shape[:2])

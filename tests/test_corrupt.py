@@ -144,6 +144,9 @@ def test_hostile_band_streams_raise(sample: Image.Image) -> None:
         "learned band without its statistics key": [screen, photo[:2]],
         "an unknown statistics key": [screen, photo[:2] + bytes([len(tools.KEY_NAMES)]) + photo[3:]],
         "the other statistics key": [screen, photo[:2] + bytes([photo[2] ^ 1]) + photo[3:]],
+        "learned band without its fit memory": [screen, photo[:3]],
+        "an unknown fit memory": [screen, photo[:3] + bytes([max(tools.FIT_MEMORIES) + 1]) + photo[4:]],
+        "another fit memory": [screen, photo[:3] + bytes([photo[3] ^ 1]) + photo[4:]],
     }
     for name, streams in hostile.items():
         broken = _rewrite_chunk(data, b"PIXL", lambda p: codec.join_streams(streams))

@@ -37,7 +37,7 @@ def test_compress_decompress_info(small: Image.Image, tmp_path, capsys) -> None:
     small.save(tmp_path / "four.unz", effort=4)  # one band, the small context network's
     assert np.array_equal(np.asarray(Image.open(tmp_path / "four.unz")), np.asarray(small))
     assert cli.main(["info", str(tmp_path / "four.unz")]) == 0
-    assert "bands: 1 learned photo (network 0, level key)" in capsys.readouterr().out
+    assert "bands: 1 learned photo (network 0, level key, fit memory 9)" in capsys.readouterr().out
     target = tmp_path / "back.png"
     assert cli.main(["decompress", str(tmp_path / "a.unz"), "-o", str(target)]) == 0
     assert np.array_equal(np.asarray(Image.open(target)), np.asarray(small))

@@ -250,7 +250,8 @@ def test_same_image_same_file(small: Image.Image) -> None:
 def test_bound_starts_from_the_codec(small: Image.Image) -> None:
     """The bound measures with the coder itself: untuned, its size is the codec's pixel stream
     with the classical pixel model and no statistics key (the pixel model that training
-    computes), which the photo tool codes as its tool byte, its key and that stream."""
+    computes), which the photo tool codes as its header (its tool byte, its key and its fit
+    memory) and that stream."""
     from pillow_unz.finetune import bound
 
     photo = load_models().for_channels(3)
@@ -259,7 +260,8 @@ def test_bound_starts_from_the_codec(small: Image.Image) -> None:
     coded = codec.encode_planes(photo, planes, effort=3)  # one band: the photo tool, the level key
     assert np.array_equal(codec.decode_planes(photo, coded, small.height, small.width), planes)
     ordered = np.ascontiguousarray(planes[codec.coding_order(3)])
-    assert coded.pixels == bytes([tools.PHOTO, tools.LEVEL_KEY]) + codec.encode_samples(photo, ordered, stats_key=tools.LEVEL_KEY)
+    header = tools.photo_prefix(tools.Way(None, tools.LEVEL_KEY))
+    assert coded.pixels == header + codec.encode_samples(photo, ordered, stats_key=tools.LEVEL_KEY)
     unkeyed = codec.encode_samples(photo, ordered)
     assert np.array_equal(codec.decode_samples(photo, unkeyed, small.height, small.width), ordered)
     assert base == tuned == len(unkeyed)

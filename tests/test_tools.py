@@ -148,7 +148,7 @@ def photo_keys(data: bytes) -> list[int]:
     """The statistics key of every photo band of a one-group file."""
     unz = fmt.read(io.BytesIO(data))
     streams = codec.split_streams(unz.groups[0].pixels, _coder.num_bands(unz.header.height))
-    return [tools.photo_header(s)[1] for s in streams if s[0] in tools.PHOTO_TOOLS]
+    return [tools.photo_header(s, unz.header.version)[0].key for s in streams if s[0] in tools.PHOTO_TOOLS]
 
 
 @pytest.mark.parametrize("bits", [8, 12])
@@ -172,24 +172,31 @@ def test_every_statistics_key_round_trips(sample: Image.Image, bits: int) -> Non
 
 
 def test_codings_at_once_are_the_codings_one_by_one(sample: Image.Image) -> None:
-    """The encoder codes a band every way it tries in one pass over the classical prediction:
-    each way's streams are those it codes alone, and they decode."""
+    """The encoder codes a band every way it tries in one pass, over one classical prediction per
+    fit memory: each way's streams are those it codes alone, and they decode."""
     photo = api.load_models().for_channels(3)
     planes = np.ascontiguousarray(np.asarray(sample).transpose(2, 0, 1)[codec.coding_order(3)])
     layers = {k: photo.context_network(k).coder_layers() for k in (0, 1)}
-    codings = [(layers[1], tools.LEVEL_KEY), (None, tools.NO_KEY), (layers[0], tools.POSITION_KEY), (layers[1], tools.POSITION_KEY)]
+    codings = [(layers[1], tools.LEVEL_KEY, 9), (None, tools.NO_KEY, 11), (layers[0], tools.POSITION_KEY, 9),
+               (layers[1], tools.POSITION_KEY, 9), (layers[1], tools.LEVEL_KEY, 8), (None, tools.NO_KEY, 9)]
     together = _coder.encode_pixels(planes, photo.constants, photo.scale_table, 2, codings=codings)
-    assert len(together) == len(codings)
-    for (network, key), streams in zip(codings, together):
-        assert streams == _coder.encode_pixels(planes, photo.constants, photo.scale_table, 2, network=network, stats_key=key)
+    assert len(together) == len(codings) == len({b"".join(streams) for streams in together})
+    for (network, key, memory), streams in zip(codings, together):
+        assert streams == _coder.encode_pixels(planes, photo.constants, photo.scale_table, 2, network=network,
+                                               stats_key=key, fit_memory=memory)
         out = np.zeros_like(planes)
-        _coder.decode_pixels(streams, photo.constants, photo.scale_table, 2, out, network=network, stats_keys=[key] * len(streams))
+        _coder.decode_pixels(streams, photo.constants, photo.scale_table, 2, out, network=network,
+                             stats_keys=[key] * len(streams), fit_memories=[memory] * len(streams))
         assert np.array_equal(out, planes)
+    assert _coder.encode_pixels(planes, photo.constants, photo.scale_table, 2, codings=[c[:2] for c in codings[:1]]) == together[:1]
     with pytest.raises(ValueError, match="not both"):
         _coder.encode_pixels(planes, photo.constants, photo.scale_table, codings=codings, stats_key=tools.LEVEL_KEY)
-    for bad in ([], [(None,)], [(None, len(tools.KEY_NAMES))]):
-        with pytest.raises(ValueError, match="codings|statistics key"):
+    for bad in ([], [(None,)], [(None, len(tools.KEY_NAMES))], [(None, 0, 9, 9)], [(None, 0, max(tools.FIT_MEMORIES) + 1)]):
+        with pytest.raises(ValueError, match="codings|statistics key|fit memory"):
             _coder.encode_pixels(planes, photo.constants, photo.scale_table, codings=bad)
+    with pytest.raises(ValueError, match="fit memory"):
+        _coder.decode_pixels(together[0], photo.constants, photo.scale_table, 2, np.zeros_like(planes),
+                             fit_memories=[min(tools.FIT_MEMORIES) - 1] * len(together[0]))
 
 
 def test_ways_race_over_a_bands_first_rows(sample: Image.Image) -> None:
@@ -199,9 +206,10 @@ def test_ways_race_over_a_bands_first_rows(sample: Image.Image) -> None:
     photo = api.load_models().for_channels(3)
     planes = np.ascontiguousarray(np.asarray(sample).transpose(2, 0, 1)[codec.coding_order(3)])
     layers = {k: photo.context_network(k).coder_layers() for k in (0, 1)}
-    codings = [(layers[1], tools.LEVEL_KEY), (None, tools.NO_KEY), (layers[0], tools.POSITION_KEY)]
-    alone = [_coder.encode_pixels(planes, photo.constants, photo.scale_table, 2, network=n, stats_key=k, band_height=128)
-             for n, k in codings]
+    codings = [(layers[1], tools.LEVEL_KEY, 9), (None, tools.NO_KEY, 9), (layers[0], tools.POSITION_KEY, 11),
+               (layers[1], tools.LEVEL_KEY, 8)]
+    alone = [_coder.encode_pixels(planes, photo.constants, photo.scale_table, 2, network=n, stats_key=k, fit_memory=m,
+                                  band_height=128) for n, k, m in codings]
     raced = _coder.encode_pixels(planes, photo.constants, photo.scale_table, 2, codings=codings, band_height=128, race_rows=32)
     winners = []
     for band in range(_coder.num_bands(planes.shape[1], 128)):
@@ -211,15 +219,15 @@ def test_ways_race_over_a_bands_first_rows(sample: Image.Image) -> None:
     out = np.zeros_like(planes)  # the winners' streams, each band with its way, decode to the planes
     _coder.decode_pixels([raced[k][band] for band, k in enumerate(winners)], photo.constants, photo.scale_table, 2, out,
                          networks=[codings[k][0] for k in winners], stats_keys=[codings[k][1] for k in winners],
-                         band_height=128)
+                         fit_memories=[codings[k][2] for k in winners], band_height=128)
     assert np.array_equal(out, planes)
     every_way = _coder.encode_pixels(planes, photo.constants, photo.scale_table, 2, codings=codings, band_height=128,
                                      race_rows=120)  # as tall as the bands: no race
     assert every_way == alone
-    for (network, key), streams in zip(codings, alone):
+    for (network, key, memory), streams in zip(codings, alone):
         out = np.zeros_like(planes)
         _coder.decode_pixels(streams, photo.constants, photo.scale_table, 2, out, network=network,
-                             stats_keys=[key] * len(streams), band_height=128)
+                             stats_keys=[key] * len(streams), fit_memories=[memory] * len(streams), band_height=128)
         assert np.array_equal(out, planes)
     with pytest.raises(ValueError, match="race_rows"):
         _coder.encode_pixels(planes, photo.constants, photo.scale_table, codings=codings, race_rows=-1)
