@@ -470,9 +470,9 @@ std::vector<py::list> encode_pixels_of(const py::array& planes, const py::array&
 // fit_memory: the classical prediction's (ClassicalPredictor). With codings, a list of (network
 // layers or None, statistics key[, fit memory]) instead of network, stats_key and fit_memory, the
 // bands are coded every such way at once, over one classical prediction per fit memory: a list
-// of streams per coding; with race_rows > 0, only the way whose stream is the shortest
-// after that many rows of a band codes the rest of it, and the others' streams of the band are
-// None (code_pixels). revision: the format version whose coding of samples to use
+// of streams per coding; with race_rows > 0, of each fit memory's ways only the one whose
+// stream is the shortest after that many rows of a band codes the rest of it, and the others'
+// streams of the band are None (code_pixels). revision: the format version whose coding of samples to use
 // (Coding::revision; 5 to kLatestRevision). band_height: the most rows a band has (Bands).
 py::object encode_pixels(const py::array& planes, const py::array& params, const py::array& table, int threads,
                          int first_band, int count, int bits, int context_shift, const py::object& network,

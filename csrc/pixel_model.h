@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <numeric>
 #include <optional>
 #include <stdexcept>
 #include <vector>
@@ -272,11 +273,12 @@ class AdaptiveCoding {
 // and scale the base scales back.
 // A coding's network (8-bit samples only) corrects every sample's mean and offsets its scale
 // index; its statistics key splits its cells' statistics (StatsKey).
-// race_rows (encoding several ways): after that many rows only the way whose stream is then the
-// shortest goes on, the others' streams are left unfinished (0: every way codes every row). The
-// way ahead after a band's first rows is almost always the one that ends smallest, and the
-// others' predictions, networks and statistics are most of the encoder's time. Returns which
-// ways coded the whole band.
+// race_rows (encoding several ways): after that many rows, of the ways over each prediction
+// only the one whose stream is then the shortest goes on, the others' streams are left
+// unfinished (0: every way codes every row). The way ahead after a band's first rows is almost
+// always the one that ends smallest, and the others' networks and statistics are most of the
+// encoder's time; but which fit memory ends smallest shows late, so each memory's way codes to
+// the end. Returns which ways coded the whole band.
 template <bool Decode, class Coder, class Sample>
 std::vector<bool> code_pixels(Coder* coders, const Coding* codings, int count, Sample* planes, const Parameters& params,
                               size_t plane, int C, int H, int W, const int32_t* scale_table, int bits = 8,
@@ -320,46 +322,49 @@ std::vector<bool> code_pixels(Coder* coders, const Coding* codings, int count, S
     outputs[e].hidden_size = evaluations[e].network->hidden_size();
   }
   const NetworkOutputs none;
-  // What is still running: the ways, their predictions and their evaluations, as ranges.
-  int first_way = 0, end_way = count, first_pred = 0, end_pred = static_cast<int>(predictors.size());
-  int first_eval = 0, end_eval = static_cast<int>(evaluations.size());
+  // The ways still coding and the evaluations they read (every prediction runs to the end).
+  std::vector<int> running(count), evaluating(evaluations.size());
+  std::iota(running.begin(), running.end(), 0);
+  std::iota(evaluating.begin(), evaluating.end(), 0);
 
   for (int y = 0; y < H; ++y) {
     if constexpr (!Decode) {
-      if (race_rows > 0 && y == race_rows && end_way - first_way > 1) {  // the first of the shortest goes on
-        for (int k = first_way + 1; k < end_way; ++k)
-          if (coders[k].bytes() < coders[first_way].bytes()) first_way = k;
-        end_way = first_way + 1;
-        first_pred = predictor_of[first_way];
-        end_pred = first_pred + 1;
-        first_eval = std::max(evaluation_of[first_way], 0);
-        end_eval = evaluation_of[first_way] + 1;
+      if (race_rows > 0 && y == race_rows && running.size() > predictors.size()) {
+        std::vector<int> ahead(predictors.size(), -1);  // each prediction's way then ahead: the first of its shortest
+        for (const int k : running) {
+          int& a = ahead[predictor_of[k]];
+          if (a < 0 || coders[k].bytes() < coders[a].bytes()) a = k;
+        }
+        running = ahead;
+        evaluating.clear();
+        for (const int k : running)
+          if (evaluation_of[k] >= 0) evaluating.push_back(evaluation_of[k]);
       }
     }
     for (int x = 0; x < W; ++x) {
       const size_t at = static_cast<size_t>(y) * W + x;
       for (int c = 0; c < C; ++c) {
         Sample* img = planes + c * plane;
-        for (int p = first_pred; p < end_pred; ++p) predictions[p] = predictors[p].predict(c, y, x);
-        if (end_eval > first_eval) {
-          for (int p = first_pred; p < end_pred; ++p)
+        for (size_t p = 0; p < predictors.size(); ++p) predictions[p] = predictors[p].predict(c, y, x);
+        if (!evaluating.empty()) {
+          for (size_t p = 0; p < predictors.size(); ++p)
             if (read[p]) predictors[p].context(c, y, x, &contexts[p * kContextSize]);
-          for (int e = first_eval; e < end_eval; ++e)
+          for (const int e : evaluating)
             evaluations[e].network->apply(c, &contexts[evaluations[e].predictor * kContextSize], outputs[e].correction,
                                           outputs[e].scale_offset, &hidden[e * kNetMaxHidden]);
         }
         int v = Decode ? 0 : img[at];
-        for (int k = first_way; k < end_way; ++k) {
+        for (const int k : running) {
           const int e = evaluation_of[k];
           v = ways[k].template code<Decode>(coders[k], v, predictions[predictor_of[k]], e < 0 ? none : outputs[e], c, y, x, at);
         }
         if constexpr (Decode) img[at] = static_cast<Sample>(v);
-        for (int p = first_pred; p < end_pred; ++p) predictors[p].update(c, y, x);
+        for (auto& predictor : predictors) predictor.update(c, y, x);
       }
     }
   }
   std::vector<bool> finished(count, false);
-  std::fill(finished.begin() + first_way, finished.begin() + end_way, true);
+  for (const int k : running) finished[k] = true;
   return finished;
 }
 

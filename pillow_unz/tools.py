@@ -122,6 +122,8 @@ DEFAULT_EFFORT = 7
 # (csrc/pixel_model.h, code_pixels): the others' networks and statistics were most of the
 # encoder's time. After 128 rows the way ahead was the smallest one in all but two bands of the
 # eval photos at efforts 7 and 9 (21 bytes in all; after 64 rows, 175 bytes): docs/DESIGN.md.
+# The ways of each fit memory race apart: which memory ends smallest shows late, so the way
+# ahead of every memory codes to the end.
 RACE_ROWS = 128
 
 
