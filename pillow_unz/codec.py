@@ -168,15 +168,11 @@ def decode_samples(photo: PhotoModel, pixels: bytes, height: int, width: int,
     band_height = tools.band_height(height)
     streams = split_streams(pixels, _coder.num_bands(height, band_height))
     for i, s in enumerate(streams):
-        tools.check_band(tools.PHOTO, s, photo.channels, len(_rows(height, i, 1, band_height)), width)
+        tools.check_band(tools.PHOTO, s, photo.channels, len(tools.band_rows(height, i, band_height)), width)
     _coder.decode_pixels(streams, photo.parameters(height, width, range(height)), photo.scale_table, thread_count(), out,
                          network=_layers(network), stats_keys=[stats_key] * len(streams), revision=revision,
                          band_height=band_height)
     return out
-
-
-def _rows(height: int, first: int, count: int, band_height: int) -> range:
-    return range(_coder.band_start(height, first, band_height), _coder.band_start(height, first + count, band_height))
 
 
 def encode_planes(photo: PhotoModel, planes: np.ndarray, effort: int = tools.DEFAULT_EFFORT) -> CodedPlanes:
@@ -217,7 +213,7 @@ def _encode_in_bands(photo: PhotoModel, planes: np.ndarray, r: SampleTransform, 
         # A call returns every way's streams of its bands: a few bands a call where there are several.
         longest = photo.run_length(thread_count()) or (None if len(ways) == 1 else 2 * thread_count())
         for first, count in tools.runs(bands, longest):
-            params = photo.parameters(h, w, _rows(h, first, count, band_height))
+            params = photo.parameters(h, w, tools.band_rows(h, first, band_height, count))
             coded = _coder.encode_pixels(planes, params, photo.scale_table, thread_count(), first, count, r.bits,
                                          r.context_shift, codings=ways, band_height=band_height,
                                          race_rows=tools.RACE_ROWS)
@@ -251,14 +247,14 @@ def decode_chunks(photo: PhotoModel, coded: CodedPlanes, height: int, width: int
         if s[0] in tools.PHOTO_TOOLS:
             headers[i] = tools.photo_header(s, coded.revision)
         payload = memoryview(s)[headers[i][1] if i in headers else 1 :]  # (no copy)
-        tools.check_band(s[0], payload, channels, len(_rows(height, i, 1, band_height)), width, r.dtype)
+        tools.check_band(s[0], payload, channels, len(tools.band_rows(height, i, band_height)), width, r.dtype)
         if s[0] == tools.LEARNED and headers[i][0].network >= len(photo.context_networks):
             raise ValueError("band coded with a context network that the model lacks: corrupt")
     order = np.argsort(coding_order(channels))
 
     def chunks() -> Iterator[tuple[range, list[np.ndarray]]]:
         for first, count in tools.runs(list(range(bands)), thread_count()):
-            rows = _rows(height, first, count, band_height)
+            rows = tools.band_rows(height, first, band_height, count)
             planes = np.zeros((channels, len(rows), width), r.dtype)  # rows no stream reaches stay zero
             present = streams[first : first + count]
             tools.decode_bands(present, planes, thread_count(), first, height, rows.start, band_height)
@@ -266,9 +262,10 @@ def decode_chunks(photo: PhotoModel, coded: CodedPlanes, height: int, width: int
             for start, n in tools.runs([i for i in range(first, first + len(present)) if i in headers]):
                 ways, starts = zip(*(headers[i] for i in range(start, start + n)))
                 payloads = [streams[i][h:] for i, h in enumerate(starts, start)]
-                _coder.decode_pixels(payloads, photo.parameters(height, width, _rows(height, start, n, band_height)),
-                                     photo.scale_table, thread_count(), planes, start, r.bits, r.context_shift, height,
-                                     rows.start, networks=[_layers(photo.context_network(w.network)) for w in ways],
+                params = photo.parameters(height, width, tools.band_rows(height, start, band_height, n))
+                _coder.decode_pixels(payloads, params, photo.scale_table, thread_count(), planes, start, r.bits,
+                                     r.context_shift, height, rows.start,
+                                     networks=[_layers(photo.context_network(w.network)) for w in ways],
                                      stats_keys=[w.key for w in ways], fit_memories=[w.fit_memory for w in ways],
                                      revision=coded.revision, band_height=band_height)
             if coded.samples:

@@ -110,7 +110,8 @@ EFFORTS = {
     # A short and a long memory of the least-squares fits: full-size photos and textures that
     # change keep the first, smooth and steady ones the second (docs/DESIGN.md, "Fit memory").
     7: Effort(photo=(1, 3), keys=(LEVEL_KEY, POSITION_KEY), fit_memories=(7, 11)),
-    8: Effort(photo=(2, 4, 1, 3, 5, None), keys=(LEVEL_KEY, POSITION_KEY, NO_KEY), fit_memories=(7, 11)),  # with the deep ones too
+    # With the deep ones too.
+    8: Effort(photo=(2, 4, 1, 3, 5, None), keys=(LEVEL_KEY, POSITION_KEY, NO_KEY), fit_memories=(7, 11)),
     9: Effort(photo=(2, 4, 1, 3, 5, 0, None), keys=(LEVEL_KEY, POSITION_KEY, NO_KEY), fit_memories=(7, 10, 11)),
 }
 # The large networks. No effort with a context network decoded the eval photos at a quarter of
@@ -169,8 +170,10 @@ def band_height(height: int) -> int:
     return _coder.BAND_ROWS * min(max(1, -(-height // (2 * _coder.BAND_ROWS))), 4)
 
 
-def band_rows(height: int, band: int, band_height: int) -> slice:
-    return slice(_coder.band_start(height, band, band_height), _coder.band_start(height, band + 1, band_height))
+def band_rows(height: int, first: int, band_height: int, count: int = 1) -> range:
+    """The rows of bands first .. first + count - 1 of an image of `height` rows in bands of
+    `band_height` rows at most."""
+    return range(_coder.band_start(height, first, band_height), _coder.band_start(height, first + count, band_height))
 
 
 def photo_floor(channels: int, rows: int, width: int) -> int:
@@ -273,7 +276,8 @@ def encode_bands(planes: np.ndarray, threads: int, photo: PhotoTool, effort: Eff
     still win, of every way the effort tries (Effort.codings) at once; deflate at level 9, where
     it might."""
     c, height, width = planes.shape
-    bands = [planes[:, band_rows(height, i, band_height)] for i in range(_coder.num_bands(height, band_height))]
+    rows = [band_rows(height, i, band_height) for i in range(_coder.num_bands(height, band_height))]
+    bands = [planes[:, r.start : r.stop] for r in rows]
     streams = [_flat(b) for b in bands]
     todo = [i for i, s in enumerate(streams) if s is None]
 
