@@ -104,16 +104,16 @@ struct Parameters {
   Parameters from(size_t at) const { return {data + at * pixel, plane, pixel}; }
 };
 
-// Images are coded in bands of rows, which decode in parallel: bands of at most `height` rows,
+// Images are coded in bands of rows, which decode in parallel: bands of at most `max_rows` rows,
 // as even as can be. Every band starts its statistics afresh, so taller bands code smaller
 // (docs/DESIGN.md); the file says how tall (multiples of kBandRows from version 11, kBandRows
 // before).
 constexpr int kBandRows = 256;
 constexpr int kMaxBandHeight = 255 * kBandRows;
 struct Bands {
-  int H;                    // the image's rows
-  int height = kBandRows;   // 1 .. kMaxBandHeight
-  int count() const { return std::max(1, (H + height - 1) / height); }
+  int H;                     // the image's rows
+  int max_rows = kBandRows;  // a band's: 1 .. kMaxBandHeight
+  int count() const { return std::max(1, (H + max_rows - 1) / max_rows); }
   int start(int band) const { return static_cast<int>(int64_t{band} * H / count()); }  // start(count()) == H
 };
 
