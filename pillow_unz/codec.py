@@ -218,7 +218,8 @@ def _encode_in_bands(photo: PhotoModel, planes: np.ndarray, r: SampleTransform, 
                                          r.context_shift, codings=ways, band_height=band_height,
                                          race_rows=tools.RACE_ROWS)
             del params  # before the next run's are made
-            for band in range(first, first + count):  # the smallest of the ways that finished (each memory's winner of the race)
+            # Each band: the smallest of the ways that finished (each memory's winner of the race).
+            for band in range(first, first + count):
                 finished = [k for k in range(len(codings)) if coded[k][band - first] is not None]
                 k = min(finished, key=lambda k: len(coded[k][band - first]))
                 streams[band] = tools.photo_prefix(codings[k]) + coded[k][band - first]

@@ -107,8 +107,8 @@ EFFORTS = {
     6: Effort(photo=(1, 3)),
     # The classical model won no band from these networks, on photographs, graphics or
     # screenshots (docs/DESIGN.md): it stays the safety net of efforts 5, 8 and 9.
-    # A short and a long memory of the least-squares fits: full-size photos and textures that
-    # change keep the first, smooth and steady ones the second (docs/DESIGN.md, "Fit memory").
+    # A short and a long memory of the least-squares fits, each band the better: full-size photos
+    # took the first more often, the eval photos the second (docs/DESIGN.md, "Fit memory").
     7: Effort(photo=(1, 3), keys=(LEVEL_KEY, POSITION_KEY), fit_memories=(7, 11)),
     # With the deep ones too.
     8: Effort(photo=(2, 4, 1, 3, 5, None), keys=(LEVEL_KEY, POSITION_KEY, NO_KEY), fit_memories=(7, 11)),
