@@ -538,8 +538,8 @@ void decode_pixels_of(const py::list& streams, const py::array& params, const py
   Sample* data = planes.mutable_data();
   const size_t plane = static_cast<size_t>(planes.shape(1)) * W;
   decode_bands(streams, window.bands, W, first_band, threads, [&](RangeDecoder& dec, const Band& b) {
-    const ContextNetwork* net = per_stream.empty() ? a.network.get() : per_stream[b.number - first_band].get();
     const int i = b.number - first_band;
+    const ContextNetwork* net = per_stream.empty() ? a.network.get() : per_stream[i].get();
     const Coding coding{net, stats_keys.empty() ? kNoKey : stats_keys[i], revision,
                         fit_memories.empty() ? kDefaultFitMemory : fit_memories[i]};
     code_pixels<true>(&dec, &coding, 1, data + (b.offset - window.origin),

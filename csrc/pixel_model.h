@@ -312,8 +312,6 @@ std::vector<bool> code_pixels(Coder* coders, const Coding* codings, int count, S
     evaluation_of.push_back(e);
   }
   std::vector<Prediction> predictions(predictors.size());
-  std::vector<bool> read(predictors.size(), false);  // by a network
-  for (const Evaluation& e : evaluations) read[e.predictor] = true;
   std::vector<int32_t> contexts(predictors.size() * kContextSize);
   std::vector<NetworkOutputs> outputs(evaluations.size());
   std::vector<int16_t> hidden(evaluations.size() * kNetMaxHidden);
@@ -326,6 +324,12 @@ std::vector<bool> code_pixels(Coder* coders, const Coding* codings, int count, S
   std::vector<int> running(count), evaluating(evaluations.size());
   std::iota(running.begin(), running.end(), 0);
   std::iota(evaluating.begin(), evaluating.end(), 0);
+  std::vector<bool> read(predictors.size());  // each prediction's context, by an evaluation still running
+  const auto mark_read = [&] {
+    std::fill(read.begin(), read.end(), false);
+    for (const int e : evaluating) read[evaluations[e].predictor] = true;
+  };
+  mark_read();
 
   for (int y = 0; y < H; ++y) {
     if constexpr (!Decode) {
@@ -339,6 +343,7 @@ std::vector<bool> code_pixels(Coder* coders, const Coding* codings, int count, S
         evaluating.clear();
         for (const int k : running)
           if (evaluation_of[k] >= 0) evaluating.push_back(evaluation_of[k]);
+        mark_read();
       }
     }
     for (int x = 0; x < W; ++x) {
