@@ -295,10 +295,14 @@ def train(args: argparse.Namespace) -> None:
     norm = contexts.clamp(-INPUT_LIMIT, INPUT_LIMIT).abs().mean(1).clamp(min=1)
     if args.init_network is not None:
         model = dequantize(photo.context_networks[args.init_network], norm)
+    elif args.init:
+        init = json.loads(file_metadata((Path(args.init) / "network.safetensors").read_bytes())["training"])
+        if init["channels"] != args.channels:
+            raise SystemExit(f"--init {args.init}: a {init['channels']}-channel network, not {args.channels}")
+        model = ContextMLP(args.channels, init["hidden"], init["layers"], norm)  # the run's shape
+        model.load_state_dict(torch.load(Path(args.init) / "ckpt.pt", map_location="cpu")["model"])
     else:
         model = ContextMLP(args.channels, args.hidden, args.layers, norm)
-        if args.init:
-            model.load_state_dict(torch.load(Path(args.init) / "ckpt.pt", map_location="cpu")["model"])
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, trained, ckpt = 0, 0.0, out / "ckpt.pt"  # trained: seconds of training before this process
@@ -347,7 +351,7 @@ def train(args: argparse.Namespace) -> None:
             "files": len(files), "data_hash": data_hash(files), "minutes": round((time.time() - started) / 60, 1),
             "device": args.device, "partner": args.partner, "readout": args.readout}
     if args.init:
-        meta["init"] = json.loads(file_metadata((Path(args.init) / "network.safetensors").read_bytes())["training"])
+        meta["init"] = init
     elif args.init_network is not None:
         meta["init"] = {"network": args.init_network, "model_id": load_models().model_id.hex()}
     if args.eval:
@@ -440,8 +444,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval", default="", help="folder of evaluation photos (never trained on)")
     p.add_argument("--skip", default="ukui-", help="leave out training files whose names start so (graphics)")
     p.add_argument("--out", required=True)
-    p.add_argument("--hidden", type=int, default=32)
-    p.add_argument("--layers", type=int, default=2, help="linear layers per channel")
+    p.add_argument("--hidden", type=int, default=32, help="(--init and --init-network: the network's own)")
+    p.add_argument("--layers", type=int, default=2, help="linear layers per channel (as --hidden)")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--minutes", type=float, default=0, help="train for this long instead of --steps")
     start = p.add_mutually_exclusive_group()

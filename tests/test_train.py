@@ -108,7 +108,10 @@ def test_context_network_trains_packed_warm_and_on_the_clock(photos, tmp_path) -
     common = ["--data", str(packed), "--reductions", "1", "--skip=", "--channels", "1", "--hidden", "8",
               "--crop", "32", "--batch", "2"]
     context.main([*common, "--steps", "2", "--workers", "1", "--out", str(tmp_path / "first")])
-    context.main([*common, "--minutes", "0.01", "--init", str(tmp_path / "first"), "--out", str(tmp_path / "second")])
+    shapeless = [a for a in common if a not in ("--hidden", "8")]  # --init takes the run's shape
+    context.main([*shapeless, "--minutes", "0.01", "--init", str(tmp_path / "first"), "--out", str(tmp_path / "second")])
+    with pytest.raises(SystemExit, match="1-channel network"):
+        context.main([*shapeless, "--channels", "3", "--init", str(tmp_path / "first"), "--out", str(tmp_path / "third")])
     blob = (tmp_path / "second" / "network.safetensors").read_bytes()
     network = ContextNetwork.from_tensors(load(blob), "")
     assert network.channels == 1 and network.layers[0][0].shape == (1, 8, 36)
