@@ -289,7 +289,6 @@ std::vector<bool> code_pixels(Coder* coders, const Coding* codings, int count, S
     int predictor;
   };
   std::vector<ClassicalPredictor<Sample>> predictors;  // one a fit memory
-  std::vector<int> memories;                           // theirs
   std::vector<Evaluation> evaluations;                 // each distinct one once
   std::vector<AdaptiveCoding<Sample>> ways;
   std::vector<int> predictor_of, evaluation_of;  // each coding's (evaluation -1: none)
@@ -297,11 +296,9 @@ std::vector<bool> code_pixels(Coder* coders, const Coding* codings, int count, S
   for (int k = 0; k < count; ++k) {
     const Coding& coding = codings[k];
     ways.emplace_back(params, C, W, scale_table, bits, context_shift, coding);
-    const int p = static_cast<int>(std::find(memories.begin(), memories.end(), coding.fit_memory) - memories.begin());
-    if (p == static_cast<int>(memories.size())) {
-      memories.push_back(coding.fit_memory);
-      predictors.emplace_back(planes, plane, C, W, bits, context_shift, coding.fit_memory);
-    }
+    const auto its_memory = [&](const ClassicalPredictor<Sample>& q) { return q.fit_memory() == coding.fit_memory; };
+    const int p = static_cast<int>(std::find_if(predictors.begin(), predictors.end(), its_memory) - predictors.begin());
+    if (p == static_cast<int>(predictors.size())) predictors.emplace_back(planes, plane, C, W, bits, context_shift, coding.fit_memory);
     predictor_of.push_back(p);
     int e = -1;
     if (coding.network) {

@@ -131,7 +131,7 @@ class ClassicalPredictor {
   ClassicalPredictor(const Sample* planes, size_t plane_stride, int C, int W, int bits = 8, int input_shift = 0,
                      int fit_memory = kDefaultFitMemory)
       : planes_(planes), W_(W), plane_(plane_stride), max8_(8 * ((1 << bits) - 1)), origin_(1 << (bits - 1)),
-        error_shift_(std::max(0, bits - kWideErrorBits)), input_shift_(input_shift), robust_(bits > 8),
+        error_shift_(std::max(0, bits - kWideErrorBits)), input_shift_(input_shift), fit_memory_(fit_memory), robust_(bits > 8),
         inverse_squares_(bits > 8 ? inverse_squares<kWideErrorBits, 40>().data() : inverse_squares<8, 30>().data()),
         sub_err_(C, W), blend_err_(C, W), reference_(C, W), difference_(C, W) {
     for (int c = 0; c < C; ++c) {
@@ -139,6 +139,8 @@ class ClassicalPredictor {
       residual_fit_.emplace_back(c);
     }
   }
+
+  int fit_memory() const { return fit_memory_; }
 
   // Sample (c, y, x), calls in coding order: every pixel before (y, x), and channels 0..c-1 at it,
   // are known; update(c, y, x) follows before the next call.
@@ -308,6 +310,7 @@ class ClassicalPredictor {
   size_t plane_;
   int max8_, origin_;  // the largest prediction (eighths); a first sample's
   int error_shift_, input_shift_;  // of the blend's error sums, and of the least-squares inputs
+  int fit_memory_;  // of the neighbours' fits
   bool robust_;  // down-weight the least-squares fit's big misses (samples of more than 8 bits)
   const uint64_t* inverse_squares_;
   RollingRows<kErrorLanes> sub_err_;  // |error| of each predictor
