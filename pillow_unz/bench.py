@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import itertools
 import json
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from . import _coder, api, codec, png16, tools
+from . import _coder, api, codec, png16, samples, tools
 from .UnzImagePlugin import PILLOW_MODES
 from .codec import PhotoModel, coding_order
 
@@ -208,25 +207,18 @@ def bench_ablation(folder: str | Path, progress: bool = True) -> dict:
                     what: str) -> int:
         """Bytes of the groups' photo streams, each band the smallest of its codings with every
         one of `networks` and the statistics keys and fit memories of `effort`, as the encoder
-        tries them (every way coded to the end, all at once); the kept streams are decoded."""
-        settings = tools.EFFORTS[effort]
-        ways = list(itertools.product(networks, settings.keys, settings.fit_memories))
-        layers = {n: None if n is None else photo.context_network(n).coder_layers() for n in networks}
+        tries them but every way coded to the end; decoded and compared."""
+        codings = replace(tools.EFFORTS[effort], photo=networks).codings
         total = 0
         for g in tqdm(groups, desc=what, disable=not progress):
             height, width = g.shape[1:]
-            params, band_height = photo.parameters(height, width, range(height)), tools.band_height(height)
-            coded = _coder.encode_pixels(g, params, photo.scale_table, codec.thread_count(), band_height=band_height,
-                                         codings=[(layers[n], key, memory) for n, key, memory in ways])
-            best = [min(range(len(ways)), key=lambda k: len(coded[k][band])) for band in range(len(coded[0]))]
-            kept = [coded[k][band] for band, k in enumerate(best)]
-            out = np.empty_like(g)
-            _coder.decode_pixels(kept, params, photo.scale_table, codec.thread_count(), out,
-                                 networks=[layers[ways[k][0]] for k in best], stats_keys=[ways[k][1] for k in best],
-                                 fit_memories=[ways[k][2] for k in best], band_height=band_height)
-            if not np.array_equal(out, g):
+            band_height = tools.band_height(height)
+            bands = list(range(_coder.num_bands(height, band_height)))
+            streams = codec.photo_streams(photo, g, samples.Unchanged(), bands, codings, band_height, race_rows=0)
+            coded = codec.CodedPlanes(codec.join_streams([streams[b] for b in bands]), band_height=band_height)
+            if not np.array_equal(codec.decode_planes(photo, coded, height, width), g[np.argsort(coding_order(len(g)))]):
                 raise AssertionError("the photo tool did not round-trip")
-            total += len(codec.join_streams(kept))
+            total += coded.size
         return total
 
     result: dict = {"images": len(files), "models": {}}

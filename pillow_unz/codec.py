@@ -11,6 +11,7 @@ adapted network's parameter planes (pillow_unz.adapter; only then is torch impor
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -204,31 +205,35 @@ def _encode_coded(photo: PhotoModel, planes: np.ndarray, r: SampleTransform, eff
 def _encode_in_bands(photo: PhotoModel, planes: np.ndarray, r: SampleTransform, effort: int,
                      band_height: int) -> tuple[CodedPlanes, set[int]]:
     """_encode_coded in bands of `band_height` rows at most, and the tools its bands took."""
-    _, h, w = planes.shape
-
-    def photo_tool(bands: list[int], codings: list[tools.Way]) -> dict[int, bytes]:
-        streams: dict[int, bytes] = {}
-        layers = {w.network: _layers(photo.context_network(w.network)) for w in codings}  # one object a network: run once
-        ways = [(layers[w.network], w.key, w.fit_memory) for w in codings]
-        # A call returns every way's streams of its bands: a few bands a call where there are several.
-        longest = photo.run_length(thread_count()) or (None if len(ways) == 1 else 2 * thread_count())
-        for first, count in tools.runs(bands, longest):
-            params = photo.parameters(h, w, tools.band_rows(h, first, band_height, count))
-            coded = _coder.encode_pixels(planes, params, photo.scale_table, thread_count(), first, count, r.bits,
-                                         r.context_shift, codings=ways, band_height=band_height,
-                                         race_rows=tools.RACE_ROWS)
-            del params  # before the next run's are made
-            # Each band: the smallest of the ways that finished (each memory's winner of the race).
-            for band in range(first, first + count):
-                finished = [k for k in range(len(codings)) if coded[k][band - first] is not None]
-                k = min(finished, key=lambda k: len(coded[k][band - first]))
-                streams[band] = tools.photo_prefix(codings[k]) + coded[k][band - first]
-            del coded
-        return streams
-
     chosen = _photo_models(photo, tools.effort_of(effort), planes.dtype != np.uint8)
+    photo_tool = functools.partial(photo_streams, photo, planes, r, band_height=band_height)
     streams = tools.encode_bands(planes, thread_count(), photo_tool, chosen, band_height)
     return CodedPlanes(join_streams(streams), samples=r, band_height=band_height), {s[0] for s in streams}
+
+
+def photo_streams(photo: PhotoModel, planes: np.ndarray, r: SampleTransform, bands: list[int],
+                  codings: list[tools.Way], band_height: int, race_rows: int = tools.RACE_ROWS) -> dict[int, bytes]:
+    """The photo tool (tools.PhotoTool): of each of `bands` of planes (in coding order, through
+    r), the smallest stream of those that `codings` finish (every way codes every row where
+    race_rows is 0), with its header (tools.photo_prefix)."""
+    h, w = planes.shape[1:]
+    streams: dict[int, bytes] = {}
+    layers = {c.network: _layers(photo.context_network(c.network)) for c in codings}  # one object a network: run once
+    ways = [(layers[c.network], c.key, c.fit_memory) for c in codings]
+    # A call returns every way's streams of its bands: a few bands a call where there are several.
+    longest = photo.run_length(thread_count()) or (None if len(ways) == 1 else 2 * thread_count())
+    for first, count in tools.runs(bands, longest):
+        params = photo.parameters(h, w, tools.band_rows(h, first, band_height, count))
+        coded = _coder.encode_pixels(planes, params, photo.scale_table, thread_count(), first, count, r.bits,
+                                     r.context_shift, codings=ways, band_height=band_height, race_rows=race_rows)
+        del params  # before the next run's are made
+        # Each band: the smallest of the ways that finished (each memory's winner of the race).
+        for band in range(first, first + count):
+            finished = [k for k in range(len(codings)) if coded[k][band - first] is not None]
+            k = min(finished, key=lambda k: len(coded[k][band - first]))
+            streams[band] = tools.photo_prefix(codings[k]) + coded[k][band - first]
+        del coded
+    return streams
 
 
 def decode_chunks(photo: PhotoModel, coded: CodedPlanes, height: int, width: int) -> Iterator[tuple[range, list[np.ndarray]]]:
