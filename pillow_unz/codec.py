@@ -212,11 +212,12 @@ def _encode_in_bands(photo: PhotoModel, planes: np.ndarray, r: SampleTransform, 
 
 
 def photo_streams(photo: PhotoModel, planes: np.ndarray, r: SampleTransform, bands: list[int],
-                  codings: list[tools.Way], band_height: int, race_rows: int = tools.RACE_ROWS) -> dict[int, bytes]:
+                  codings: list[tools.Way], band_height: int, race_rows: int | None = None) -> dict[int, bytes]:
     """The photo tool (tools.PhotoTool): of each of `bands` of planes (in coding order, through
-    r), the smallest stream of those that `codings` finish (every way codes every row where
-    race_rows is 0), with its header (tools.photo_prefix)."""
+    r), the smallest stream of those that `codings` finish, racing over `race_rows` rows
+    (default tools.race_rows; 0: every way codes every row), with its header (tools.photo_prefix)."""
     h, w = planes.shape[1:]
+    race_rows = tools.race_rows(w) if race_rows is None else race_rows
     streams: dict[int, bytes] = {}
     layers = {c.network: _layers(photo.context_network(c.network)) for c in codings}  # one object a network: run once
     ways = [(layers[c.network], c.key, c.fit_memory) for c in codings]

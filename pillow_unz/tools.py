@@ -124,8 +124,16 @@ DEFAULT_EFFORT = 7
 # encoder's time. After 128 rows the way ahead was the smallest one in all but two bands of the
 # eval photos at efforts 7 and 9 (21 bytes in all; after 64 rows, 175 bytes): docs/DESIGN.md.
 # The ways of each fit memory race apart: which memory ends smallest shows late, so the way
-# ahead of every memory codes to the end.
+# ahead of every memory codes to the end. What the lead needs is samples, not rows: bands of
+# wider images race over as many rows as hold 128 of the eval photos' 640 pixels, 16 at least
+# (docs/DESIGN.md).
 RACE_ROWS = 128
+RACE_PIXELS = RACE_ROWS * 640
+
+
+def race_rows(width: int) -> int:
+    """The rows of a band of `width` pixels that the photo tool's ways race over."""
+    return min(RACE_ROWS, max(RACE_ROWS // 8, -(-RACE_PIXELS // width)))
 
 
 def effort_of(effort: int) -> Effort:
@@ -265,7 +273,7 @@ def _keep_smaller(streams: list[bytes], candidates: dict[int, bytes]) -> None:
 
 
 # The photo tool: the stream of each given band, by the way that won the race of the given ways
-# (RACE_ROWS).
+# (race_rows).
 PhotoTool = Callable[[list[int], list[Way]], dict[int, bytes]]
 
 

@@ -232,6 +232,8 @@ def test_ways_race_over_a_bands_first_rows(sample: Image.Image) -> None:
         assert np.array_equal(out, planes)
     with pytest.raises(ValueError, match="race_rows"):
         _coder.encode_pixels(planes, photo.constants, photo.scale_table, codings=codings, race_rows=-1)
+    # The encoder's race holds as many samples in wide bands as in the eval photos' 128 rows of 640.
+    assert [tools.race_rows(w) for w in (1, 640, 641, 4352, 10**6)] == [128, 128, 128, 19, 16]
 
 
 def test_jpeg_blocks_take_the_position_key(sample: Image.Image) -> None:
