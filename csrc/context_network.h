@@ -18,24 +18,7 @@
 #include <vector>
 
 #include "predictor.h"  // kContextSize
-
-#if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
-#define UNZ_X86 1
-#else
-#define UNZ_X86 0
-#endif
-// GCC and Clang compile AVX2 and AVX-512 functions into a baseline build and say at run time
-// whether the processor has them; elsewhere (MSVC) the network runs as SSE2.
-#if UNZ_X86 && (defined(__GNUC__) || defined(__clang__))
-#define UNZ_TARGET_AVX2 __attribute__((target("avx2")))
-#define UNZ_TARGET_AVX512_VNNI __attribute__((target("avx512f,avx512vnni")))
-#define UNZ_HAS_CPU_SUPPORTS 1
-#else
-#define UNZ_TARGET_AVX2
-#define UNZ_TARGET_AVX512_VNNI
-#define UNZ_HAS_CPU_SUPPORTS 0
-#endif
+#include "simd.h"
 
 namespace unz {
 
@@ -190,11 +173,8 @@ inline const std::vector<std::pair<const char*, LayerKernel>>& layer_kernels() {
   static const auto kernels = [] {
     std::vector<std::pair<const char*, LayerKernel>> found;
 #if UNZ_X86
-#if UNZ_HAS_CPU_SUPPORTS
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vnni"))
-      found.emplace_back("avx512vnni", layer_avx512_vnni);
-    if (__builtin_cpu_supports("avx2")) found.emplace_back("avx2", layer_avx2);
-#endif
+    if (has_avx512_vnni()) found.emplace_back("avx512vnni", layer_avx512_vnni);
+    if (has_avx2()) found.emplace_back("avx2", layer_avx2);
     found.emplace_back("sse2", layer_sse2);
 #endif
     found.emplace_back("scalar", layer_scalar);

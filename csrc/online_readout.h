@@ -15,6 +15,7 @@
 
 #include "context_network.h"
 #include "logistic.h"  // floor_div
+#include "simd.h"
 
 namespace unz {
 
@@ -22,11 +23,6 @@ namespace unz {
 // in 2**-(24 - ReadShift)) times the features; and the update w[i] += (step * f[i]) >>
 // StepShift within +-limit. Compiled for the baseline and, where the compiler can, for AVX2 (the
 // same integers: the vector forms of the same operations).
-#if defined(__GNUC__) || defined(__clang__)
-#define UNZ_ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define UNZ_ALWAYS_INLINE inline
-#endif
 template <int ReadShift>
 UNZ_ALWAYS_INLINE int32_t weighted_sum(const int32_t* w, const int16_t* f, int n) {
   int32_t sum = 0;
@@ -45,15 +41,6 @@ template <int StepShift>
 UNZ_TARGET_AVX2 void move_weights_avx2(int32_t* w, const int16_t* f, int n, int32_t step, int32_t limit) {
   move_weights<StepShift>(w, f, n, step, limit);
 }
-inline bool readout_avx2() {
-#if UNZ_HAS_CPU_SUPPORTS
-  static const bool avx2 = __builtin_cpu_supports("avx2");  // at the first call, not before libgcc knows
-  return avx2;
-#else
-  return false;
-#endif
-}
-
 class OnlineReadout {
  public:
   static constexpr int kWeightFracBits = 24;
@@ -75,7 +62,7 @@ class OnlineReadout {
     features_ = features;
     n_ = n;
     w_ = weights_.data() + static_cast<size_t>(context) * kNetMaxHidden;
-    const int32_t sum = readout_avx2() ? weighted_sum_avx2<kReadShift>(w_, features, n) : weighted_sum<kReadShift>(w_, features, n);
+    const int32_t sum = has_avx2() ? weighted_sum_avx2<kReadShift>(w_, features, n) : weighted_sum<kReadShift>(w_, features, n);
     return std::clamp<int32_t>(sum >> (kWeightFracBits - kReadShift), -kNetMaxCorrection, kNetMaxCorrection);
   }
 
@@ -91,7 +78,7 @@ class OnlineReadout {
     // C++17 leaves undefined for negative values.)
     const int32_t step = static_cast<int32_t>(
         floor_div(int64_t{std::clamp(residual, -kErrorLimit, kErrorLimit)} * (int64_t{1} << kStepBits), norm));
-    if (readout_avx2()) return move_weights_avx2<kStepShift>(w, features, n, step, kWeightLimit);
+    if (has_avx2()) return move_weights_avx2<kStepShift>(w, features, n, step, kWeightLimit);
     move_weights<kStepShift>(w, features, n, step, kWeightLimit);
   }
 
