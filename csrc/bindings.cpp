@@ -207,13 +207,14 @@ py::array_t<int32_t> decode_logistic(const py::bytes& data, const py::array& mea
 // giving kNetOutputs; None: no network. Refuses weights beyond the bounds that keep its sums
 // inside int32.
 std::unique_ptr<ContextNetwork> context_network(const py::object& layers, int C, int bits,
-                                                LayerKernel kernel = layer_kernels().front().second) {
+                                                const NetworkKernels& kernels = network_kernels().front()) {
   if (layers.is_none()) return nullptr;
   if (bits != 8) throw py::value_error("the context network codes 8-bit samples only");
   std::vector<ContextNetwork::Layer> out;
   int width = kContextSize;
-  for (const auto& item : layers.cast<py::list>()) {
-    const auto t = item.cast<py::tuple>();
+  const auto list = layers.cast<py::list>();
+  for (size_t l = 0; l < list.size(); ++l) {
+    const auto t = list[l].cast<py::tuple>();
     if (t.size() != 3) throw py::value_error("network: each layer is (weights, bias, shift)");
     auto w = checked<int16_t>(t[0].cast<py::array>(), "network weights", 3);
     auto b = checked<int32_t>(t[1].cast<py::array>(), "network bias", 2);
@@ -222,7 +223,7 @@ std::unique_ptr<ContextNetwork> context_network(const py::object& layers, int C,
         outputs > kNetMaxWidth)
       throw py::value_error("network: layer shapes do not chain");
     if (shift < 0 || shift > kNetMaxShift) throw py::value_error("network: shift out of range");
-    ContextNetwork::Layer layer{width, outputs, shift, {}, {}};
+    ContextNetwork::Layer layer{width, outputs, shift, l + 1 == list.size(), {}, {}};
     layer.weights.assign(static_cast<size_t>(C) * layer.pairs() * layer.padded_outputs() * 2, 0);
     layer.bias.assign(static_cast<size_t>(C) * layer.padded_outputs(), 0);
     for (int c = 0; c < C; ++c)
@@ -242,7 +243,7 @@ std::unique_ptr<ContextNetwork> context_network(const py::object& layers, int C,
   if (out.empty() || out.size() > kNetMaxLayers || width != kNetOutputs)
     throw py::value_error("network: 1 to " + std::to_string(kNetMaxLayers) + " layers, the last with " +
                           std::to_string(kNetOutputs) + " outputs");
-  return std::make_unique<ContextNetwork>(std::move(out), kernel);
+  return std::make_unique<ContextNetwork>(std::move(out), kernels);
 }
 
 // The pixel model's arguments for bands of `rows` rows of W samples: params (P, rows, W), or
@@ -682,11 +683,11 @@ py::array_t<int16_t> classical_contexts(const py::array& planes, int threads) {
 // (pillow_unz.context_network.ContextNetwork.outputs) and for training.
 py::array_t<int32_t> context_outputs(const py::array& planes, const py::object& network, int threads,
                                      const std::string& kernel) {
-  LayerKernel chosen = nullptr;
-  for (const auto& [name, fn] : layer_kernels())
-    if ((kernel.empty() && !chosen) || kernel == name) chosen = fn;
+  const NetworkKernels* chosen = nullptr;
+  for (const auto& kernels : network_kernels())
+    if ((kernel.empty() && !chosen) || kernel == kernels.name) chosen = &kernels;
   if (!chosen) throw py::value_error("unknown kernel " + kernel);
-  const auto net = context_network(network, static_cast<int>(checked<uint8_t>(planes, "planes", 3).shape(0)), 8, chosen);
+  const auto net = context_network(network, static_cast<int>(checked<uint8_t>(planes, "planes", 3).shape(0)), 8, *chosen);
   if (!net) throw py::value_error("network: None");
   return over_samples<int32_t>(
       planes, kNetOutputs, threads,
@@ -730,7 +731,7 @@ PYBIND11_MODULE(_coder, m) {
         py::arg("kernel") = "");
   m.def("context_kernels", [] {
     py::list names;
-    for (const auto& kernel : layer_kernels()) names.append(kernel.first);
+    for (const auto& kernels : network_kernels()) names.append(kernels.name);
     return names;
   }, "The context network's kernels this processor runs, the coder's first");
   m.def("encode_pixels", &encode_pixels, py::arg("planes"), py::arg("params"), py::arg("scale_table"),

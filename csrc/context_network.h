@@ -123,6 +123,51 @@ UNZ_TARGET_AVX2 inline void layer_avx2(const int16_t* w, const int32_t* bias, co
   }
 }
 
+// The last layer's kernels: its few outputs would leave vectors of outputs nearly empty, so its
+// weights lie in a row per output (`pairs` pairs of inputs, a multiple of 8, the padding's
+// weights zero) and each output is a dot product of its row with the inputs. The same bounds
+// hold, so these too give the same integers in any order.
+inline void rows_scalar(const int16_t* w, const int32_t* bias, const int16_t* x, int pairs, int outputs, int shift,
+                        int low, int16_t* out) {
+  for (int o = 0; o < outputs; ++o) {
+    int32_t sum = bias[o];
+    for (int i = 0; i < 2 * pairs; ++i) sum += w[static_cast<size_t>(o) * 2 * pairs + i] * x[i];
+    out[o] = activation(sum, shift, low);
+  }
+}
+
+#if UNZ_X86
+inline int32_t sum_of_lanes(__m128i v) {
+  v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4E));
+  return _mm_cvtsi128_si32(_mm_add_epi32(v, _mm_shuffle_epi32(v, 0xB1)));
+}
+
+inline void rows_sse2(const int16_t* w, const int32_t* bias, const int16_t* x, int pairs, int outputs, int shift,
+                      int low, int16_t* out) {
+  for (int o = 0; o < outputs; ++o) {
+    const int16_t* row = w + static_cast<size_t>(o) * 2 * pairs;
+    __m128i sums = _mm_setzero_si128();
+    for (int i = 0; i < 2 * pairs; i += 8)
+      sums = _mm_add_epi32(sums, _mm_madd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + i)),
+                                                _mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i))));
+    out[o] = activation(bias[o] + sum_of_lanes(sums), shift, low);
+  }
+}
+
+UNZ_TARGET_AVX2 inline void rows_avx2(const int16_t* w, const int32_t* bias, const int16_t* x, int pairs, int outputs,
+                                      int shift, int low, int16_t* out) {
+  for (int o = 0; o < outputs; ++o) {
+    const int16_t* row = w + static_cast<size_t>(o) * 2 * pairs;
+    __m256i sums = _mm256_setzero_si256();
+    for (int i = 0; i < 2 * pairs; i += 16)
+      sums = _mm256_add_epi32(sums, _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + i)),
+                                                      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i))));
+    const __m128i half = _mm_add_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
+    out[o] = activation(bias[o] + sum_of_lanes(half), shift, low);
+  }
+}
+#endif
+
 // AVX-512 VNNI: the same with vectors of 16 sums, the multiply-add and the addition in one
 // instruction (vpdpwssd, which wraps like vpaddd: no saturation). Its latency would chain each
 // vector's pairs one after another: Sets of sums take the pairs in turn and meet at the end.
@@ -168,16 +213,21 @@ UNZ_TARGET_AVX512_VNNI inline void layer_avx512_vnni(const int16_t* w, const int
 }
 #endif
 
-// The layer kernels this build and processor have, fastest first (tests compare them).
-inline const std::vector<std::pair<const char*, LayerKernel>>& layer_kernels() {
+// The kernels this build and processor have, fastest first (tests compare them): each for the
+// hidden layers, and for the last (its rows; AVX-512 has nothing to add to AVX2's for so few).
+struct NetworkKernels {
+  const char* name;
+  LayerKernel layer, rows;
+};
+inline const std::vector<NetworkKernels>& network_kernels() {
   static const auto kernels = [] {
-    std::vector<std::pair<const char*, LayerKernel>> found;
+    std::vector<NetworkKernels> found;
 #if UNZ_X86
-    if (has_avx512_vnni()) found.emplace_back("avx512vnni", layer_avx512_vnni);
-    if (has_avx2()) found.emplace_back("avx2", layer_avx2);
-    found.emplace_back("sse2", layer_sse2);
+    if (has_avx512_vnni()) found.push_back({"avx512vnni", layer_avx512_vnni, rows_avx2});
+    if (has_avx2()) found.push_back({"avx2", layer_avx2, rows_avx2});
+    found.push_back({"sse2", layer_sse2, rows_sse2});
 #endif
-    found.emplace_back("scalar", layer_scalar);
+    found.push_back({"scalar", layer_scalar, rows_scalar});
     return found;
   }();
   return kernels;
@@ -187,19 +237,24 @@ class ContextNetwork {
  public:
   struct Layer {
     int inputs, outputs, shift;
-    std::vector<int16_t> weights;  // [channel][pair of inputs][padded output][2]
+    bool rows;  // the last layer's layout (rows of weights, NetworkKernels::rows), else the hidden layers'
+    std::vector<int16_t> weights;  // [channel][pair of inputs][padded output][2], or [channel][output][padded input]
     std::vector<int32_t> bias;     // [channel][padded output]
-    int pairs() const { return (inputs + 1) / 2; }
-    int padded_outputs() const { return (outputs + 15) / 16 * 16; }
+    // Rows take their inputs 16 at a time: the previous layer's padded outputs, or the context
+    // and the zeros after it.
+    int pairs() const { return rows ? (inputs + 15) / 16 * 8 : (inputs + 1) / 2; }
+    int padded_outputs() const { return rows ? outputs : (outputs + 15) / 16 * 16; }
     // Where weight (c, o, i) lies in `weights`, and bias (c, o) in `bias`.
     size_t index(int c, int o, int i) const {
+      if (rows) return (static_cast<size_t>(c) * outputs + o) * 2 * pairs() + i;
       return ((static_cast<size_t>(c) * pairs() + i / 2) * padded_outputs() + o) * 2 + i % 2;
     }
     size_t bias_index(int c, int o) const { return static_cast<size_t>(c) * padded_outputs() + o; }
   };
 
-  explicit ContextNetwork(std::vector<Layer> layers, LayerKernel kernel = layer_kernels().front().second)
-      : layers_(std::move(layers)), kernel_(kernel), hidden_offsets_{0} {
+  // layers: the last one's in rows, the others' not.
+  explicit ContextNetwork(std::vector<Layer> layers, const NetworkKernels& kernels = network_kernels().front())
+      : layers_(std::move(layers)), kernels_(kernels), hidden_offsets_{0} {
     for (size_t l = 0; l + 1 < layers_.size(); ++l)
       hidden_offsets_.push_back(hidden_offsets_.back() + layers_[l].padded_outputs());
   }
@@ -208,10 +263,11 @@ class ContextNetwork {
   // context (kContextSize values, eighths); `hidden` (kNetMaxHidden values) receives the hidden
   // layers' outputs one after another, hidden_size() of them (the online readout's features).
   void apply(int c, const int32_t* context, int32_t& correction, int32_t& scale_offset, int16_t* hidden) const {
-    alignas(64) int16_t input[kNetMaxWidth + 2], output[kNetMaxWidth];
+    // After the context, zeros: the last pair's second input, where the count is odd, or a
+    // last layer's padding of its row.
+    alignas(64) int16_t input[kNetMaxWidth] = {}, output[kNetMaxWidth];
     for (int i = 0; i < kContextSize; ++i)
       input[i] = static_cast<int16_t>(std::clamp<int32_t>(context[i], -kNetInputLimit, kNetInputLimit));
-    input[kContextSize] = 0;  // the last pair's second input, where the count is odd
     const int16_t* in = input;
     for (size_t l = 0; l < layers_.size(); ++l) {
       const Layer& layer = layers_[l];
@@ -220,8 +276,9 @@ class ContextNetwork {
       // changes nothing.
       const bool last = l + 1 == layers_.size();
       int16_t* out = last ? output : hidden + hidden_offsets_[l];
-      kernel_(layer.weights.data() + layer.index(c, 0, 0), layer.bias.data() + layer.bias_index(c, 0), in,
-              layer.pairs(), layer.padded_outputs(), layer.shift, last ? -kNetActivationLimit : 0, out);
+      (last ? kernels_.rows : kernels_.layer)(layer.weights.data() + layer.index(c, 0, 0),
+                                             layer.bias.data() + layer.bias_index(c, 0), in, layer.pairs(),
+                                             layer.padded_outputs(), layer.shift, last ? -kNetActivationLimit : 0, out);
       in = out;  // the padding's outputs are 0: the last pair's second input, where the count is odd
     }
     correction = std::clamp<int32_t>(output[0], -kNetMaxCorrection, kNetMaxCorrection);
@@ -233,7 +290,7 @@ class ContextNetwork {
 
  private:
   std::vector<Layer> layers_;
-  LayerKernel kernel_;
+  NetworkKernels kernels_;
   std::vector<int> hidden_offsets_;  // where each hidden layer's outputs start in `hidden`; then their end
 };
 
