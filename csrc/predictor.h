@@ -195,14 +195,19 @@ class ClassicalPredictor {
              clamp(8 * pn),                     clamp(8 * (pw + pne - pn)),
              clamp(base_ + 8 * w_ + floor_shift(8 * fitted_ + (int64_t{1} << (kBits - 1)), kBits))};
 
-    if (c == 0) here_err_.fill(0);
+    // Each predictor's errors at the causal neighbours, plus twice its errors on the channels
+    // already coded at the pixel.
     int64_t num = 0, den = 0;
     alignas(16) int32_t sums[kErrorLanes];
     sub_err_.causal_sums(c, y, x, sums);
+    for (int j = 0; j < c; ++j) {
+      const int32_t* here = sub_err_.row(j, y) + x * kErrorLanes;
+      for (int k = 0; k < kErrorLanes; ++k) sums[k] += 2 * here[k];
+    }
     for (int k = 0; k < kNumPredictors; ++k) {
       // On the first channel the plain predictors are the difference ones.
       if (c == 0 && k >= kDifferencePredictors && k < kLeastSquaresPredictor) continue;
-      int64_t sum = floor_shift(sums[k] + 2 * here_err_[k], error_shift_) + 4;
+      int64_t sum = floor_shift(sums[k], error_shift_) + 4;
       if (k == kLeastSquaresPredictor) sum = sum / 2 + 1;
       const int64_t weight = static_cast<int64_t>(inverse_squares_[sum]);
       num += weight * pred_[k];
@@ -212,7 +217,7 @@ class ClassicalPredictor {
 
     // The blend's residual, predicted from the earlier channels' blend residuals here.
     int64_t correction = 0;
-    for (int j = 0; j < c; ++j) residual_inputs_[j] = fit_value(blend_residual_[j]);
+    for (int j = 0; j < c; ++j) residual_inputs_[j] = fit_value(blend_err_.row(j, y)[x]);
     if (c > 0)
       correction = floor_shift(residual_fit_[c].predict(residual_inputs_.data()) * (int64_t{1} << input_shift_) +
                                    (int64_t{1} << (kBits - 1)),
@@ -252,17 +257,13 @@ class ClassicalPredictor {
     if (c == 0) std::fill(rest + kDifferencePredictors, rest + kLeastSquaresPredictor, 0);
     rest[kNumPredictors] = correction_;
     rest[kNumPredictors + 1] = spread_;
-    for (int j = 0; j < kMaxChannels - 1; ++j) rest[kNumPredictors + 2 + j] = j < c ? blend_residual_[j] : 0;
+    for (int j = 0; j < kMaxChannels - 1; ++j) rest[kNumPredictors + 2 + j] = j < c ? blend_err_.row(j, y)[x] : 0;
   }
 
   void update(int c, int y, int x) {
     const int v = planes_[c * plane_ + static_cast<size_t>(y) * W_ + x];
     difference_.row(c, y)[x] = v - base_ / 8;
-    for (int k = 0; k < kNumPredictors; ++k) {
-      const int32_t e = std::abs(8 * v - pred_[k]);
-      sub_err_.row(c, y)[x * kErrorLanes + k] = e;
-      here_err_[k] += e;
-    }
+    for (int k = 0; k < kNumPredictors; ++k) sub_err_.row(c, y)[x * kErrorLanes + k] = std::abs(8 * v - pred_[k]);
     const int32_t residual = 8 * v - blend_;
     blend_err_.row(c, y)[x] = residual;
     const int64_t target = v - base_ / 8 - centre_;  // the sample's difference, relative to W
@@ -278,7 +279,6 @@ class ClassicalPredictor {
     if (robust_) add_input_statistics(c, down_weight);
     neighbours_[c].update_target(inputs_.data(), fit_value(target), down_weight);
     if (c > 0) residual_fit_[c].update_target(residual_inputs_.data(), fit_value(residual));
-    blend_residual_[c] = residual;
   }
 
  private:
@@ -321,10 +321,8 @@ class ClassicalPredictor {
   std::vector<OnlineLeastSquares<kMaxChannels - 1>> residual_fit_;
   // State of the sample between predict and update.
   std::array<int, kNumPredictors> pred_{};
-  std::array<int32_t, kNumPredictors> here_err_{};  // each predictor's errors on the earlier channels here
   std::array<int32_t, kMaxInputs> inputs_{};
   std::array<int32_t, kMaxChannels> residual_inputs_{};
-  std::array<int32_t, kMaxChannels> blend_residual_{};
   int base_ = 0, centre_ = 0;
   int32_t blend_ = 0, correction_ = 0, spread_ = 0;
   int64_t fitted_ = 0;  // the least-squares prediction, in 2**-kWeightBits

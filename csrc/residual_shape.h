@@ -134,7 +134,7 @@ class ResidualShape {
     // The sign classes of the residuals at W, at N and of the channel before at the pixel (1
     // where there is none).
     const int sign_w = x > 0 ? signs_.row(c, y)[x - 1] : 1, sign_n = y > 0 ? signs_.row(c, y + 2)[x] : 1;
-    const int sign_before = c > 0 ? sign_before_ : 1;
+    const int sign_before = c > 0 ? signs_.row(c - 1, y)[x] : 1;
     scale_context_ = (static_cast<size_t>(c) * kScaleBuckets + std::min(s / 8, kScaleBuckets - 1)) * kMapped;
     activity_context_ = ((static_cast<size_t>(c) * kActivityBuckets + qa / 2) * kLevels + level) * kMapped;
     signs_context_ = (static_cast<size_t>(c) * kSignPatterns + (sign_w * 3 + sign_n) * 3 + sign_before) * kMapped;
@@ -180,7 +180,7 @@ class ResidualShape {
   // The final residual (in eighths) of sample (c, y, x), for its neighbours' contexts: its sign
   // class (within half a sample of the mean: 1).
   void record(int c, int y, int x, int32_t residual) {
-    signs_.row(c, y)[x] = sign_before_ = residual > 4 ? 2 : residual < -4 ? 0 : 1;
+    signs_.row(c, y)[x] = residual > 4 ? 2 : residual < -4 ? 0 : 1;
   }
 
  private:
@@ -216,7 +216,6 @@ class ResidualShape {
   ProbabilityMap by_scale_, by_activity_, by_signs_;
   size_t scale_context_ = 0, activity_context_ = 0, signs_context_ = 0;
   RollingRows<> signs_;      // the sign class of each final residual
-  int32_t sign_before_ = 1;  // of the pixel's channel coded last
 };
 
 }  // namespace unz

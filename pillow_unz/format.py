@@ -31,9 +31,10 @@ MAGIC = b"\x89UNZ"
 # of every 8-bit photo sample (csrc/residual_shape.h). Version 10: the context networks' online
 # readout (csrc/online_readout.h). Version 11: bands as tall as the encoder chooses (a byte of
 # every PIXL chunk; before, 256 rows at most). Version 12: the fit memory of every photo band's
-# classical prediction (tools.photo_header; before, the default).
-VERSION = 12
-READ_VERSIONS = (5, 6, 7, 8, 9, 10, 11, 12)
+# classical prediction (tools.photo_header; before, the default). Version 13: photo bands code each
+# row channel by channel (before, pixel by pixel): the same model, a faster order to decode.
+VERSION = 13
+READ_VERSIONS = (5, 6, 7, 8, 9, 10, 11, 12, 13)
 BANDS_VERSION = 11  # the first whose PIXL chunks give their bands' height
 # Versions 1 (one frame), 2 (frames) and 3 (16-bit samples) carried z; pillow-unz 0.1 reads them.
 LATENT_VERSIONS = (1, 2, 3)

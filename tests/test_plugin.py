@@ -153,11 +153,12 @@ def test_version_7_files_still_decode_with_their_metadata(small: Image.Image) ->
         assert_same(small, old)
 
 
-@pytest.mark.parametrize("version", [8, 9, 11])
+@pytest.mark.parametrize("version", [8, 9, 11, 12])
 def test_earlier_codings_of_samples_still_decode(small: Image.Image, version: int) -> None:
     """tests/data/versionN.unz: `small` as version N coded it (effort 7): version 8 before the
     coder refined the shape of photo samples' distributions, version 9 before the context
-    network's online readout, version 11 before photo bands named their fit memory. Their bands
+    network's online readout, version 11 before photo bands named their fit memory, version 12
+    before photo bands coded each row channel by channel (pixel by pixel instead). Their bands
     decode with the coding and the headers of their version, which the newest format's are not
     (version 10: the next test)."""
     assert _coder.LATEST_REVISION == fmt.VERSION > version
