@@ -62,6 +62,20 @@ inline void layer_scalar(const int16_t* w, const int32_t* bias, const int16_t* x
   for (int o = 0; o < outputs; ++o) out[o] = activation(sums[o], shift, low);
 }
 
+// The last layer's kernels: its few outputs would leave vectors of outputs nearly empty, so its
+// weights lie in a row per output (`pairs` pairs of inputs, a multiple of 8, the padding's
+// weights zero) and each output is a dot product of its row with the inputs, which compilers
+// put in multiply-adds (pmaddwd) of the baseline or of AVX2. The same bounds hold, so these too
+// give the same integers in any order.
+UNZ_ALWAYS_INLINE void rows_scalar(const int16_t* w, const int32_t* bias, const int16_t* x, int pairs, int outputs,
+                                   int shift, int low, int16_t* out) {
+  for (int o = 0; o < outputs; ++o) {
+    int32_t sum = bias[o];
+    for (int i = 0; i < 2 * pairs; ++i) sum += w[static_cast<size_t>(o) * 2 * pairs + i] * x[i];
+    out[o] = activation(sum, shift, low);
+  }
+}
+
 #if UNZ_X86
 // Both inputs of a pair in every 32-bit lane: what the multiply-add instructions pair with w.
 // (x86 is little-endian: the first input is the low half, as the instructions pair them.)
@@ -123,50 +137,11 @@ UNZ_TARGET_AVX2 inline void layer_avx2(const int16_t* w, const int32_t* bias, co
   }
 }
 
-// The last layer's kernels: its few outputs would leave vectors of outputs nearly empty, so its
-// weights lie in a row per output (`pairs` pairs of inputs, a multiple of 8, the padding's
-// weights zero) and each output is a dot product of its row with the inputs. The same bounds
-// hold, so these too give the same integers in any order.
-inline void rows_scalar(const int16_t* w, const int32_t* bias, const int16_t* x, int pairs, int outputs, int shift,
-                        int low, int16_t* out) {
-  for (int o = 0; o < outputs; ++o) {
-    int32_t sum = bias[o];
-    for (int i = 0; i < 2 * pairs; ++i) sum += w[static_cast<size_t>(o) * 2 * pairs + i] * x[i];
-    out[o] = activation(sum, shift, low);
-  }
-}
-
-#if UNZ_X86
-inline int32_t sum_of_lanes(__m128i v) {
-  v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4E));
-  return _mm_cvtsi128_si32(_mm_add_epi32(v, _mm_shuffle_epi32(v, 0xB1)));
-}
-
-inline void rows_sse2(const int16_t* w, const int32_t* bias, const int16_t* x, int pairs, int outputs, int shift,
-                      int low, int16_t* out) {
-  for (int o = 0; o < outputs; ++o) {
-    const int16_t* row = w + static_cast<size_t>(o) * 2 * pairs;
-    __m128i sums = _mm_setzero_si128();
-    for (int i = 0; i < 2 * pairs; i += 8)
-      sums = _mm_add_epi32(sums, _mm_madd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + i)),
-                                                _mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i))));
-    out[o] = activation(bias[o] + sum_of_lanes(sums), shift, low);
-  }
-}
-
+// The last layer's dot products, vectorized by the compiler for AVX2.
 UNZ_TARGET_AVX2 inline void rows_avx2(const int16_t* w, const int32_t* bias, const int16_t* x, int pairs, int outputs,
                                       int shift, int low, int16_t* out) {
-  for (int o = 0; o < outputs; ++o) {
-    const int16_t* row = w + static_cast<size_t>(o) * 2 * pairs;
-    __m256i sums = _mm256_setzero_si256();
-    for (int i = 0; i < 2 * pairs; i += 16)
-      sums = _mm256_add_epi32(sums, _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + i)),
-                                                      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i))));
-    const __m128i half = _mm_add_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
-    out[o] = activation(bias[o] + sum_of_lanes(half), shift, low);
-  }
+  rows_scalar(w, bias, x, pairs, outputs, shift, low, out);
 }
-#endif
 
 // AVX-512 VNNI: the same with vectors of 16 sums, the multiply-add and the addition in one
 // instruction (vpdpwssd, which wraps like vpaddd: no saturation). Its latency would chain each
@@ -225,7 +200,7 @@ inline const std::vector<NetworkKernels>& network_kernels() {
 #if UNZ_X86
     if (has_avx512_vnni()) found.push_back({"avx512vnni", layer_avx512_vnni, rows_avx2});
     if (has_avx2()) found.push_back({"avx2", layer_avx2, rows_avx2});
-    found.push_back({"sse2", layer_sse2, rows_sse2});
+    found.push_back({"sse2", layer_sse2, rows_scalar});
 #endif
     found.push_back({"scalar", layer_scalar, rows_scalar});
     return found;
