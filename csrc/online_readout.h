@@ -41,6 +41,7 @@ template <int StepShift>
 UNZ_TARGET_AVX2 void move_weights_avx2(int32_t* w, const int16_t* f, int n, int32_t step, int32_t limit) {
   move_weights<StepShift>(w, f, n, step, limit);
 }
+
 class OnlineReadout {
  public:
   static constexpr int kWeightFracBits = 24;

@@ -181,7 +181,7 @@ class AdaptiveCoding {
 
   // Sample (c, y, x), the at-th of its plane, of value v (encoding; decoding: the value it
   // decodes, returned), with prediction p and what the coding's network says of it.
-  // Calls in coding order; channel 0 of a pixel first.
+  // Calls in coding order (ClassicalPredictor::predict's); channel 0 of a pixel first.
   template <bool Decode, class Coder>
   int code(Coder& coder, int v, const Prediction& p, const NetworkOutputs& net, int c, int y, int x, size_t at) {
     const int32_t gamma = params_(C_ + c, at);

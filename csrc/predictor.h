@@ -142,8 +142,9 @@ class ClassicalPredictor {
 
   int fit_memory() const { return fit_memory_; }
 
-  // Sample (c, y, x), calls in coding order: every pixel before (y, x), and channels 0..c-1 at it,
-  // are known; update(c, y, x) follows before the next call.
+  // Sample (c, y, x), calls in coding order (pixel by pixel, or each row channel by channel:
+  // code_pixels): it reads channel c before (y, x) and channels 0..c-1 at (y, x) and before,
+  // nothing else; update(c, y, x) follows before the next call.
   Prediction predict(int c, int y, int x) {
     const size_t at = static_cast<size_t>(y) * W_ + x;
     const Sample* img = planes_ + c * plane_;
