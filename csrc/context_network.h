@@ -251,9 +251,10 @@ class ContextNetwork {
       // changes nothing.
       const bool last = l + 1 == layers_.size();
       int16_t* out = last ? output : hidden + hidden_offsets_[l];
-      (last ? kernels_.rows : kernels_.layer)(layer.weights.data() + layer.index(c, 0, 0),
-                                             layer.bias.data() + layer.bias_index(c, 0), in, layer.pairs(),
-                                             layer.padded_outputs(), layer.shift, last ? -kNetActivationLimit : 0, out);
+      (layer.rows ? kernels_.rows : kernels_.layer)(layer.weights.data() + layer.index(c, 0, 0),
+                                                   layer.bias.data() + layer.bias_index(c, 0), in, layer.pairs(),
+                                                   layer.padded_outputs(), layer.shift, last ? -kNetActivationLimit : 0,
+                                                   out);
       in = out;  // the padding's outputs are 0: the last pair's second input, where the count is odd
     }
     correction = std::clamp<int32_t>(output[0], -kNetMaxCorrection, kNetMaxCorrection);
