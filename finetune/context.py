@@ -12,15 +12,18 @@ Every step draws new crops from the training photographs at full size and reduce
 (graphics left out: --skip), flipped at random; with --workers, worker processes cut them (the
 coder's contexts are most of a step's cost once the network trains on a GPU: --device cuda).
 --init starts from another run's network with a fresh schedule (a warm restart), --init-network
-from one the weights file holds; --minutes runs
+from one the weights file holds, --widen grows either's hidden layers (same outputs at first);
+--minutes runs
 the schedule on the clock instead of a step count (a machine's speed is not known beforehand);
 --partner K trains against the weights file's network K, frozen: a crop costs what the better
 of the two codes it in, as the encoder keeps the better network of each band. --readout trains
 for the coder's online readout of the hidden layers (readout_correction; docs/DESIGN.md).
 The run checkpoints to OUT/ckpt.pt and resumes from it; at the end the network is quantized to
 the coder's integers (activation scales calibrated on training crops) and written to
-OUT/network.safetensors, with the real codec's bits on --eval in its metadata. `pack` writes the
-training photos as .unz tiles, a copy small enough to send to a GPU machine.
+OUT/network.safetensors, with the real codec's bits on --eval in its metadata (a network wider
+than the coder takes stays a float one in OUT/ckpt.pt; `score` measures runs' float networks
+teacher-forced). `pack` writes the training photos as .unz tiles, a copy small enough to send
+to a GPU machine.
 `install` puts finished runs into a weights file as the model's networks 0, 1, ... (in the order
 given, per channel count): effort levels pick among them (pillow_unz.tools); with --keep, the
 file it replaces stays beside it under its model id, for the files it coded.
@@ -257,6 +260,25 @@ def dequantize(network: ContextNetwork, norm: torch.Tensor) -> ContextMLP:
     return model.float()
 
 
+def widened(model: ContextMLP, hidden: int) -> ContextMLP:
+    """`model` with its hidden layers grown to `hidden` units that compute the same outputs: the
+    old units read none of the new ones and the new ones' outgoing weights are zero, so training
+    starts from what the model knew and the new units' own (random) inputs let them learn more."""
+    count = len(model.linears(0))
+    wide = ContextMLP(len(model.mlps), hidden, count, model.norm)
+    with torch.no_grad():
+        for c in range(len(model.mlps)):
+            for k, (old, new) in enumerate(zip(model.linears(c), wide.linears(c))):
+                rows, cols = old.weight.shape
+                if k > 0:
+                    new.weight[:rows, cols:] = 0  # old units: the same sums
+                if k == count - 1:
+                    new.weight[:] = 0  # outputs: no weight from the new units
+                new.weight[:rows, :cols] = old.weight
+                new.bias[:rows] = old.bias
+    return wide
+
+
 def codec_bits(photo: codec.PhotoModel, network: ContextNetwork | None, files: list[Path]) -> tuple[int, int]:
     """Bytes of the photo tool's streams of `files` (with the network, or without), and samples."""
     size = samples = 0
@@ -303,6 +325,10 @@ def train(args: argparse.Namespace) -> None:
         model.load_state_dict(torch.load(Path(args.init) / "ckpt.pt", map_location="cpu")["model"])
     else:
         model = ContextMLP(args.channels, args.hidden, args.layers, norm)
+    if args.widen:
+        if not (args.init or args.init_network is not None) or args.widen < model.linears(0)[0].out_features:
+            raise SystemExit("--widen: a wider network than the one of --init or --init-network")
+        model = widened(model, args.widen)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, trained, ckpt = 0, 0.0, out / "ckpt.pt"  # trained: seconds of training before this process
@@ -344,8 +370,12 @@ def train(args: argparse.Namespace) -> None:
                         "seconds": time.time() - clock}, ckpt)
             print(json.dumps({"step": step, "loss": round(loss.item(), 4),
                               "minutes": round((time.time() - started) / 60, 1)}), flush=True)
-    network = quantize(model.cpu(), first)
     linears = model.linears(0)
+    if linears[0].out_features > _coder.NET_MAX_WIDTH:
+        print(f"{linears[0].out_features} units: wider than the coder takes ({_coder.NET_MAX_WIDTH}); "
+              f"the float network is in {ckpt} (`score` measures it)", flush=True)
+        return
+    network = quantize(model.cpu(), first)
     meta = {"channels": args.channels, "hidden": linears[0].out_features, "layers": len(linears), "steps": step,
             "batch": args.batch, "crop": args.crop, "lr": args.lr, "seed": args.seed, "reductions": list(reductions),
             "files": len(files), "data_hash": data_hash(files), "minutes": round((time.time() - started) / 60, 1),
@@ -363,6 +393,41 @@ def train(args: argparse.Namespace) -> None:
         print(json.dumps(meta["eval"]), flush=True)
     (out / "network.safetensors").write_bytes(save(network.to_tensors(""), metadata={"training": json.dumps(meta)}))
     print(f"wrote {out / 'network.safetensors'}", flush=True)
+
+
+def run_model(run: Path) -> ContextMLP:
+    """The float network of a run's checkpoint, its shape read off its tensors."""
+    state = torch.load(run / "ckpt.pt", map_location="cpu")["model"]
+    channels = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("mlps."))
+    layers = sum(1 for k in state if k.startswith("mlps.0.") and k.endswith(".weight"))
+    model = ContextMLP(channels, state["mlps.0.0.weight"].shape[0], layers, state["norm"])
+    model.load_state_dict(state)
+    return model
+
+
+def score(args: argparse.Namespace) -> None:
+    """Teacher-forced bits (code_length, no readout) of each photo of --eval, whole (colour ones in
+    gray for --channels 1, gray ones left out for 3), under the classical model, the weights file's networks (netK, as floats) and runs' float networks
+    (ckpt.pt, any width): for comparing runs before the coder can take them."""
+    torch.set_num_threads(args.threads)
+    photo = load_models().for_channels(args.channels)
+    table, constants = torch.from_numpy(photo.scale_table).float(), torch.from_numpy(photo.constants).float()
+    files = [f for f in image_files(args.eval) if args.channels == 1 or len(Image.open(f).getbands()) == 3]
+    if not files:
+        raise SystemExit(f"--eval {args.eval}: no photos to score")
+    samples = [Sample(planes_of(to_mode(Image.open(f), args.channels))) for f in files]
+    norm = torch.ones(_coder.CONTEXT_SIZE)  # the shipped networks' input scaling: any, dequantize folds it in
+    rows = {"classical": None}
+    for spec in args.networks:
+        rows[spec] = dequantize(photo.context_networks[int(spec[3:])], norm) if spec.startswith("net") else run_model(Path(spec))
+    bits = {}
+    with torch.no_grad():
+        for name, model in rows.items():
+            bits[name] = [crop_bits(None if model is None else model(s.context), s, table, constants).item() for s in samples]
+    print("bytes, then each photo against the classical model: " + " ".join(f.stem for f in files))
+    for name, b in bits.items():
+        print(f"{name:32s} {sum(b) / 8:12,.0f}  {100 * (sum(b) / sum(bits['classical']) - 1):+.3f}%  " +
+              " ".join(f"{100 * (x / y - 1):+.2f}" for x, y in zip(b, bits["classical"])))
 
 
 def pack(args: argparse.Namespace) -> None:
@@ -429,6 +494,13 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--keep", action="store_true",
                        help="keep the replaced weights beside it, named by model id, so that its files still decode")
         return install(p.parse_args(argv[1:]))
+    if argv[:1] == ["score"]:
+        p = argparse.ArgumentParser(prog="context score", description=score.__doc__)
+        p.add_argument("networks", nargs="*", help="netK (the weights file's network K) or a run's folder")
+        p.add_argument("--channels", type=int, choices=(1, 3), default=3)
+        p.add_argument("--eval", required=True, help="folder of photos")
+        p.add_argument("--threads", type=int, default=2)
+        return score(p.parse_args(argv[1:]))
     if argv[:1] == ["pack"]:
         p = argparse.ArgumentParser(prog="context pack", description=pack.__doc__)
         p.add_argument("--data", default="data/train")
@@ -452,6 +524,8 @@ def main(argv: list[str] | None = None) -> None:
     start.add_argument("--init", default="", help="a finished run to start from (fresh optimizer and schedule)")
     start.add_argument("--init-network", type=int, default=None,
                    help="start from the weights file's network of this index instead (its integers as floats)")
+    p.add_argument("--widen", type=int, default=0,
+                   help="with --init or --init-network: grow its hidden layers to this many units, same outputs at first")
     p.add_argument("--partner", type=int, default=None,
                    help="the weights file's network of this index, frozen: each crop's loss is the smaller of "
                         "the two networks' code lengths, so that this one learns what the other codes worse")

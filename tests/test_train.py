@@ -188,3 +188,31 @@ def test_context_network_trains_on_from_a_shipped_one(photos, tmp_path, small: I
     for channels, replaced in ((3, None), (1, 1)):  # network 1 of the gray model, the others kept
         now, before = installed.for_channels(channels).context_networks, shipped.for_channels(channels).context_networks
         assert [same(a, b) for a, b in zip(now, before)] == [k != replaced for k in range(len(before))]
+
+
+def test_widened_network_starts_as_the_one_it_grew_from(photos, tmp_path, small: Image.Image, capsys) -> None:
+    """--widen grows a shipped network's hidden layers without changing its outputs; a network
+    wider than the coder takes ends as a float checkpoint, which `score` measures beside the
+    weights file's networks."""
+    import torch
+
+    from pillow_unz import _coder
+    from pillow_unz.finetune import context
+
+    crop = context.Sample(np.asarray(small.convert("L"))[None])
+    model = context.dequantize(load_models().for_channels(1).context_networks[1], torch.rand(36) + 0.5)
+    wide = context.widened(model, 2 * _coder.NET_MAX_WIDTH)
+    assert wide.linears(0)[0].out_features == 2 * _coder.NET_MAX_WIDTH
+    with torch.no_grad():
+        assert torch.equal(wide(crop.context), model(crop.context))
+
+    run = tmp_path / "wide"
+    options = ["--data", str(photos), "--channels", "1", "--crop", "32", "--batch", "2", "--steps", "1", "--out", str(run)]
+    with pytest.raises(SystemExit, match="--widen: a wider network"):
+        context.main([*options, "--widen", "128"])  # nothing to grow from
+    context.main([*options, "--init-network", "1", "--widen", "128"])
+    assert not (run / "network.safetensors").exists() and context.run_model(run).linears(0)[0].out_features == 128
+    capsys.readouterr()
+    context.main(["score", "net1", str(run), "--channels", "1", "--eval", str(photos)])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1:]] == ["classical", "net1", str(run)]
