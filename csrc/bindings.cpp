@@ -203,9 +203,9 @@ py::array_t<int32_t> decode_logistic(const py::bytes& data, const py::array& mea
 }
 
 // The context network of C channels from a sequence of layers (weights (C, outputs, inputs)
-// int16, bias (C, outputs) int32, shift), the first taking kContextSize inputs and the last
-// giving kNetOutputs; None: no network. Refuses weights beyond the bounds that keep its sums
-// inside int32.
+// int16, bias (C, outputs) int32, shift), the first taking kNarrowContextSize or kContextSize
+// inputs (ClassicalPredictor::context) and the last giving kNetOutputs; None: no network.
+// Refuses weights beyond the bounds that keep its sums inside int32.
 std::unique_ptr<ContextNetwork> context_network(const py::object& layers, int C, int bits,
                                                 const NetworkKernels& kernels = network_kernels().front()) {
   if (layers.is_none()) return nullptr;
@@ -219,6 +219,7 @@ std::unique_ptr<ContextNetwork> context_network(const py::object& layers, int C,
     auto w = checked<int16_t>(t[0].cast<py::array>(), "network weights", 3);
     auto b = checked<int32_t>(t[1].cast<py::array>(), "network bias", 2);
     const int outputs = static_cast<int>(w.shape(1)), shift = t[2].cast<int>();
+    if (l == 0 && w.shape(2) == kNarrowContextSize) width = kNarrowContextSize;
     if (w.shape(0) != C || w.shape(2) != width || b.shape(0) != C || b.shape(1) != outputs || outputs < 1 ||
         outputs > kNetMaxWidth)
       throw py::value_error("network: layer shapes do not chain");
@@ -776,6 +777,7 @@ PYBIND11_MODULE(_coder, m) {
   m.attr("BAND_ROWS") = kBandRows;
   m.attr("MAX_BAND_HEIGHT") = kMaxBandHeight;
   m.attr("CONTEXT_SIZE") = kContextSize;
+  m.attr("NARROW_CONTEXT_SIZE") = kNarrowContextSize;
   m.attr("NET_INPUT_LIMIT") = kNetInputLimit;
   m.attr("NET_ACTIVATION_LIMIT") = kNetActivationLimit;
   m.attr("NET_WEIGHT_LIMIT") = kNetWeightLimit;

@@ -234,14 +234,17 @@ class ContextNetwork {
       hidden_offsets_.push_back(hidden_offsets_.back() + layers_[l].padded_outputs());
   }
 
+  // How much of the context the network reads: kNarrowContextSize or kContextSize values.
+  int inputs() const { return layers_.front().inputs; }
+
   // The mean correction (eighths) and scale-index offset of channel c's sample, from its
-  // context (kContextSize values, eighths); `hidden` (kNetMaxHidden values) receives the hidden
+  // context (inputs() values, eighths); `hidden` (kNetMaxHidden values) receives the hidden
   // layers' outputs one after another, hidden_size() of them (the online readout's features).
   void apply(int c, const int32_t* context, int32_t& correction, int32_t& scale_offset, int16_t* hidden) const {
     // After the context, zeros: the last pair's second input, where the count is odd, or a
     // last layer's padding of its row.
     alignas(64) int16_t input[kNetMaxWidth] = {}, output[kNetMaxWidth];
-    for (int i = 0; i < kContextSize; ++i)
+    for (int i = 0; i < inputs(); ++i)
       input[i] = static_cast<int16_t>(std::clamp<int32_t>(context[i], -kNetInputLimit, kNetInputLimit));
     const int16_t* in = input;
     for (size_t l = 0; l < layers_.size(); ++l) {

@@ -314,6 +314,9 @@ std::vector<bool> code_pixels(Coder* coders, const Coding* codings, int count, S
   }
   std::vector<Prediction> predictions(predictors.size());
   std::vector<int32_t> contexts(predictors.size() * kContextSize);
+  std::vector<int> context_inputs(predictors.size(), 0);  // the most any network over each prediction reads
+  for (const Evaluation& e : evaluations)
+    context_inputs[e.predictor] = std::max(context_inputs[e.predictor], e.network->inputs());
   std::vector<NetworkOutputs> outputs(evaluations.size());
   std::vector<int16_t> hidden(evaluations.size() * kNetMaxHidden);
   for (size_t e = 0; e < evaluations.size(); ++e) {
@@ -354,7 +357,7 @@ std::vector<bool> code_pixels(Coder* coders, const Coding* codings, int count, S
       for (size_t p = 0; p < predictors.size(); ++p) predictions[p] = predictors[p].predict(c, y, x);
       if (!evaluating.empty()) {
         for (size_t p = 0; p < predictors.size(); ++p)
-          if (read[p]) predictors[p].context(c, y, x, &contexts[p * kContextSize]);
+          if (read[p]) predictors[p].context(c, y, x, &contexts[p * kContextSize], context_inputs[p]);
         for (const int e : evaluating)
           evaluations[e].network->apply(c, &contexts[evaluations[e].predictor * kContextSize], outputs[e].correction,
                                         outputs[e].scale_offset, &hidden[e * kNetMaxHidden]);

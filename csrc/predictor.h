@@ -111,7 +111,12 @@ static_assert(kErrorLanes >= kNumPredictors, "a lane per predictor");
 constexpr int kWindow = 10;
 constexpr int kWindowOffsets[kWindow][2] = {{0, -1},  {0, -2},  {-1, -2}, {-1, -1}, {-1, 0},
                                             {-1, 1},  {-2, -2}, {-2, -1}, {-2, 0},  {-2, 1}};
-constexpr int kContextSize = 2 * kWindow + kNumPredictors + 2 + (kMaxChannels - 1);
+constexpr int kNarrowContextSize = 2 * kWindow + kNumPredictors + 2 + (kMaxChannels - 1);
+// The window's outer ring, further left and right in the rows the window reads: a network may
+// read it too, after the rest (networks of kNarrowContextSize inputs do not).
+constexpr int kOuterWindow = 4;
+constexpr int kOuterOffsets[kOuterWindow][2] = {{0, -3}, {-1, -3}, {-1, 2}, {-2, 2}};
+constexpr int kContextSize = kNarrowContextSize + 2 * kOuterWindow;
 
 struct Prediction {
   int32_t mean8;     // in eighths of a sample, not yet clamped
@@ -240,19 +245,24 @@ class ClassicalPredictor {
   // update, in eighths: the causal window's samples relative to the prediction (in the channel's
   // difference domain), the blend's signed residuals there, each predictor's disagreement with
   // the blend, the residual fit's correction, the spread, and the blend residuals of the earlier
-  // channels at this pixel. Outside the image (or band), window entries are zero.
-  void context(int c, int y, int x, int32_t* out) {
+  // channels at this pixel; then, of `inputs` (kNarrowContextSize or kContextSize) values, the
+  // outer ring's samples and residuals. Outside the image (or band), window entries are zero.
+  void context(int c, int y, int x, int32_t* out, int inputs = kContextSize) {
     // Rows y, y - 1 and y - 2 of both series (the rolling rows' y + 2 and y + 1 are y - 1 and
     // y - 2), looked up once: the window reads each row several times.
     const int32_t* diff[3] = {difference_.row(c, y), difference_.row(c, y + 2), difference_.row(c, y + 1)};
     const int32_t* err[3] = {blend_err_.row(c, y), blend_err_.row(c, y + 2), blend_err_.row(c, y + 1)};
     const int32_t offset = base_ - blend_;
-    for (int k = 0; k < kWindow; ++k) {
-      const int up = -kWindowOffsets[k][0], xx = x + kWindowOffsets[k][1];
-      const bool inside = y >= up && xx >= 0 && xx < W_;
-      out[k] = inside ? 8 * diff[up][xx] + offset : 0;
-      out[kWindow + k] = inside ? err[up][xx] : 0;
-    }
+    const auto window = [&](const int (*offsets)[2], int n, int32_t* samples) {  // then n residuals
+      for (int k = 0; k < n; ++k) {
+        const int up = -offsets[k][0], xx = x + offsets[k][1];
+        const bool inside = y >= up && xx >= 0 && xx < W_;
+        samples[k] = inside ? 8 * diff[up][xx] + offset : 0;
+        samples[n + k] = inside ? err[up][xx] : 0;
+      }
+    };
+    window(kWindowOffsets, kWindow, out);
+    if (inputs > kNarrowContextSize) window(kOuterOffsets, kOuterWindow, out + kNarrowContextSize);
     int32_t* rest = out + 2 * kWindow;
     for (int k = 0; k < kNumPredictors; ++k) rest[k] = pred_[k] - blend_;
     if (c == 0) std::fill(rest + kDifferencePredictors, rest + kLeastSquaresPredictor, 0);

@@ -12,7 +12,8 @@ Every step draws new crops from the training photographs at full size and reduce
 (graphics left out: --skip), flipped at random; with --workers, worker processes cut them (the
 coder's contexts are most of a step's cost once the network trains on a GPU: --device cuda).
 --init starts from another run's network with a fresh schedule (a warm restart), --init-network
-from one the weights file holds, --widen grows either's hidden layers (same outputs at first);
+from one the weights file holds, --widen and --inputs grow either's hidden layers and the
+context it reads (same outputs at first);
 --minutes runs
 the schedule on the clock instead of a step count (a machine's speed is not known beforehand);
 --partner K trains against the weights file's network K, frozen: a crop costs what the better
@@ -82,14 +83,17 @@ def batch_of(samples: list[Sample]) -> Sample:
 
 class ContextMLP(nn.Module):
     """The float network that training tunes: per channel, `layers` linear layers with ReLUs,
-    over the context divided by `norm` (its mean magnitude on training crops)."""
+    over the context's first `inputs` values (NARROW_CONTEXT_SIZE or CONTEXT_SIZE) divided by
+    `norm` (their mean magnitude on training crops)."""
 
-    def __init__(self, channels: int, hidden: int, layers: int, norm: torch.Tensor) -> None:
+    def __init__(self, channels: int, hidden: int, layers: int, norm: torch.Tensor, inputs: int = _coder.CONTEXT_SIZE) -> None:
         super().__init__()
-        self.register_buffer("norm", norm)
+        if len(norm) < inputs:
+            raise ValueError(f"a scale for each of the {inputs} inputs, not {len(norm)}")
+        self.register_buffer("norm", norm[:inputs].clone())
         self.mlps = nn.ModuleList()
         for _ in range(channels):
-            stack, width = [], _coder.CONTEXT_SIZE
+            stack, width = [], inputs
             for _ in range(layers - 1):
                 stack += [nn.Linear(width, hidden), nn.ReLU()]
                 width = hidden
@@ -107,7 +111,7 @@ class ContextMLP(nn.Module):
         online readout reads."""
         out, features = [], []
         for c, mlp in enumerate(self.mlps):
-            v = context[:, :, c].float().clamp(-INPUT_LIMIT, INPUT_LIMIT) / self.norm.view(1, -1, 1, 1)
+            v = context[:, : len(self.norm), c].float().clamp(-INPUT_LIMIT, INPUT_LIMIT) / self.norm.view(1, -1, 1, 1)
             v, layers = v.permute(0, 2, 3, 1), []
             for module in mlp:
                 v = module(v)
@@ -210,7 +214,7 @@ def quantize(model: ContextMLP, calibration: list[Sample]) -> ContextNetwork:
     peaks = [0.0] * (count - 1)
     with torch.no_grad():
         for c in range(len(model.mlps)):
-            v = torch.cat([s.context[:, :, c].flatten(2) for s in calibration], 2).double()
+            v = torch.cat([s.context[:, : len(model.norm), c].flatten(2) for s in calibration], 2).double()
             v = (v.clamp(-INPUT_LIMIT, INPUT_LIMIT) / model.norm.view(1, -1, 1)).permute(0, 2, 1).reshape(-1, v.shape[1])
             for k, linear in enumerate(model.linears(c)[:-1]):
                 v = linear(v).relu()
@@ -244,9 +248,9 @@ def dequantize(network: ContextNetwork, norm: torch.Tensor) -> ContextMLP:
     weights = [torch.from_numpy(w.astype(np.float64)) for w, _, _ in network.layers]
     biases = [torch.from_numpy(b.astype(np.float64)) for _, b, _ in network.layers]
     hidden, count = network.layers[0][0].shape[1], len(network.layers)
-    model = ContextMLP(network.channels, hidden, count, norm).double()
+    model = ContextMLP(network.channels, hidden, count, norm, network.inputs).double()
     for c in range(network.channels):
-        scale = norm.double()  # float inputs times this are the integer inputs
+        scale = model.norm  # float inputs times this are the integer inputs
         for k, (linear, (_, _, shift)) in enumerate(zip(model.linears(c), network.layers)):
             w = weights[k][c] * scale / 2.0**shift  # integer activations of layer k from float inputs
             b = biases[k][c] / 2.0**shift
@@ -260,23 +264,24 @@ def dequantize(network: ContextNetwork, norm: torch.Tensor) -> ContextMLP:
     return model.float()
 
 
-def widened(model: ContextMLP, hidden: int) -> ContextMLP:
-    """`model` with its hidden layers grown to `hidden` units that compute the same outputs: the
-    old units read none of the new ones and the new ones' outgoing weights are zero, so training
-    starts from what the model knew and the new units' own (random) inputs let them learn more."""
+def grown(model: ContextMLP, hidden: int, inputs: int, norm: torch.Tensor) -> ContextMLP:
+    """`model` with its hidden layers grown to `hidden` units and its first layer to the context's
+    first `inputs` values (scaled by `norm`, training's), computing the same outputs: no old unit
+    reads a new input or unit, and the new units' outgoing weights are zero. Training starts from
+    what the model knew and learns what the new inputs and units add (the new units from their
+    own random weights)."""
     count = len(model.linears(0))
-    wide = ContextMLP(len(model.mlps), hidden, count, model.norm)
+    big = ContextMLP(len(model.mlps), hidden, count, torch.cat([model.norm, norm[len(model.norm) : inputs]]), inputs)
     with torch.no_grad():
         for c in range(len(model.mlps)):
-            for k, (old, new) in enumerate(zip(model.linears(c), wide.linears(c))):
+            for k, (old, new) in enumerate(zip(model.linears(c), big.linears(c))):
                 rows, cols = old.weight.shape
-                if k > 0:
-                    new.weight[:rows, cols:] = 0  # old units: the same sums
+                new.weight[:rows, cols:] = 0  # old units: the same sums
                 if k == count - 1:
                     new.weight[:] = 0  # outputs: no weight from the new units
                 new.weight[:rows, :cols] = old.weight
                 new.bias[:rows] = old.bias
-    return wide
+    return big
 
 
 def codec_bits(photo: codec.PhotoModel, network: ContextNetwork | None, files: list[Path]) -> tuple[int, int]:
@@ -321,14 +326,16 @@ def train(args: argparse.Namespace) -> None:
         init = json.loads(file_metadata((Path(args.init) / "network.safetensors").read_bytes())["training"])
         if init["channels"] != args.channels:
             raise SystemExit(f"--init {args.init}: a {init['channels']}-channel network, not {args.channels}")
-        model = ContextMLP(args.channels, init["hidden"], init["layers"], norm)  # the run's shape
-        model.load_state_dict(torch.load(Path(args.init) / "ckpt.pt", map_location="cpu")["model"])
+        model = ContextMLP(args.channels, init["hidden"], init["layers"], norm, init.get("inputs", _coder.NARROW_CONTEXT_SIZE))
+        model.load_state_dict(torch.load(Path(args.init) / "ckpt.pt", map_location="cpu")["model"])  # the run's shape
     else:
-        model = ContextMLP(args.channels, args.hidden, args.layers, norm)
-    if args.widen:
-        if not (args.init or args.init_network is not None) or args.widen < model.linears(0)[0].out_features:
-            raise SystemExit("--widen: a wider network than the one of --init or --init-network")
-        model = widened(model, args.widen)
+        model = ContextMLP(args.channels, args.hidden, args.layers, norm, args.inputs or _coder.CONTEXT_SIZE)
+    own = (model.linears(0)[0].out_features, len(model.norm))
+    size = (args.widen or own[0], args.inputs or own[1])
+    if size != own:
+        if not (args.init or args.init_network is not None) or min(size[0] - own[0], size[1] - own[1]) < 0:
+            raise SystemExit("--widen, --inputs: more units or inputs than the network of --init or --init-network has")
+        model = grown(model, *size, norm)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, trained, ckpt = 0, 0.0, out / "ckpt.pt"  # trained: seconds of training before this process
@@ -376,7 +383,8 @@ def train(args: argparse.Namespace) -> None:
               f"the float network is in {ckpt} (`score` measures it)", flush=True)
         return
     network = quantize(model.cpu(), first)
-    meta = {"channels": args.channels, "hidden": linears[0].out_features, "layers": len(linears), "steps": step,
+    meta = {"channels": args.channels, "hidden": linears[0].out_features, "layers": len(linears), "inputs": len(model.norm),
+            "steps": step,
             "batch": args.batch, "crop": args.crop, "lr": args.lr, "seed": args.seed, "reductions": list(reductions),
             "files": len(files), "data_hash": data_hash(files), "minutes": round((time.time() - started) / 60, 1),
             "device": args.device, "partner": args.partner, "readout": args.readout}
@@ -400,7 +408,7 @@ def run_model(run: Path) -> ContextMLP:
     state = torch.load(run / "ckpt.pt", map_location="cpu")["model"]
     channels = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("mlps."))
     layers = sum(1 for k in state if k.startswith("mlps.0.") and k.endswith(".weight"))
-    model = ContextMLP(channels, state["mlps.0.0.weight"].shape[0], layers, state["norm"])
+    model = ContextMLP(channels, state["mlps.0.0.weight"].shape[0], layers, state["norm"], len(state["norm"]))
     model.load_state_dict(state)
     return model
 
@@ -526,6 +534,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="start from the weights file's network of this index instead (its integers as floats)")
     p.add_argument("--widen", type=int, default=0,
                    help="with --init or --init-network: grow its hidden layers to this many units, same outputs at first")
+    p.add_argument("--inputs", type=int, default=0, choices=(_coder.NARROW_CONTEXT_SIZE, _coder.CONTEXT_SIZE),
+                   help="how much of the context the network reads (default: all; --init and --init-network: its own, "
+                        "or more, same outputs at first)")
     p.add_argument("--partner", type=int, default=None,
                    help="the weights file's network of this index, frozen: each crop's loss is the smaller of "
                         "the two networks' code lengths, so that this one learns what the other codes worse")

@@ -1,5 +1,6 @@
 """The context network of the learned photo tool (csrc/context_network.h), as the integers the
-coder runs: per channel, fully connected layers over each sample's classical context, with int16
+coder runs: per channel, fully connected layers over each sample's classical context (its first
+NARROW_CONTEXT_SIZE values, or all CONTEXT_SIZE with the window's outer ring), with int16
 weights, int32 biases and a right shift per layer; ReLU clipped to NET_ACTIVATION_LIMIT between
 layers. Its two outputs correct the sample's mean (eighths) and offset its scale index.
 
@@ -23,10 +24,12 @@ class ContextNetwork:
     layers: tuple[Layer, ...]
 
     def __post_init__(self) -> None:
-        width, layers = _coder.CONTEXT_SIZE, self.layers
+        layers = self.layers
         if not 1 <= len(layers) <= _coder.NET_MAX_LAYERS:
             raise ValueError(f"context network: 1 to {_coder.NET_MAX_LAYERS} layers")
-        channels = layers[0][0].shape[0]
+        channels, width = layers[0][0].shape[0], self.inputs
+        if width not in (_coder.NARROW_CONTEXT_SIZE, _coder.CONTEXT_SIZE):
+            raise ValueError("context network: its first layer reads the context, narrow or whole")
         for w, b, shift in layers:
             out = w.shape[1]
             if (w.dtype != np.int16 or b.dtype != np.int32 or w.shape != (channels, out, width) or b.shape != (channels, out)
@@ -42,6 +45,11 @@ class ContextNetwork:
     def channels(self) -> int:
         return self.layers[0][0].shape[0]
 
+    @property
+    def inputs(self) -> int:
+        """How much of the context it reads: the first NARROW_CONTEXT_SIZE values, or all."""
+        return self.layers[0][0].shape[2]
+
     def coder_layers(self) -> list[Layer]:
         """The layers as _coder.encode_pixels and decode_pixels take them."""
         return [(np.ascontiguousarray(w), np.ascontiguousarray(b), int(s)) for w, b, s in self.layers]
@@ -52,8 +60,9 @@ class ContextNetwork:
         # In float64, exactly: every sum is an integer under 2**31 (inputs and activations at most
         # 2**11, weights 2**13, 64 of them, biases 2**29), and the shift a division by a power of
         # two; float64 products run on BLAS, int64 ones do not (20 times slower).
-        k, c, *rest = context.shape
-        x = np.clip(context.reshape(k, c, -1), -_coder.NET_INPUT_LIMIT, _coder.NET_INPUT_LIMIT).astype(np.float64)
+        _, c, *rest = context.shape
+        x = np.clip(context[: self.inputs].reshape(self.inputs, c, -1), -_coder.NET_INPUT_LIMIT, _coder.NET_INPUT_LIMIT)
+        x = x.astype(np.float64)
         out = []
         for ch in range(c):
             v = x[:, ch].T

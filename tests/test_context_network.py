@@ -16,10 +16,10 @@ from pillow_unz.weights import load_models
 from .test_tools import band_tools
 
 
-def random_network(channels: int, widths: tuple[int, ...], seed: int = 0) -> ContextNetwork:
+def random_network(channels: int, widths: tuple[int, ...], seed: int = 0, inputs: int = _coder.CONTEXT_SIZE) -> ContextNetwork:
     """Weights at their limits' scale, so that clipping and sparse activations both happen."""
     rng = np.random.default_rng(seed)
-    layers, inputs = [], _coder.CONTEXT_SIZE
+    layers = []
     for width in (*widths, 2):
         w = rng.integers(-_coder.NET_WEIGHT_LIMIT, _coder.NET_WEIGHT_LIMIT + 1, (channels, width, inputs)).astype(np.int16)
         b = rng.integers(-(1 << 20), 1 << 20, (channels, width)).astype(np.int32)
@@ -29,9 +29,10 @@ def random_network(channels: int, widths: tuple[int, ...], seed: int = 0) -> Con
 
 
 @pytest.mark.parametrize("widths", [(), (32,), (64, 16), (48, 17)])  # every vector count, odd widths
-def test_coder_computes_the_specification(small: Image.Image, widths: tuple[int, ...]) -> None:
+@pytest.mark.parametrize("inputs", [_coder.NARROW_CONTEXT_SIZE, _coder.CONTEXT_SIZE])
+def test_coder_computes_the_specification(small: Image.Image, widths: tuple[int, ...], inputs: int) -> None:
     planes = np.ascontiguousarray(np.asarray(small).transpose(2, 0, 1)[codec.coding_order(3)])
-    network = random_network(3, widths)
+    network = random_network(3, widths, inputs=inputs)
     expected = network.outputs(_coder.classical_contexts(planes))
     for kernel in ["", *_coder.context_kernels()]:  # the coder's, and every one this processor runs
         got = _coder.context_outputs(planes, network.coder_layers(), 2, kernel)
@@ -72,6 +73,21 @@ def test_bands_of_different_networks_decode_in_one_call(sample: Image.Image) -> 
         _coder.decode_pixels(streams, photo.constants, photo.scale_table, 3, out, networks=networks[:2])
     with pytest.raises(ValueError, match="not both"):
         _coder.decode_pixels(streams, photo.constants, photo.scale_table, 3, out, network=networks[1], networks=networks)
+
+
+def test_outer_ring_is_what_the_whole_context_adds(small: Image.Image) -> None:
+    """A network that reads the whole context but gives the outer ring no weight codes what
+    the same network reading the narrow context codes, byte for byte; with weight there, not."""
+    photo = load_models().for_channels(3)
+    planes = np.ascontiguousarray(np.asarray(small).transpose(2, 0, 1)[codec.coding_order(3)])
+    narrow = random_network(3, (16,), seed=5, inputs=_coder.NARROW_CONTEXT_SIZE)
+    ring = (3, 16, _coder.CONTEXT_SIZE - _coder.NARROW_CONTEXT_SIZE)
+    (w, b, shift), *rest = narrow.layers
+    unseeing = ContextNetwork(((np.concatenate([w, np.zeros(ring, np.int16)], 2), b, shift), *rest))
+    seeing = ContextNetwork(((np.concatenate([w, np.full(ring, 999, np.int16)], 2), b, shift), *rest))
+    coded = [codec.encode_samples(photo, planes, n) for n in (narrow, unseeing, seeing)]
+    assert coded[0] == coded[1] != coded[2]
+    assert np.array_equal(codec.decode_samples(photo, coded[2], *planes.shape[1:], seeing), planes)
 
 
 @pytest.mark.parametrize("layers, message", [

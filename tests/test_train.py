@@ -93,6 +93,7 @@ def test_context_network_trains_packed_warm_and_on_the_clock(photos, tmp_path) -
     steps; each run writes a network the coder takes, with its lineage in the metadata."""
     from safetensors.numpy import load
 
+    from pillow_unz import _coder
     from pillow_unz.context_network import ContextNetwork
     from pillow_unz.finetune import context
     from pillow_unz.weights import file_metadata
@@ -114,7 +115,7 @@ def test_context_network_trains_packed_warm_and_on_the_clock(photos, tmp_path) -
         context.main([*shapeless, "--channels", "3", "--init", str(tmp_path / "first"), "--out", str(tmp_path / "third")])
     blob = (tmp_path / "second" / "network.safetensors").read_bytes()
     network = ContextNetwork.from_tensors(load(blob), "")
-    assert network.channels == 1 and network.layers[0][0].shape == (1, 8, 36)
+    assert network.channels == 1 and network.layers[0][0].shape == (1, 8, _coder.CONTEXT_SIZE)  # a new one reads all
     meta = json.loads(file_metadata(blob)["training"])
     assert meta["steps"] >= 1 and meta["init"]["steps"] == 2 and meta["device"] == "cpu"
 
@@ -155,7 +156,7 @@ def test_context_network_trains_on_from_a_shipped_one(photos, tmp_path, small: I
     crop = context.Sample(planes)
     limits = np.array([_coder.NET_MAX_CORRECTION, _coder.NET_MAX_SCALE_OFFSET]).reshape(1, 2, 1, 1)
     for k, network in enumerate(shipped.for_channels(1).context_networks):
-        model = context.dequantize(network, torch.rand(36) + 0.5)
+        model = context.dequantize(network, torch.rand(_coder.CONTEXT_SIZE) + 0.5)
         with torch.no_grad():
             floats = np.clip(model(crop.context)[0].numpy(), -limits, limits)
         off = np.abs(floats - network.outputs(crop.context[0].numpy()))  # in eighths
@@ -190,27 +191,34 @@ def test_context_network_trains_on_from_a_shipped_one(photos, tmp_path, small: I
         assert [same(a, b) for a, b in zip(now, before)] == [k != replaced for k in range(len(before))]
 
 
-def test_widened_network_starts_as_the_one_it_grew_from(photos, tmp_path, small: Image.Image, capsys) -> None:
-    """--widen grows a shipped network's hidden layers without changing its outputs; a network
-    wider than the coder takes ends as a float checkpoint, which `score` measures beside the
-    weights file's networks."""
+def test_grown_network_starts_as_the_one_it_grew_from(photos, tmp_path, small: Image.Image, capsys) -> None:
+    """--widen and --inputs grow a shipped network's hidden layers and the context it reads
+    without changing its outputs; a network wider than the coder takes ends as a float
+    checkpoint, which `score` measures beside the weights file's networks."""
     import torch
+    from safetensors.numpy import load
 
     from pillow_unz import _coder
+    from pillow_unz.context_network import ContextNetwork
     from pillow_unz.finetune import context
 
     crop = context.Sample(np.asarray(small.convert("L"))[None])
-    model = context.dequantize(load_models().for_channels(1).context_networks[1], torch.rand(36) + 0.5)
-    wide = context.widened(model, 2 * _coder.NET_MAX_WIDTH)
-    assert wide.linears(0)[0].out_features == 2 * _coder.NET_MAX_WIDTH
+    norm = torch.rand(_coder.CONTEXT_SIZE) + 0.5
+    narrow = next(n for n in load_models().for_channels(1).context_networks if n.inputs == _coder.NARROW_CONTEXT_SIZE)
+    model = context.dequantize(narrow, norm)
+    big = context.grown(model, 2 * _coder.NET_MAX_WIDTH, _coder.CONTEXT_SIZE, norm)
+    assert big.linears(0)[0].weight.shape == (2 * _coder.NET_MAX_WIDTH, _coder.CONTEXT_SIZE)
     with torch.no_grad():
-        assert torch.equal(wide(crop.context), model(crop.context))
+        assert torch.equal(big(crop.context), model(crop.context))
 
+    options = ["--data", str(photos), "--channels", "1", "--crop", "32", "--batch", "2", "--steps", "1"]
+    with pytest.raises(SystemExit, match="--widen, --inputs: more units or inputs"):
+        context.main([*options, "--widen", "128", "--out", str(tmp_path / "none")])  # nothing to grow from
+    context.main([*options, "--init-network", "1", "--inputs", str(_coder.CONTEXT_SIZE), "--out", str(tmp_path / "whole")])
+    whole = ContextNetwork.from_tensors(load((tmp_path / "whole" / "network.safetensors").read_bytes()), "")
+    assert whole.inputs == _coder.CONTEXT_SIZE
     run = tmp_path / "wide"
-    options = ["--data", str(photos), "--channels", "1", "--crop", "32", "--batch", "2", "--steps", "1", "--out", str(run)]
-    with pytest.raises(SystemExit, match="--widen: a wider network"):
-        context.main([*options, "--widen", "128"])  # nothing to grow from
-    context.main([*options, "--init-network", "1", "--widen", "128"])
+    context.main([*options, "--init-network", "1", "--widen", "128", "--out", str(run)])
     assert not (run / "network.safetensors").exists() and context.run_model(run).linears(0)[0].out_features == 128
     capsys.readouterr()
     context.main(["score", "net1", str(run), "--channels", "1", "--eval", str(photos)])
