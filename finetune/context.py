@@ -13,9 +13,8 @@ Every step draws new crops from the training photographs at full size and reduce
 coder's contexts are most of a step's cost once the network trains on a GPU: --device cuda).
 --init starts from another run's network with a fresh schedule (a warm restart), --init-network
 from one the weights file holds, --widen and --inputs grow either's hidden layers and the
-context it reads (same outputs at first);
---minutes runs
-the schedule on the clock instead of a step count (a machine's speed is not known beforehand);
+context it reads (same outputs at first); --minutes runs the schedule on the clock instead of a
+step count (a machine's speed is not known beforehand);
 --partner K trains against the weights file's network K, frozen: a crop costs what the better
 of the two codes it in, as the encoder keeps the better network of each band. --readout trains
 for the coder's online readout of the hidden layers (readout_correction; docs/DESIGN.md).
@@ -384,8 +383,7 @@ def train(args: argparse.Namespace) -> None:
         return
     network = quantize(model.cpu(), first)
     meta = {"channels": args.channels, "hidden": linears[0].out_features, "layers": len(linears), "inputs": len(model.norm),
-            "steps": step,
-            "batch": args.batch, "crop": args.crop, "lr": args.lr, "seed": args.seed, "reductions": list(reductions),
+            "steps": step, "batch": args.batch, "crop": args.crop, "lr": args.lr, "seed": args.seed, "reductions": list(reductions),
             "files": len(files), "data_hash": data_hash(files), "minutes": round((time.time() - started) / 60, 1),
             "device": args.device, "partner": args.partner, "readout": args.readout}
     if args.init:
@@ -415,8 +413,9 @@ def run_model(run: Path) -> ContextMLP:
 
 def score(args: argparse.Namespace) -> None:
     """Teacher-forced bits (code_length, no readout) of each photo of --eval, whole (colour ones in
-    gray for --channels 1, gray ones left out for 3), under the classical model, the weights file's networks (netK, as floats) and runs' float networks
-    (ckpt.pt, any width): for comparing runs before the coder can take them."""
+    gray for --channels 1, gray ones left out for 3), under the classical model, the weights
+    file's networks (netK, as floats) and runs' float networks (ckpt.pt, any width): for
+    comparing runs before the coder can take them."""
     torch.set_num_threads(args.threads)
     photo = load_models().for_channels(args.channels)
     table, constants = torch.from_numpy(photo.scale_table).float(), torch.from_numpy(photo.constants).float()
