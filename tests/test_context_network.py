@@ -85,9 +85,11 @@ def test_outer_ring_is_what_the_whole_context_adds(small: Image.Image) -> None:
     (w, b, shift), *rest = narrow.layers
     unseeing = ContextNetwork(((np.concatenate([w, np.zeros(ring, np.int16)], 2), b, shift), *rest))
     seeing = ContextNetwork(((np.concatenate([w, np.full(ring, 999, np.int16)], 2), b, shift), *rest))
-    coded = [codec.encode_samples(photo, planes, n) for n in (narrow, unseeing, seeing)]
+    networks = (narrow, unseeing, seeing)
+    coded = [codec.encode_samples(photo, planes, n) for n in networks]
     assert coded[0] == coded[1] != coded[2]
-    assert np.array_equal(codec.decode_samples(photo, coded[2], *planes.shape[1:], seeing), planes)
+    for stream, network in zip(coded, networks):
+        assert np.array_equal(codec.decode_samples(photo, stream, *planes.shape[1:], network), planes)
 
 
 @pytest.mark.parametrize("layers, message", [

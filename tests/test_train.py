@@ -204,8 +204,9 @@ def test_grown_network_starts_as_the_one_it_grew_from(photos, tmp_path, small: I
 
     crop = context.Sample(np.asarray(small.convert("L"))[None])
     norm = torch.rand(_coder.CONTEXT_SIZE) + 0.5
-    narrow = next(n for n in load_models().for_channels(1).context_networks if n.inputs == _coder.NARROW_CONTEXT_SIZE)
-    model = context.dequantize(narrow, norm)
+    shipped = load_models().for_channels(1).context_networks
+    k = next(k for k, n in enumerate(shipped) if n.inputs == _coder.NARROW_CONTEXT_SIZE)  # one to grow
+    model = context.dequantize(shipped[k], norm)
     big = context.grown(model, 2 * _coder.NET_MAX_WIDTH, _coder.CONTEXT_SIZE, norm)
     assert big.linears(0)[0].weight.shape == (2 * _coder.NET_MAX_WIDTH, _coder.CONTEXT_SIZE)
     with torch.no_grad():
@@ -214,11 +215,11 @@ def test_grown_network_starts_as_the_one_it_grew_from(photos, tmp_path, small: I
     options = ["--data", str(photos), "--channels", "1", "--crop", "32", "--batch", "2", "--steps", "1"]
     with pytest.raises(SystemExit, match="--widen, --inputs: more units or inputs"):
         context.main([*options, "--widen", "128", "--out", str(tmp_path / "none")])  # nothing to grow from
-    context.main([*options, "--init-network", "1", "--inputs", str(_coder.CONTEXT_SIZE), "--out", str(tmp_path / "whole")])
+    context.main([*options, "--init-network", str(k), "--inputs", str(_coder.CONTEXT_SIZE), "--out", str(tmp_path / "whole")])
     whole = ContextNetwork.from_tensors(load((tmp_path / "whole" / "network.safetensors").read_bytes()), "")
     assert whole.inputs == _coder.CONTEXT_SIZE
     run = tmp_path / "wide"
-    context.main([*options, "--init-network", "1", "--widen", "128", "--out", str(run)])
+    context.main([*options, "--init-network", str(k), "--widen", "128", "--out", str(run)])
     assert not (run / "network.safetensors").exists() and context.run_model(run).linears(0)[0].out_features == 128
     capsys.readouterr()
     context.main(["score", "net1", str(run), "--channels", "1", "--eval", str(photos)])
